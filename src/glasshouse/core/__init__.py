@@ -1,0 +1,1 @@
+"""Core contracts: execution spec/result, the Backend protocol, the Engine, profiling."""

@@ -1,0 +1,431 @@
+"""Execution contracts: what to run, what happened, the Backend protocol and the Engine.
+
+The lifecycle follows the seeds (001/002/004): ``prepare`` -> ``start`` -> ``wait`` ->
+``cleanup``, with ``kill`` at any time. ``start`` leaves the workload held at a *gate*; the
+Engine attaches observers to the reported root pid and then calls ``release``, so an observer
+sees the workload's very first exec. Every outcome, including a spec that fails validation
+or a backend that cannot start, yields an :class:`ExecutionResult` and so a receipt.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from glasshouse.core.profiling import Observation, Observer, Profile
+    from glasshouse.receipt.model import Receipt
+
+#: Default cap on the bytes kept per output stream (the hash always covers the full stream).
+DEFAULT_OUTPUT_LIMIT = 1 << 20
+
+Sink = Callable[[bytes], None]
+
+
+class GlasshouseError(Exception):
+    """Glasshouse's own failure (not the workload's). The CLI maps it to exit code 125."""
+
+
+class SpecError(GlasshouseError, ValueError):
+    """An ExecutionSpec that cannot be run as given; the message says which field and why."""
+
+
+class BackendError(GlasshouseError):
+    """A backend could not prepare, start or supervise the workload."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot work on this host (missing binary, capability, kernel feature)."""
+
+
+class CommandNotRunnable(BackendError):
+    """The command does not exist (exit code 127) or cannot be executed (126), as in a shell."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits. ``None`` means "not limited" (beyond the backend's own defaults)."""
+
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    memory_bytes: int | None = None
+    pids: int | None = None
+    output_bytes: int = DEFAULT_OUTPUT_LIMIT  # kept per stream; the rest is hashed, not kept
+    file_size_bytes: int | None = None
+
+    def validate(self) -> None:
+        for name in ("wall_s", "cpu_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SpecError(f"limits.{name} must be > 0, got {value!r}")
+        for name in ("memory_bytes", "pids", "file_size_bytes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise SpecError(f"limits.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.output_bytes, int) or self.output_bytes < 0:
+            raise SpecError(f"limits.output_bytes must be >= 0, got {self.output_bytes!r}")
+        if self.memory_bytes is not None and self.memory_bytes < 1 << 20:
+            raise SpecError("limits.memory_bytes must be at least 1 MiB")
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    """What to run and under which limits.
+
+    ``env=None`` inherits the caller's environment (process backend) or uses the backend's
+    minimal default; ``network=None`` takes the backend's default (on for ``process``, off for
+    isolating backends). ``files`` are placed in the workspace before the run (isolating
+    backends); ``outputs`` name workspace files copied back afterwards.
+    """
+
+    argv: Sequence[str]
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    stdin: bytes | None = None
+    timeout: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    network: bool | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    outputs: Sequence[str] = ()
+
+    def validate(self) -> None:
+        if isinstance(self.argv, str | bytes):
+            raise SpecError("argv must be a list of strings, not a single string")
+        if not self.argv:
+            raise SpecError("argv is empty: nothing to run")
+        for i, arg in enumerate(self.argv):
+            if not isinstance(arg, str):
+                raise SpecError(f"argv[{i}] must be a string, got {type(arg).__name__}")
+            if "\x00" in arg:
+                raise SpecError(f"argv[{i}] contains a NUL byte")
+        if self.timeout is not None and not self.timeout > 0:
+            raise SpecError(f"timeout must be > 0 seconds, got {self.timeout!r}")
+        if self.env is not None:
+            for key, value in self.env.items():
+                if not key or "=" in key or "\x00" in key or "\x00" in value:
+                    raise SpecError(f"invalid environment variable name or value: {key!r}")
+        if self.stdin is not None and not isinstance(self.stdin, bytes):
+            raise SpecError("stdin must be bytes")
+        for name in list(self.files) + list(self.outputs):
+            _check_relative(name)
+        self.limits.validate()
+
+    @property
+    def deadline_s(self) -> float | None:
+        """The effective wall-clock limit: the smaller of ``timeout`` and ``limits.wall_s``."""
+        values = [v for v in (self.timeout, self.limits.wall_s) if v is not None]
+        return min(values) if values else None
+
+    def command_hash(self) -> str:
+        from glasshouse.receipt.canonical import canonical_json
+
+        return hashlib.sha256(canonical_json(list(self.argv))).hexdigest()
+
+
+def _check_relative(name: str) -> None:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise SpecError(f"workspace path must be relative without '..': {name!r}")
+    if "\x00" in name:
+        raise SpecError(f"workspace path contains a NUL byte: {name!r}")
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One output stream: the kept prefix, whether it was cut, and the digest of all of it."""
+
+    data: bytes
+    size: int
+    sha256: str
+    truncated: bool
+
+    @classmethod
+    def empty(cls) -> StreamResult:
+        return cls(b"", 0, hashlib.sha256(b"").hexdigest(), False)
+
+
+class OutputCapture:
+    """Accumulates a stream: keeps the first ``limit`` bytes, hashes and counts every byte,
+    and forwards each chunk to an optional live ``sink`` (e.g. the terminal)."""
+
+    def __init__(self, limit: int = DEFAULT_OUTPUT_LIMIT, sink: Sink | None = None) -> None:
+        self._limit = limit
+        self._sink = sink
+        self._kept = bytearray()
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        with self._lock:
+            self._hash.update(chunk)
+            self._size += len(chunk)
+            room = self._limit - len(self._kept)
+            if room > 0:
+                self._kept += chunk[:room]
+        if self._sink is not None:
+            try:
+                self._sink(chunk)
+            except Exception:  # a broken terminal must not break the run
+                self._sink = None
+
+    def result(self) -> StreamResult:
+        with self._lock:
+            return StreamResult(
+                bytes(self._kept), self._size, self._hash.hexdigest(), self._size > self._limit
+            )
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+@dataclass
+class ExecutionResult:
+    """What happened. Exactly one of: exited (``exit_code``), killed (``signal``), or failed
+    before/while running (``error`` and usually no exit code)."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    timed_out: bool = False
+    stdout: StreamResult = field(default_factory=StreamResult.empty)
+    stderr: StreamResult = field(default_factory=StreamResult.empty)
+    started_at: _dt.datetime = field(default_factory=utcnow)
+    ended_at: _dt.datetime = field(default_factory=utcnow)
+    cpu_time_ms: int | None = None
+    max_rss_kb: int | None = None
+    root_pid: int | None = None
+    oom_killed: bool = False
+    #: Backend facts for the receipt's ``execution.details``.
+    details: dict[str, Any] = field(default_factory=dict)
+    #: ``environment.sandbox.network``: "enabled" | "disabled" | "loopback".
+    network: str = "enabled"
+    #: Extra sandbox facts for ``environment.sandbox.details``.
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    #: Workspace files copied back (``ExecutionSpec.outputs``).
+    outputs: dict[str, bytes] = field(default_factory=dict)
+    #: Guest-side observation delivered by the backend (VM backends), if any.
+    guest_observation: Observation | None = None
+
+    @property
+    def duration_ms(self) -> int:
+        return max(0, round((self.ended_at - self.started_at).total_seconds() * 1000))
+
+    def shell_exit_code(self) -> int:
+        """The exit status a shell would give: child's code, 124 timeout, 128+N signal, 125
+        Glasshouse's own error."""
+        if self.timed_out:
+            return 124
+        if self.signal is not None:
+            return 128 + self.signal
+        if self.exit_code is not None:
+            return self.exit_code
+        return 125
+
+    @classmethod
+    def failure(cls, error: str, *, exit_code: int | None = None) -> ExecutionResult:
+        now = utcnow()
+        return cls(exit_code=exit_code, error=error, started_at=now, ended_at=now)
+
+
+@dataclass
+class Handle:
+    """A started workload. ``pid`` is the host-side root pid to observe (the process, the
+    sandbox's init, or the VMM), or ``None`` when there is no host process (fake)."""
+
+    spec: ExecutionSpec
+    pid: int | None
+    id: str = field(default_factory=lambda: secrets.token_hex(6))
+    killed_reason: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """How a workload is executed. Implementations live in ``glasshouse.backends``."""
+
+    name: str
+    isolation: str  # "none" | "namespaces" | "gvisor" | "vm" | "fake"
+
+    def prepare(self) -> None:
+        """Make the backend ready (probe binaries, build images). Idempotent, cheap when done."""
+        ...
+
+    def start(
+        self, spec: ExecutionSpec, stdout: Sink | None = None, stderr: Sink | None = None
+    ) -> Handle:
+        """Create the workload and hold it at its gate. Raise BackendError on failure."""
+        ...
+
+    def release(self, handle: Handle) -> None:
+        """Let the gated workload run."""
+        ...
+
+    def wait(self, handle: Handle) -> ExecutionResult:
+        """Block until the workload ends, enforcing ``spec.deadline_s`` (kill + timed_out)."""
+        ...
+
+    def kill(self, handle: Handle, reason: str = "killed") -> None:
+        """Kill the whole workload now (any descendants included). Safe to call any time."""
+        ...
+
+    def cleanup(self, handle: Handle) -> None:
+        """Release every resource of the run. Idempotent."""
+        ...
+
+
+def new_execution_id() -> str:
+    """``exec-<unix ms>-<80 random bits>``: sortable by time, unguessable."""
+    return f"exec-{time.time_ns() // 1_000_000}-{secrets.token_hex(10)}"
+
+
+@dataclass
+class Run:
+    """The Engine's output: the result, each observer's observation and the receipt."""
+
+    execution_id: str
+    spec: ExecutionSpec
+    result: ExecutionResult
+    observations: list[Observation]
+    receipt: Receipt
+
+
+class Engine:
+    """Orchestrates one run: validate -> prepare -> start (gated) -> attach observers ->
+    release -> wait -> aggregate -> cleanup. Never raises for the workload's or the backend's
+    failures: they end up in the receipt. Thread-safe: one Engine may run many specs at once.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        observers: Sequence[Observer] = (),
+        profile: Profile | str = "disabled",
+    ) -> None:
+        from glasshouse.core.profiling import Profile
+
+        self.backend = backend
+        self.observers = list(observers)
+        self.profile = Profile(profile)
+        self._active: dict[str, Handle] = {}
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        spec: ExecutionSpec,
+        *,
+        stdout: Sink | None = None,
+        stderr: Sink | None = None,
+        execution_id: str | None = None,
+        on_start: Callable[[Handle], None] | None = None,
+    ) -> Run:
+        from glasshouse.core.profiling import Observation
+        from glasshouse.receipt.aggregate import build_receipt
+
+        execution_id = execution_id or new_execution_id()
+        observations: list[Observation] = []
+        try:
+            spec.validate()
+        except SpecError as exc:
+            result = ExecutionResult.failure(f"invalid spec: {exc}")
+        else:
+            result = self._run_validated(spec, stdout, stderr, observations, on_start)
+        receipt = build_receipt(
+            execution_id=execution_id,
+            spec=spec,
+            result=result,
+            observations=observations,
+            profile=self.profile,
+            backend=self.backend,
+        )
+        return Run(execution_id, spec, result, observations, receipt)
+
+    def _run_validated(
+        self,
+        spec: ExecutionSpec,
+        stdout: Sink | None,
+        stderr: Sink | None,
+        observations: list[Observation],
+        on_start: Callable[[Handle], None] | None,
+    ) -> ExecutionResult:
+        from glasshouse.core.profiling import Observation
+
+        handle: Handle | None = None
+        sessions: list[tuple[Observer, Any]] = []
+        started = utcnow()
+        try:
+            self.backend.prepare()
+            handle = self.backend.start(spec, stdout, stderr)
+            with self._lock:
+                self._active[handle.id] = handle
+            if on_start is not None:
+                on_start(handle)
+            for observer in self.observers:
+                if handle.pid is None:
+                    observations.append(
+                        Observation.unavailable(
+                            observer.name,
+                            observer.provenance,
+                            f"backend {self.backend.name} has no host process to observe",
+                        )
+                    )
+                    continue
+                try:
+                    sessions.append((observer, observer.start(handle.pid)))
+                except Exception as exc:  # fail-open: observation is never required
+                    observations.append(
+                        Observation.unavailable(observer.name, observer.provenance, str(exc))
+                    )
+            self.backend.release(handle)
+            result = self.backend.wait(handle)
+        except GlasshouseError as exc:
+            result = ExecutionResult.failure(
+                f"{self.backend.name}: {exc}", exit_code=getattr(exc, "exit_code", None)
+            )
+            result.started_at = started
+        except BaseException:
+            if handle is not None:
+                self.backend.kill(handle, "interrupted")
+            raise
+        finally:
+            for observer, session in sessions:
+                try:
+                    observations.append(session.stop())
+                except Exception as exc:
+                    observations.append(
+                        Observation.unavailable(
+                            observer.name, observer.provenance, f"observer failed: {exc}"
+                        )
+                    )
+            if handle is not None:
+                with self._lock:
+                    self._active.pop(handle.id, None)
+                try:
+                    self.backend.cleanup(handle)
+                except Exception as exc:  # cleanup problems are reported, never fatal
+                    cleanup_error = f"cleanup failed: {exc}"
+                    if "result" in locals():
+                        result.details["cleanup_error"] = cleanup_error
+        if result.guest_observation is not None:
+            observations.append(result.guest_observation)
+        return result
+
+    def kill_all(self, reason: str = "shutdown") -> int:
+        """Kill every in-flight run (their receipts record ``reason``); return how many."""
+        with self._lock:
+            handles = list(self._active.values())
+        for handle in handles:
+            self.backend.kill(handle, reason)
+        return len(handles)

@@ -1,0 +1,75 @@
+"""Profiling contracts: the profile modes, the Observer protocol and what an observer returns.
+
+An observer watches one run's process tree, rooted at the host pid a backend reports. It is
+started while the child is held at the backend's gate (so the first exec is seen) and stopped
+after the run ends. Observers fail open: an observer that cannot start yields an
+:class:`Observation` with ``available=False`` and the reason, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from glasshouse.receipt.model import Filesystem, Network, ProcessNode, Resources, Syscalls
+
+
+class Profile(enum.StrEnum):
+    DISABLED = "disabled"
+    HOST = "host"  # host kernel observation (eBPF, or a labeled fallback)
+    GUEST = "guest"  # events reported from inside a VM guest
+    COMBINED = "combined"  # both
+
+
+class ObserverUnavailable(Exception):
+    """Raised by an observer that cannot observe on this host; the message says why."""
+
+
+@dataclass
+class Observation:
+    """What one observer saw of one run. Sections left ``None`` were not collected."""
+
+    observer: str
+    provenance: str  # "host" | "guest"
+    available: bool = True
+    reason: str | None = None
+    process_tree: list[ProcessNode] | None = None
+    filesystem: Filesystem | None = None
+    network: Network | None = None
+    syscalls: Syscalls | None = None
+    resources: Resources | None = None
+    events: int = 0
+    events_lost: int = 0
+    truncations: int = 0
+    #: section name -> why it was not collected (when available but partial)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def unavailable(cls, observer: str, provenance: str, reason: str) -> Observation:
+        return cls(observer=observer, provenance=provenance, available=False, reason=reason)
+
+    def collected(self) -> list[str]:
+        names = ("process_tree", "filesystem", "network", "syscalls", "resources")
+        return [n for n in names if getattr(self, n) is not None]
+
+
+@runtime_checkable
+class ObserverSession(Protocol):
+    """One run being observed."""
+
+    def stop(self) -> Observation:
+        """Drain pending events and return what was seen. Called once, after the run ended."""
+        ...
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """A long-lived observer. ``start`` may be called for many runs, also concurrently."""
+
+    name: str
+    provenance: str
+
+    def start(self, root_pid: int) -> ObserverSession:
+        """Begin observing the process tree rooted at ``root_pid`` (held at its gate)."""
+        ...

@@ -1,0 +1,212 @@
+"""The execution receipt, grammar v0.3.0 (seed 003).
+
+Every field name of the seed's receipt is kept exactly, including the legacy top-level
+``exit_code``, ``duration_ms`` and ``processes``. Additions are optional fields with defaults,
+so a seed-shaped receipt still validates. The ``observation`` block says what was collected,
+by which observer, how many events were lost, and why anything is missing: an empty list in a
+receipt means "observed, and there was nothing", never "not looked at".
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from glasshouse.core.version import RECEIPT_VERSION
+
+Provenance = Literal["host", "guest", "combined", "none"]
+Profile = Literal["disabled", "host", "guest", "combined"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Outcome(_Model):
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    timed_out: bool = False
+
+
+class Timing(_Model):
+    duration_ms: int
+    cpu_time_ms: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+
+
+class ProcessNode(_Model):
+    pid: int
+    ppid: int
+    exe: str | None = None
+    argv: list[str] = Field(default_factory=list)
+    working_dir: str | None = None
+    #: pid as seen inside the sandbox's pid namespace, where it differs from ``pid``.
+    ns_pid: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    argv_truncated: bool = False
+    #: True when the process forked without exec (its exe/argv are its parent's image).
+    forked_only: bool = False
+
+
+class Rename(_Model):
+    src: str
+    dst: str
+
+
+class Link(_Model):
+    target: str
+    path: str
+    kind: Literal["hard", "symbolic"]
+
+
+class FailedFileOp(_Model):
+    op: str
+    path: str
+    errno: str
+
+
+class Filesystem(_Model):
+    reads: list[str] = Field(default_factory=list)
+    writes: list[str] = Field(default_factory=list)
+    deletes: list[str] = Field(default_factory=list)
+    policy_violations: list[str] = Field(default_factory=list)
+    renames: list[Rename] = Field(default_factory=list)
+    links: list[Link] = Field(default_factory=list)
+    mkdirs: list[str] = Field(default_factory=list)
+    failed: list[FailedFileOp] = Field(default_factory=list)
+
+
+class NetworkAttempt(_Model):
+    dst: str
+    protocol: str
+    result: str
+    family: str | None = None
+    pid: int | None = None
+
+
+class NetworkBind(_Model):
+    addr: str
+    protocol: str
+    listening: bool = False
+
+
+class NetworkSend(_Model):
+    dst: str
+    protocol: str
+    bytes: int = 0
+
+
+class Network(_Model):
+    attempts: list[NetworkAttempt] = Field(default_factory=list)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    binds: list[NetworkBind] = Field(default_factory=list)
+    sends: list[NetworkSend] = Field(default_factory=list)
+
+
+class Syscalls(_Model):
+    counts: dict[str, int] = Field(default_factory=dict)
+    denied: list[str] = Field(default_factory=list)
+
+
+class Resources(_Model):
+    max_rss_kb: int | None = None
+    cpu_time_ms: int | None = None
+
+
+class SandboxEnv(_Model):
+    network: str = "enabled"
+    #: Extra facts a sandboxing backend reports (namespaces, seccomp, uid, workspace...).
+    details: dict[str, str | int | bool | list[str]] = Field(default_factory=dict)
+
+
+class Environment(_Model):
+    runtime: str
+    os: str = "linux"
+    arch: str
+    sandbox: SandboxEnv = Field(default_factory=SandboxEnv)
+    kernel: str | None = None
+    hostname: str | None = None
+    glasshouse_version: str | None = None
+
+
+class ExecutionInfo(_Model):
+    backend: str
+    isolation: str
+    #: Backend-specific facts (runtime, VMM, guest kernel/rootfs digests, ...).
+    details: dict[str, str | int | bool | None] = Field(default_factory=dict)
+
+
+class Artifacts(_Model):
+    stdout_hash: str
+    stderr_hash: str
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    #: sha256 over the canonical JSON of the command (argv) that was run.
+    command_hash: str | None = None
+
+
+class ObserverReport(_Model):
+    name: str
+    provenance: Provenance
+    available: bool
+    reason: str | None = None
+    collected: list[str] = Field(default_factory=list)
+    events: int = 0
+    events_lost: int = 0
+    truncations: int = 0
+
+
+class ObservationBlock(_Model):
+    profile: Profile
+    #: Receipt sections that hold observed data.
+    collected: list[str] = Field(default_factory=list)
+    #: Receipt sections left empty, each with the reason.
+    missing: dict[str, str] = Field(default_factory=dict)
+    observers: list[ObserverReport] = Field(default_factory=list)
+    events_lost: int = 0
+    truncations: int = 0
+    note: str | None = None
+
+
+class LegacyProcess(_Model):
+    pid: int
+    ppid: int
+    cmd: str
+
+
+class Receipt(_Model):
+    version: str = RECEIPT_VERSION
+    execution_id: str
+    provenance: Provenance
+    timestamp: str
+    outcome: Outcome
+    timing: Timing
+    process_tree: list[ProcessNode] = Field(default_factory=list)
+    filesystem: Filesystem = Field(default_factory=Filesystem)
+    network: Network = Field(default_factory=Network)
+    syscalls: Syscalls = Field(default_factory=Syscalls)
+    resources: Resources = Field(default_factory=Resources)
+    environment: Environment
+    execution: ExecutionInfo
+    artifacts: Artifacts
+    observation: ObservationBlock
+    # Legacy top-level fields (seed 003).
+    exit_code: int | None = None
+    duration_ms: int = 0
+    processes: list[LegacyProcess] = Field(default_factory=list)
+    #: Server-side fields (seed 000).
+    code_hash: str | None = None
+    #: ``sha256:<hex>`` over the canonical JSON of the receipt without this field.
+    digest: str | None = None
+
+
+SECTIONS = ("process_tree", "filesystem", "network", "syscalls", "resources")

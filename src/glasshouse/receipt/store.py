@@ -1,0 +1,78 @@
+"""Reading and writing receipts: atomic writes, strict loads."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from glasshouse.receipt.canonical import seal, to_bytes
+from glasshouse.receipt.model import Receipt
+
+
+class ReceiptError(Exception):
+    """A receipt file could not be read or is not a valid v0.3.0 receipt."""
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:
+    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a part.
+
+    Temp file in the same directory, fsync, rename over the target, fsync the directory.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return target
+
+
+def write_receipt(receipt: Receipt, path: str | os.PathLike[str]) -> Receipt:
+    """Seal (digest) and atomically write ``receipt`` as canonical JSON; return the sealed copy."""
+    sealed = seal(receipt) if receipt.digest is None else receipt
+    write_atomic(path, to_bytes(sealed) + b"\n")
+    return sealed
+
+
+def load_receipt(path: str | os.PathLike[str]) -> Receipt:
+    """Load and validate a receipt file; raise :class:`ReceiptError` with a readable reason."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ReceiptError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return parse_receipt(raw, source=str(path))
+
+
+def parse_receipt(raw: bytes | str, source: str = "<receipt>") -> Receipt:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReceiptError(f"{source}: not JSON: {exc}") from exc
+    try:
+        return Receipt.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise ReceiptError(
+            f"{source}: not a v0.3.0 receipt: {where}: {first['msg']}"
+            f" ({exc.error_count()} problem(s))"
+        ) from exc
