@@ -40,4 +40,27 @@ def create(name: str, **options: Any) -> Backend:
     return factory(**options)
 
 
-__all__ = ["create", "names"]
+def auto_select(allow_unsandboxed: bool = True) -> str:
+    """The strongest isolation this host offers: a microVM where guests boot and snapshots
+    restore, else the bubblewrap sandbox, else (only if allowed) the bare process backend.
+
+    Each candidate module exposes ``probe() -> (ok, reason)``; probes must be fast (cached).
+    """
+    reasons = []
+    for name, module_name in (
+        ("microvm", "glasshouse.backends.microvm"),
+        ("sandbox", "glasshouse.backends.sandbox"),
+    ):
+        try:
+            ok, why = importlib.import_module(module_name).probe()
+        except Exception as exc:  # missing module or failing probe: not usable here
+            ok, why = False, str(exc)
+        if ok:
+            return name
+        reasons.append(f"{name}: {why}")
+    if allow_unsandboxed:
+        return "process"
+    raise BackendUnavailable("no isolating backend works on this host: " + "; ".join(reasons))
+
+
+__all__ = ["auto_select", "create", "names"]

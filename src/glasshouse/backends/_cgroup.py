@@ -113,8 +113,10 @@ class Cgroup:
                 if ctl in lay.v2_controllers or ctl not in lay.v1:
                     continue
                 root = lay.v1[ctl]
-                existing = next((d for c, d in group.dirs.items() if c != "v2" and
-                                 d.parent.parent == root), None)
+                existing = next(
+                    (d for c, d in group.dirs.items() if c != "v2" and d.parent.parent == root),
+                    None,
+                )
                 if existing is not None:
                     group.dirs[ctl] = existing
                     continue

@@ -150,7 +150,9 @@ class FakeBackend:
                     raise _Exit(signal=9)
                 if remaining <= 0:
                     return
-                step = remaining if deadline is None else min(remaining, deadline - time.monotonic())
+                step = (
+                    remaining if deadline is None else min(remaining, deadline - time.monotonic())
+                )
                 handle.killed.wait(max(0.0, step))
         if name == "kill" and len(args) == 2 and args[1] == "$$":
             raise _Exit(signal=int(args[0].lstrip("-")))

@@ -293,13 +293,26 @@ def new_execution_id() -> str:
 
 @dataclass
 class Run:
-    """The Engine's output: the result, each observer's observation and the receipt."""
+    """The Engine's output: the result, each observer's observation and the receipt.
+
+    ``receipt_data`` is the receipt as JSON data (built without pydantic, so the CLI's hot
+    path stays fast); ``receipt`` validates it into the model on first use.
+    """
 
     execution_id: str
     spec: ExecutionSpec
     result: ExecutionResult
     observations: list[Observation]
-    receipt: Receipt
+    receipt_data: dict[str, Any]
+    _receipt: Receipt | None = field(default=None, repr=False)
+
+    @property
+    def receipt(self) -> Receipt:
+        if self._receipt is None:
+            from glasshouse.receipt.model import Receipt
+
+            self._receipt = Receipt.model_validate(self.receipt_data)
+        return self._receipt
 
 
 class Engine:
@@ -331,7 +344,6 @@ class Engine:
         execution_id: str | None = None,
         on_start: Callable[[Handle], None] | None = None,
     ) -> Run:
-        from glasshouse.core.profiling import Observation
         from glasshouse.receipt.aggregate import build_receipt
 
         execution_id = execution_id or new_execution_id()
@@ -342,7 +354,7 @@ class Engine:
             result = ExecutionResult.failure(f"invalid spec: {exc}")
         else:
             result = self._run_validated(spec, stdout, stderr, observations, on_start)
-        receipt = build_receipt(
+        receipt_data = build_receipt(
             execution_id=execution_id,
             spec=spec,
             result=result,
@@ -350,7 +362,7 @@ class Engine:
             profile=self.profile,
             backend=self.backend,
         )
-        return Run(execution_id, spec, result, observations, receipt)
+        return Run(execution_id, spec, result, observations, receipt_data)
 
     def _run_validated(
         self,

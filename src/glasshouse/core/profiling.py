@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from glasshouse.receipt.model import Filesystem, Network, ProcessNode, Resources, Syscalls
+if TYPE_CHECKING:  # the model pulls in pydantic; the run hot path does not need it
+    from glasshouse.receipt.model import Filesystem, Network, ProcessNode, Resources, Syscalls
 
 
 class Profile(enum.StrEnum):

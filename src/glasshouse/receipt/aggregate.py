@@ -1,4 +1,9 @@
-"""Build a v0.3.0 receipt from an execution result and the observers' observations."""
+"""Build a v0.3.0 receipt from an execution result and the observers' observations.
+
+The receipt is built as JSON data (dicts, lists, str, int, bool, None) so that writing one
+never imports pydantic; :class:`glasshouse.receipt.model.Receipt` validates the same data
+(the tests check every shape built here against the model and the committed JSON Schema).
+"""
 
 from __future__ import annotations
 
@@ -13,30 +18,23 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.core.version import RECEIPT_VERSION, __version__
-from glasshouse.receipt.model import (
-    SECTIONS,
-    Artifacts,
-    Environment,
-    ExecutionInfo,
-    Filesystem,
-    LegacyProcess,
-    Network,
-    ObservationBlock,
-    ObserverReport,
-    Outcome,
-    ProcessNode,
-    Receipt,
-    Resources,
-    SandboxEnv,
-    Syscalls,
-    Timing,
-)
 
 if TYPE_CHECKING:
     from glasshouse.core.execution import Backend, ExecutionResult, ExecutionSpec
     from glasshouse.core.profiling import Observation, Profile
 
+SECTIONS = ("process_tree", "filesystem", "network", "syscalls", "resources")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+_FS_LISTS = (
+    "reads",
+    "writes",
+    "deletes",
+    "policy_violations",
+    "renames",
+    "links",
+    "mkdirs",
+    "failed",
+)
 
 
 def rfc3339(ts: _dt.datetime) -> str:
@@ -50,6 +48,13 @@ def _host_environment() -> tuple[str, str, str, str]:
     return runtime, arch, platform.release(), socket.gethostname()
 
 
+def _data(value: Any) -> Any:
+    """Model or data -> JSON data."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value
+
+
 def build_receipt(
     *,
     execution_id: str,
@@ -58,7 +63,7 @@ def build_receipt(
     observations: Sequence[Observation],
     profile: Profile | str,
     backend: Backend,
-) -> Receipt:
+) -> dict[str, Any]:
     profile = str(profile)
     available = [o for o in observations if o.available]
     provenances = {o.provenance for o in available}
@@ -69,75 +74,82 @@ def build_receipt(
     else:
         provenance = provenances.pop()
 
-    process_tree = [n for o in available for n in (o.process_tree or [])]
-    filesystem = _merge_filesystem(o.filesystem for o in available if o.filesystem)
-    network = _merge_network(o.network for o in available if o.network)
-    syscalls = _merge_syscalls(o.syscalls for o in available if o.syscalls)
-    resources = Resources(max_rss_kb=result.max_rss_kb, cpu_time_ms=result.cpu_time_ms)
+    process_tree = [_data(n) for o in available for n in (o.process_tree or [])]
+    filesystem = _merge_filesystem(_data(o.filesystem) for o in available if o.filesystem)
+    network = _merge_network(_data(o.network) for o in available if o.network)
+    syscalls = _merge_syscalls(_data(o.syscalls) for o in available if o.syscalls)
+    resources = {"max_rss_kb": result.max_rss_kb, "cpu_time_ms": result.cpu_time_ms}
     for obs in available:
         if obs.resources is not None:
-            resources = Resources(
-                max_rss_kb=resources.max_rss_kb or obs.resources.max_rss_kb,
-                cpu_time_ms=resources.cpu_time_ms or obs.resources.cpu_time_ms,
-            )
+            observed = _data(obs.resources)
+            for key in resources:
+                if resources[key] is None:
+                    resources[key] = observed.get(key)
 
-    block = _observation_block(profile, observations, available, result)
     runtime, arch, kernel, hostname = _host_environment()
-    receipt = Receipt(
-        version=RECEIPT_VERSION,
-        execution_id=execution_id,
-        provenance=provenance,  # type: ignore[arg-type]
-        timestamp=rfc3339(result.started_at),
-        outcome=Outcome(
-            exit_code=result.exit_code,
-            signal=result.signal,
-            error=result.error,
-            timed_out=result.timed_out,
-        ),
-        timing=Timing(
-            duration_ms=result.duration_ms,
-            cpu_time_ms=resources.cpu_time_ms,
-            started_at=rfc3339(result.started_at),
-            ended_at=rfc3339(result.ended_at),
-        ),
-        process_tree=process_tree,
-        filesystem=filesystem,
-        network=network,
-        syscalls=syscalls,
-        resources=resources,
-        environment=Environment(
-            runtime=runtime,
-            arch=arch,
-            kernel=kernel,
-            hostname=hostname,
-            glasshouse_version=__version__,
-            sandbox=SandboxEnv(network=result.network, details=_jsonable(result.sandbox)),
-        ),
-        execution=ExecutionInfo(
-            backend=str(result.details.get("backend") or backend.name),
-            isolation=str(result.details.get("isolation") or backend.isolation),
-            details=_jsonable(
-                {k: v for k, v in result.details.items() if k not in ("backend", "isolation")}
-            ),
-        ),
-        artifacts=Artifacts(
-            stdout_hash=result.stdout.sha256,
-            stderr_hash=result.stderr.sha256,
-            stdout_bytes=result.stdout.size,
-            stderr_bytes=result.stderr.size,
-            stdout_truncated=result.stdout.truncated,
-            stderr_truncated=result.stderr.truncated,
-            command_hash=_command_hash(spec),
-        ),
-        observation=block,
-        exit_code=result.exit_code,
-        duration_ms=result.duration_ms,
-        processes=[
-            LegacyProcess(pid=n.pid, ppid=n.ppid, cmd=shlex.join(n.argv) if n.argv else n.exe or "")
+    started, ended = rfc3339(result.started_at), rfc3339(result.ended_at)
+    details = {k: v for k, v in result.details.items() if k not in ("backend", "isolation")}
+    return {
+        "version": RECEIPT_VERSION,
+        "execution_id": execution_id,
+        "provenance": provenance,
+        "timestamp": started,
+        "outcome": {
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "error": result.error,
+            "timed_out": result.timed_out,
+        },
+        "timing": {
+            "duration_ms": result.duration_ms,
+            "cpu_time_ms": resources["cpu_time_ms"],
+            "started_at": started,
+            "ended_at": ended,
+        },
+        "process_tree": process_tree,
+        "filesystem": filesystem,
+        "network": network,
+        "syscalls": syscalls,
+        "resources": resources,
+        "environment": {
+            "runtime": runtime,
+            "os": "linux",
+            "arch": arch,
+            "sandbox": {"network": result.network, "details": _jsonable(result.sandbox, False)},
+            "kernel": kernel,
+            "hostname": hostname,
+            "glasshouse_version": __version__,
+        },
+        "execution": {
+            "backend": str(result.details.get("backend") or backend.name),
+            "isolation": str(result.details.get("isolation") or backend.isolation),
+            "details": _jsonable(details, True),
+        },
+        "artifacts": {
+            "stdout_hash": result.stdout.sha256,
+            "stderr_hash": result.stderr.sha256,
+            "stdout_bytes": result.stdout.size,
+            "stderr_bytes": result.stderr.size,
+            "stdout_truncated": result.stdout.truncated,
+            "stderr_truncated": result.stderr.truncated,
+            "command_hash": _command_hash(spec),
+        },
+        "observation": _observation_block(profile, observations, available, result),
+        "exit_code": result.exit_code,
+        "duration_ms": result.duration_ms,
+        "processes": [
+            {
+                "pid": n["pid"],
+                "ppid": n["ppid"],
+                "cmd": shlex.join(n.get("argv") or []) or n.get("exe") or "",
+            }
             for n in process_tree
         ],
-    )
-    return receipt
+        "code_hash": None,
+        "sequence": None,
+        "previous_digest": None,
+        "digest": None,
+    }
 
 
 def _command_hash(spec: ExecutionSpec) -> str | None:
@@ -152,18 +164,18 @@ def _observation_block(
     observations: Sequence[Observation],
     available: Sequence[Observation],
     result: ExecutionResult,
-) -> ObservationBlock:
+) -> dict[str, Any]:
     reports = [
-        ObserverReport(
-            name=o.observer,
-            provenance=o.provenance,  # type: ignore[arg-type]
-            available=o.available,
-            reason=o.reason,
-            collected=o.collected(),
-            events=o.events,
-            events_lost=o.events_lost,
-            truncations=o.truncations,
-        )
+        {
+            "name": o.observer,
+            "provenance": o.provenance,
+            "available": o.available,
+            "reason": o.reason,
+            "collected": o.collected(),
+            "events": o.events,
+            "events_lost": o.events_lost,
+            "truncations": o.truncations,
+        }
         for o in observations
     ]
     collected: list[str] = []
@@ -172,86 +184,95 @@ def _observation_block(
     accounted = result.cpu_time_ms is not None or result.max_rss_kb is not None
     if accounted and "resources" not in collected:
         collected.append("resources")
-    missing: dict[str, str] = {}
     if profile == "disabled":
         why = "profiling disabled (--profile disabled): no observation was made"
+    elif not observations and result.root_pid is None and result.error:
+        why = f"nothing ran to observe ({result.error})"
     elif not observations:
         why = "no observer was attached"
     elif not available:
         why = "; ".join(f"{o.observer}: {o.reason}" for o in observations)
     else:
         why = "not collected by " + ", ".join(o.observer for o in available)
+    missing: dict[str, str] = {}
     for section in SECTIONS:
         if section in collected:
             continue
         reasons = [o.missing[section] for o in available if section in o.missing]
         missing[section] = "; ".join(reasons) if reasons else why
-    note = None
+    note = result.details.get("observation_note")
     if profile == "disabled":
         note = "no observation was made; outcome, timing and artifacts only"
         if accounted:
             note += " (resources from the backend's own accounting)"
-    return ObservationBlock(
-        profile=profile,  # type: ignore[arg-type]
-        collected=collected,
-        missing=missing,
-        observers=reports,
-        events_lost=sum(o.events_lost for o in observations),
-        truncations=sum(o.truncations for o in observations),
-        note=note,
-    )
+    return {
+        "profile": profile,
+        "collected": collected,
+        "missing": missing,
+        "observers": reports,
+        "events_lost": sum(o.events_lost for o in observations),
+        "truncations": sum(o.truncations for o in observations),
+        "note": note,
+    }
 
 
 def _dedup(items: Iterable[Any]) -> list[Any]:
-    seen: set[Any] = set()
+    seen: set[str] = set()
     out = []
     for item in items:
-        key = item.model_dump_json() if hasattr(item, "model_dump_json") else item
+        key = repr(item)
         if key not in seen:
             seen.add(key)
             out.append(item)
     return out
 
 
-def _merge_filesystem(parts: Iterable[Filesystem]) -> Filesystem:
+def _merge_filesystem(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     parts = list(parts)
+    merged: dict[str, Any] = {name: [] for name in _FS_LISTS}
     if len(parts) == 1:
-        return parts[0]
-    merged = Filesystem()
-    for name in Filesystem.model_fields:
-        setattr(merged, name, _dedup(x for p in parts for x in getattr(p, name)))
+        merged.update(parts[0])
+        return merged
+    for name in _FS_LISTS:
+        merged[name] = _dedup(x for p in parts for x in p.get(name, []))
     return merged
 
 
-def _merge_network(parts: Iterable[Network]) -> Network:
-    parts = list(parts)
-    if len(parts) == 1:
-        return parts[0]
-    return Network(
-        attempts=[a for p in parts for a in p.attempts],
-        bytes_sent=sum(p.bytes_sent for p in parts),
-        bytes_received=sum(p.bytes_received for p in parts),
-        binds=[b for p in parts for b in p.binds],
-        sends=[s for p in parts for s in p.sends],
-    )
+def _merge_network(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {
+        "attempts": [],
+        "bytes_sent": 0,
+        "bytes_received": 0,
+        "binds": [],
+        "sends": [],
+    }
+    for part in parts:
+        for key in ("attempts", "binds", "sends"):
+            merged[key] += part.get(key, [])
+        merged["bytes_sent"] += part.get("bytes_sent", 0)
+        merged["bytes_received"] += part.get("bytes_received", 0)
+    return merged
 
 
-def _merge_syscalls(parts: Iterable[Syscalls]) -> Syscalls:
+def _merge_syscalls(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     denied: list[str] = []
     for part in parts:
-        for name, n in part.counts.items():
+        for name, n in part.get("counts", {}).items():
             counts[name] = counts.get(name, 0) + n
-        denied += [d for d in part.denied if d not in denied]
-    return Syscalls(counts=dict(sorted(counts.items())), denied=denied)
+        denied += [d for d in part.get("denied", []) if d not in denied]
+    return {"counts": dict(sorted(counts.items())), "denied": denied}
 
 
-def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+def _jsonable(data: dict[str, Any], allow_none: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, str | int | bool) or value is None:
+        if value is None:
+            if allow_none:
+                out[key] = None
+        elif isinstance(value, str | int | bool):
             out[key] = value
-        elif isinstance(value, list | tuple):
+        elif isinstance(value, list | tuple | set | frozenset):
             out[key] = [str(v) for v in value]
         elif isinstance(value, os.PathLike):
             out[key] = os.fspath(value)

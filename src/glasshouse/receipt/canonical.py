@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
-from glasshouse.receipt.model import Receipt
+if TYPE_CHECKING:
+    from glasshouse.receipt.model import Receipt
 
 
 def canonical_json(value: Any) -> bytes:
@@ -19,14 +20,21 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def receipt_payload(receipt: Receipt) -> dict[str, Any]:
+def as_data(receipt: Receipt | dict[str, Any]) -> dict[str, Any]:
+    """The receipt as JSON data (a copy when given a model)."""
+    if isinstance(receipt, dict):
+        return receipt
+    return receipt.model_dump(mode="json")
+
+
+def receipt_payload(receipt: Receipt | dict[str, Any]) -> dict[str, Any]:
     """The receipt as JSON data, without its ``digest`` field (what the digest covers)."""
-    data = receipt.model_dump(mode="json")
+    data = dict(as_data(receipt))
     data.pop("digest", None)
     return data
 
 
-def compute_digest(receipt: Receipt) -> str:
+def compute_digest(receipt: Receipt | dict[str, Any]) -> str:
     """``sha256:<hex>`` over the canonical bytes of the receipt without its digest field."""
     return "sha256:" + sha256_hex(canonical_json(receipt_payload(receipt)))
 
@@ -36,11 +44,17 @@ def seal(receipt: Receipt) -> Receipt:
     return receipt.model_copy(update={"digest": compute_digest(receipt)})
 
 
-def check_digest(receipt: Receipt) -> bool:
+def seal_data(data: dict[str, Any]) -> dict[str, Any]:
+    """Like :func:`seal` for receipt JSON data."""
+    return {**data, "digest": compute_digest(data)}
+
+
+def check_digest(receipt: Receipt | dict[str, Any]) -> bool:
     """True when the receipt carries a digest and it matches its content."""
-    return receipt.digest is not None and receipt.digest == compute_digest(receipt)
+    data = as_data(receipt)
+    return data.get("digest") is not None and data["digest"] == compute_digest(data)
 
 
-def to_bytes(receipt: Receipt) -> bytes:
+def to_bytes(receipt: Receipt | dict[str, Any]) -> bytes:
     """The canonical bytes of the whole receipt (digest included), as written to disk."""
-    return canonical_json(receipt.model_dump(mode="json"))
+    return canonical_json(as_data(receipt))

@@ -205,8 +205,8 @@ class Receipt(_Model):
     processes: list[LegacyProcess] = Field(default_factory=list)
     #: Server-side fields (seed 000).
     code_hash: str | None = None
+    #: Tamper-evident log: position in a receipt store and the digest of the receipt before.
+    sequence: int | None = None
+    previous_digest: str | None = None
     #: ``sha256:<hex>`` over the canonical JSON of the receipt without this field.
     digest: str | None = None
-
-
-SECTIONS = ("process_tree", "filesystem", "network", "syscalls", "resources")

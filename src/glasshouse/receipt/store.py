@@ -7,11 +7,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from glasshouse.receipt.canonical import seal, seal_data, to_bytes
 
-from glasshouse.receipt.canonical import seal, to_bytes
-from glasshouse.receipt.model import Receipt
+if TYPE_CHECKING:
+    from glasshouse.receipt.model import Receipt
 
 
 class ReceiptError(Exception):
@@ -46,9 +47,13 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     return target
 
 
-def write_receipt(receipt: Receipt, path: str | os.PathLike[str]) -> Receipt:
-    """Seal (digest) and atomically write ``receipt`` as canonical JSON; return the sealed copy."""
-    sealed = seal(receipt) if receipt.digest is None else receipt
+def write_receipt(receipt: Receipt | dict[str, Any], path: str | os.PathLike[str]) -> Any:
+    """Seal (digest) and atomically write ``receipt`` (a model or its JSON data) as canonical
+    JSON; return the sealed copy, of the same kind as given."""
+    if isinstance(receipt, dict):
+        sealed: Any = receipt if receipt.get("digest") else seal_data(receipt)
+    else:
+        sealed = seal(receipt) if receipt.digest is None else receipt
     write_atomic(path, to_bytes(sealed) + b"\n")
     return sealed
 
@@ -63,6 +68,10 @@ def load_receipt(path: str | os.PathLike[str]) -> Receipt:
 
 
 def parse_receipt(raw: bytes | str, source: str = "<receipt>") -> Receipt:
+    from pydantic import ValidationError
+
+    from glasshouse.receipt.model import Receipt
+
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

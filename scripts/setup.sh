@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up everything Glasshouse needs on a Debian 12 / Ubuntu 22.04+ host, as root.
+# Idempotent: a second run with nothing missing takes about a second.
+#   scripts/setup.sh            # packages, venv, CLI on PATH, BPF objects, guest images
+#   GLASSHOUSE_SKIP_GUEST=1 scripts/setup.sh   # skip the (slow, cached) microVM guest build
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$GH_ROOT"
+
+# 1. System packages. Runtime isolation/observation tools are optional per host: doctor
+#    reports what each missing one disables.
+ensure_apt python3 python3-venv python3-pip ca-certificates git
+ensure_apt_optional clang llvm libbpf-dev bpftool bubblewrap runsc qemu-system-x86 strace \
+  e2fsprogs iproute2 libseccomp2 python3-seccomp
+
+# 2. The Python environment (Debian's python3; re-installed when pyproject.toml changes).
+venv=$GH_ROOT/.venv
+if [ ! -x "$venv/bin/python" ]; then
+  gh_log "creating $venv"
+  /usr/bin/python3 -m venv "$venv"
+fi
+stamp=$venv/.glasshouse-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  gh_log "pip install -e .[dev]"
+  "$venv/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
+  touch "$stamp"
+fi
+
+# 3. Put the commands on PATH (root: /usr/local/bin).
+if [ "$(id -u)" = 0 ]; then
+  for cmd in glasshouse glasshouse-server glasshouse-agent; do
+    if [ -x "$venv/bin/$cmd" ] && [ "$(readlink "/usr/local/bin/$cmd" 2>/dev/null)" != "$venv/bin/$cmd" ]; then
+      ln -sf "$venv/bin/$cmd" "/usr/local/bin/$cmd"
+    fi
+  done
+fi
+
+# 4. Components with their own (cached, idempotent) build steps.
+if [ -x scripts/build-ebpf.sh ]; then scripts/build-ebpf.sh --if-needed || gh_log "eBPF build failed: host observation disabled (see glasshouse doctor)"; fi
+if [ -x scripts/build-guest.sh ] && [ -z "${GLASSHOUSE_SKIP_GUEST:-}" ]; then
+  scripts/build-guest.sh --if-needed || gh_log "guest build failed: microvm backend disabled (see glasshouse doctor)"
+fi
+exit 0

@@ -1,0 +1,3 @@
+from glasshouse.cli import main
+
+main()

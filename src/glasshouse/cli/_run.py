@@ -1,0 +1,289 @@
+"""``glasshouse run``: run a command, stream its output live, write its receipt."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from glasshouse.cli._util import SIZE, fail
+
+_PROFILES = ("disabled", "host", "guest", "combined")
+
+
+def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--env")
+        env[key] = value
+    return env
+
+
+def _parse_files(values: tuple[str, ...]) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        try:
+            files[name] = Path(path).read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(f"{path}: {exc.strerror}", param_hint="--file") from exc
+    return files
+
+
+class _Unavailable:
+    """An observer that could not be created: the Engine records why, the run goes on."""
+
+    def __init__(self, name: str, provenance: str, reason: str) -> None:
+        self.name, self.provenance, self.reason = name, provenance, reason
+
+    def start(self, root_pid: int) -> Any:
+        from glasshouse.core.profiling import ObserverUnavailable
+
+        raise ObserverUnavailable(self.reason)
+
+
+def _host_observers(profile: str) -> list[Any]:
+    if profile not in ("host", "combined"):
+        return []
+    try:
+        from glasshouse.observe import host_observer
+    except ImportError as exc:
+        return [_Unavailable("ebpf", "host", f"host observer not in this build: {exc}")]
+    try:
+        return [host_observer()]
+    except Exception as exc:  # fail-open: ObserverUnavailable and anything unexpected
+        return [_Unavailable("ebpf", "host", str(exc))]
+
+
+def _summary(run: Any, receipt_path: Path) -> str:
+    result, data = run.result, run.receipt_data
+    if result.timed_out:
+        status = "timed out"
+    elif result.signal is not None:
+        status = f"killed by signal {result.signal}"
+    elif result.exit_code is not None:
+        status = f"exit {result.exit_code}"
+    else:
+        status = "error"
+    obs = data["observation"]
+    seen = f"profile {obs['profile']}"
+    for report in obs["observers"]:
+        if report["available"]:
+            seen += f" ({report['name']}: {len(data['process_tree'])} processes, "
+            seen += f"{report['events_lost']} events lost)"
+        else:
+            seen += f" ({report['name']} unavailable: {report['reason']})"
+    ex = data["execution"]
+    return (
+        f"glasshouse: {status} · {result.duration_ms} ms · {ex['backend']}/{ex['isolation']}"
+        f" · {seen} · {receipt_path}"
+    )
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option(
+    "--backend",
+    "-b",
+    default="process",
+    show_default=True,
+    help="process | sandbox | gvisor | microvm | firecracker | qemu | fake | auto",
+)
+@click.option(
+    "--profile",
+    "-p",
+    type=click.Choice(_PROFILES),
+    default="host",
+    show_default=True,
+    help="What to observe: nothing, the host kernel (eBPF), the VM guest, or both.",
+)
+@click.option(
+    "--receipt",
+    "receipt_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("receipt.json"),
+    show_default=True,
+    help="Where to write the receipt.",
+)
+@click.option("--timeout", "-t", type=float, help="Wall-clock limit in seconds (exit 124).")
+@click.option("--cpu", "cpu_s", type=float, help="CPU time limit in seconds.")
+@click.option("--memory", "memory", type=SIZE, help="Memory limit, e.g. 512M.")
+@click.option("--pids", type=int, help="Maximum number of processes.")
+@click.option(
+    "--output-limit",
+    type=SIZE,
+    default="16M",
+    show_default=True,
+    help="Bytes of each output stream kept in memory (the hash covers all).",
+)
+@click.option("--file-size", type=SIZE, help="Largest file the command may write.")
+@click.option(
+    "--network/--no-network",
+    default=None,
+    help="Allow network (default: on for process, off for isolating backends).",
+)
+@click.option(
+    "--env",
+    "-e",
+    "env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set an environment variable (repeatable).",
+)
+@click.option("--clean-env", is_flag=True, help="Start from an empty environment.")
+@click.option("--cwd", type=click.Path(file_okay=False), help="Working directory.")
+@click.option(
+    "--stdin",
+    "stdin_path",
+    type=click.Path(allow_dash=True, dir_okay=False),
+    help="Feed this file ('-' for this terminal's stdin); default /dev/null.",
+)
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="Copy a file into the sandbox workspace (isolating backends).",
+)
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="NAME",
+    help="Copy a workspace file back after the run (isolating backends).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Do not echo output or print the summary.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for Glasshouse's own errors.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    backend: str,
+    profile: str,
+    receipt_path: Path,
+    timeout: float | None,
+    cpu_s: float | None,
+    memory: int | None,
+    pids: int | None,
+    output_limit: int,
+    file_size: int | None,
+    network: bool | None,
+    env: tuple[str, ...],
+    clean_env: bool,
+    cwd: str | None,
+    stdin_path: str | None,
+    files: tuple[str, ...],
+    outputs: tuple[str, ...],
+    quiet: bool,
+    debug: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND, exit with its exit code, and write its receipt.
+
+    Exit codes: the command's own; 128+N when killed by signal N; 124 on timeout; 125 for
+    Glasshouse's own errors; 126/127 when the command is not executable / not found.
+
+    \b
+    Example:
+      glasshouse run --timeout 5 -- python3 -c 'print("hi")'
+    """
+    try:
+        _run(**locals())
+    except SystemExit:
+        raise
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        fail(f"{type(exc).__name__}: {exc}")
+
+
+def _run(**opts: Any) -> None:
+    from glasshouse import backends
+    from glasshouse.core.execution import Engine, ExecutionSpec, Limits
+    from glasshouse.receipt.store import write_receipt
+
+    env = None
+    if opts["env"] or opts["clean_env"]:
+        env = {} if opts["clean_env"] else dict(os.environ)
+        env.update(_parse_env(opts["env"]))
+    stdin = None
+    if opts["stdin_path"] == "-":
+        stdin = sys.stdin.buffer.read()
+    elif opts["stdin_path"]:
+        stdin = Path(opts["stdin_path"]).read_bytes()
+    spec = ExecutionSpec(
+        argv=list(opts["command"]),
+        env=env,
+        cwd=opts["cwd"],
+        stdin=stdin,
+        timeout=opts["timeout"],
+        limits=Limits(
+            cpu_s=opts["cpu_s"],
+            memory_bytes=opts["memory"],
+            pids=opts["pids"],
+            output_bytes=opts["output_limit"],
+            file_size_bytes=opts["file_size"],
+        ),
+        network=opts["network"],
+        files=_parse_files(opts["files"]),
+        outputs=tuple(opts["outputs"]),
+    )
+    name = opts["backend"]
+    if name == "auto":
+        name = backends.auto_select()
+    try:
+        backend = backends.create(name)
+    except Exception as exc:
+        fail(str(exc))
+    engine = Engine(backend, observers=_host_observers(opts["profile"]), profile=opts["profile"])
+
+    quiet = opts["quiet"]
+    out = None if quiet else _writer(sys.stdout)
+    err = None if quiet else _writer(sys.stderr)
+    interrupted: list[int] = []
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        interrupted.append(signum)
+        engine.kill_all(f"interrupted by {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run = engine.run(spec, stdout=out, stderr=err)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    data = run.receipt_data
+    for hook in _RECEIPT_HOOKS:
+        data = hook(data, opts)
+    write_receipt(data, opts["receipt_path"])
+    result = run.result
+    if not quiet:
+        click.echo(_summary(run, opts["receipt_path"]), err=True)
+    if result.error and not result.timed_out and result.signal is None:
+        click.echo(f"glasshouse: {result.error}", err=True)
+    if interrupted:
+        sys.exit(128 + interrupted[0])
+    sys.exit(result.shell_exit_code())
+
+
+#: Receipt post-processing steps (redaction, policy, ...) added by other parts:
+#: ``hook(receipt_data, cli_options) -> receipt_data``; they run before the receipt is written.
+_RECEIPT_HOOKS: list[Any] = []
+
+
+def _writer(stream: Any) -> Any:
+    buffer = stream.buffer
+
+    def write(chunk: bytes) -> None:
+        buffer.write(chunk)
+        buffer.flush()
+
+    return write

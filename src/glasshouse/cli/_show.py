@@ -1,0 +1,169 @@
+"""Rich rendering of a receipt for ``glasshouse receipt show``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+
+def _outcome(rec: Any) -> str:
+    o = rec.outcome
+    if o.timed_out:
+        return f"[red]timed out[/] ({o.error})"
+    if o.signal is not None:
+        return f"[red]killed by signal {o.signal}[/]" + (f" ({o.error})" if o.error else "")
+    if o.exit_code is None:
+        return f"[red]error[/]: {o.error}"
+    color = "green" if o.exit_code == 0 else "yellow"
+    return f"[{color}]exit {o.exit_code}[/]" + (f" ({o.error})" if o.error else "")
+
+
+def _more(items: list[Any], limit: int) -> tuple[list[Any], str]:
+    extra = len(items) - limit
+    return items[:limit], (f"  … and {extra} more" if extra > 0 else "")
+
+
+def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | None = None) -> None:
+    con = console or Console()
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    digest = rec.digest or "(none)"
+    mark = "[green]✓ matches content[/]" if digest_ok else "[red]✗ does not match content[/]"
+    if rec.digest is None:
+        mark = "[yellow]unsealed[/]"
+    head.add_row("receipt", f"{rec.execution_id}  ({rec.version})")
+    head.add_row("digest", f"{digest}  {mark}")
+    head.add_row("outcome", _outcome(rec))
+    t = rec.timing
+    head.add_row("timing", f"{t.duration_ms} ms wall, {t.cpu_time_ms} ms cpu, at {rec.timestamp}")
+    ex = rec.execution
+    details = ", ".join(f"{k}={v}" for k, v in ex.details.items())
+    head.add_row(
+        "execution",
+        f"{ex.backend} / isolation {ex.isolation}" + (f"  [dim]{details}[/]" if details else ""),
+    )
+    env = rec.environment
+    head.add_row(
+        "environment", f"{env.os}/{env.arch} kernel {env.kernel}, network {env.sandbox.network}"
+    )
+    r = rec.resources
+    head.add_row("resources", f"max RSS {r.max_rss_kb} KiB, cpu {r.cpu_time_ms} ms")
+    a = rec.artifacts
+    head.add_row(
+        "stdout",
+        f"{a.stdout_bytes} B sha256:{a.stdout_hash[:16]}…"
+        + (" [yellow](truncated)[/]" if a.stdout_truncated else ""),
+    )
+    head.add_row(
+        "stderr",
+        f"{a.stderr_bytes} B sha256:{a.stderr_hash[:16]}…"
+        + (" [yellow](truncated)[/]" if a.stderr_truncated else ""),
+    )
+    obs = rec.observation
+    observers = (
+        "; ".join(
+            f"{o.name} ({o.provenance}): {o.events} events, {o.events_lost} lost"
+            if o.available
+            else f"{o.name}: [yellow]unavailable[/] — {o.reason}"
+            for o in obs.observers
+        )
+        or "none"
+    )
+    head.add_row("observation", f"profile {obs.profile}, provenance {rec.provenance}: {observers}")
+    if obs.events_lost or obs.truncations:
+        head.add_row("", f"[red]{obs.events_lost} events lost, {obs.truncations} truncated[/]")
+    if obs.note:
+        head.add_row("", f"[dim]{obs.note}[/]")
+    for section, why in obs.missing.items():
+        head.add_row("", f"[dim]{section}: not collected — {why}[/]")
+    con.print(head)
+
+    if rec.process_tree:
+        con.print(_tree(rec.process_tree, limit))
+    fs = rec.filesystem
+    for label, items in (
+        ("reads", fs.reads),
+        ("writes", fs.writes),
+        ("deletes", fs.deletes),
+        ("mkdirs", fs.mkdirs),
+    ):
+        if items:
+            shown, more = _more(items, limit)
+            con.print(f"[bold]files {label}[/] ({len(items)})")
+            for item in shown:
+                con.print(f"  {item}", markup=False)
+            if more:
+                con.print(more)
+    for ren in fs.renames[:limit]:
+        con.print(f"[bold]rename[/] {ren.src} → {ren.dst}")
+    if fs.failed:
+        con.print(f"[bold]failed file operations[/] ({len(fs.failed)})")
+        for f in fs.failed[:limit]:
+            con.print(f"  {f.op} {f.path}: {f.errno}", markup=False)
+    if fs.policy_violations:
+        con.print("[bold red]policy violations[/]")
+        for v in fs.policy_violations:
+            con.print(f"  {v}", markup=False)
+    net = rec.network
+    if net.attempts or net.binds or net.sends:
+        con.print(f"[bold]network[/] ({net.bytes_sent} B sent, {net.bytes_received} B received)")
+        for att in net.attempts[:limit]:
+            con.print(f"  connect {att.protocol} {att.dst} → {att.result}", markup=False)
+        for b in net.binds[:limit]:
+            con.print(
+                f"  bind {b.protocol} {b.addr}" + (" (listening)" if b.listening else ""),
+                markup=False,
+            )
+        for s in net.sends[:limit]:
+            con.print(f"  send {s.protocol} {s.dst} {s.bytes} B", markup=False)
+    if rec.syscalls.counts:
+        top = sorted(rec.syscalls.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        total = sum(rec.syscalls.counts.values())
+        con.print(
+            f"[bold]syscalls[/] ({total} total): " + ", ".join(f"{name} {n}" for name, n in top)
+        )
+
+
+def _tree(nodes: list[Any], limit: int) -> Tree:
+    by_pid = {n.pid: n for n in nodes}
+    children: dict[int, list[Any]] = {}
+    roots = []
+    for n in nodes:
+        if n.ppid in by_pid and n.ppid != n.pid:
+            children.setdefault(n.ppid, []).append(n)
+        else:
+            roots.append(n)
+    tree = Tree(f"[bold]processes[/] ({len(nodes)})")
+    shown = 0
+
+    def label(n: Any) -> str:
+        argv = " ".join(n.argv) if n.argv else (n.exe or "?")
+        if len(argv) > 120:
+            argv = argv[:117] + "..."
+        end = ""
+        if n.signal is not None:
+            end = f" [red]signal {n.signal}[/]"
+        elif n.exit_code is not None:
+            end = f" exit {n.exit_code}"
+        ns = f" (ns pid {n.ns_pid})" if n.ns_pid is not None else ""
+        return f"[cyan]{n.pid}[/]{ns} {escape(argv)}{end}"
+
+    def add(branch: Tree, n: Any) -> None:
+        nonlocal shown
+        if shown >= limit * 4:
+            return
+        shown += 1
+        sub = branch.add(label(n))
+        for child in children.get(n.pid, []):
+            add(sub, child)
+
+    for root in roots:
+        add(tree, root)
+    if shown < len(nodes):
+        tree.add(f"… and {len(nodes) - shown} more")
+    return tree

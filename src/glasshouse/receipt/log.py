@@ -1,0 +1,79 @@
+"""A tamper-evident receipt log: a directory of receipts, each linked to the one before.
+
+Each appended receipt gets ``sequence`` (0, 1, 2, ...) and ``previous_digest`` (the digest
+of the receipt appended just before it, ``None`` for the first) and is then sealed, so its
+digest covers the link. Files are ``<execution_id>.json``, written atomically; ``HEAD``
+holds the last sequence number and digest so appends do not rescan the directory.
+Verification (modified, deleted, inserted or reordered receipts) lives in
+:mod:`glasshouse.receipt.verify_log`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+from glasshouse.receipt.canonical import seal
+from glasshouse.receipt.model import Receipt
+from glasshouse.receipt.store import load_receipt, write_atomic, write_receipt
+
+#: Receipt ids this store accepts: path traversal is impossible by construction.
+RECEIPT_ID = re.compile(r"^exec-[0-9]{13}-[0-9a-f]{20}$")
+HEAD = "HEAD"
+
+
+class ReceiptLog:
+    """Append-only, hash-linked receipt directory. Thread-safe within one process."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def path_for(self, execution_id: str) -> Path:
+        if not RECEIPT_ID.match(execution_id):
+            raise ValueError(f"not a receipt id: {execution_id!r}")
+        return self.dir / f"{execution_id}.json"
+
+    def head(self) -> tuple[int, str | None]:
+        """(next sequence number, digest of the last receipt)."""
+        try:
+            data = json.loads((self.dir / HEAD).read_text())
+            return int(data["sequence"]) + 1, str(data["digest"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return self._rescan()
+
+    def _rescan(self) -> tuple[int, str | None]:
+        last: Receipt | None = None
+        for path in self.dir.glob("exec-*.json"):
+            try:
+                receipt = load_receipt(path)
+            except Exception:
+                continue
+            if receipt.sequence is not None and (
+                last is None or (last.sequence or 0) < receipt.sequence
+            ):
+                last = receipt
+        if last is None or last.sequence is None:
+            return 0, None
+        return last.sequence + 1, last.digest
+
+    def append(self, receipt: Receipt) -> Receipt:
+        """Link, seal and atomically store ``receipt``; return the stored copy."""
+        with self._lock:
+            sequence, previous = self.head()
+            linked = seal(
+                receipt.model_copy(
+                    update={"sequence": sequence, "previous_digest": previous, "digest": None}
+                )
+            )
+            write_receipt(linked, self.path_for(linked.execution_id))
+            head = {"sequence": sequence, "digest": linked.digest, "id": linked.execution_id}
+            write_atomic(self.dir / HEAD, json.dumps(head).encode())
+            return linked
+
+    def get(self, execution_id: str) -> Receipt:
+        return load_receipt(self.path_for(execution_id))
