@@ -54,6 +54,9 @@ class Command:
     rlimits: list[tuple[int, int, int]] = field(default_factory=list)
     #: fds (besides 0-2) the child must inherit
     pass_fds: tuple[int, ...] = ()
+    #: (uid, gid) the child switches to before the gate (root only; supplementary groups
+    #: dropped), so a sandbox runtime starts unprivileged on the host
+    user: tuple[int, int] | None = None
 
 
 @dataclass
@@ -430,12 +433,19 @@ def _child(  # pragma: no cover - runs between fork and exec
             os.set_inheritable(fd, True)
         for res, soft, hard in command.rlimits:
             resource.setrlimit(res, (soft, hard))
-        for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        # CPython ignores SIGPIPE and SIGXFSZ; an exec keeps SIG_IGN, so restore defaults.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         if command.cwd:
             stage = "chdir"
             os.chdir(command.cwd)
+        if command.user is not None:
+            stage = "setuid"
+            uid, gid = command.user
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
         stage = "gate"
         if os.read(gate_r, 1) != b"1":
             os._exit(125)

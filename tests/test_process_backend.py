@@ -1,0 +1,126 @@
+"""Process backend specifics: whole-tree kill (double-forked daemons), no leftovers,
+cgroup limits and accounting, the fallback without cgroups."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+
+from glasshouse.backends import _cgroup
+from glasshouse.backends.process import ProcessBackend
+from glasshouse.core.execution import Engine, ExecutionSpec, Limits
+
+
+def _alive_with_marker(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if marker.encode() in fh.read():
+                    with open(f"/proc/{entry}/stat") as st:
+                        if st.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+DAEMONIZE = (
+    # double fork + setsid: the grandchild leaves the session and outlives its parent
+    "(setsid sh -c 'sleep {n}; echo never' &) ; (sleep {n} &) ; sleep {n}"
+)
+
+
+@pytest.mark.parametrize("cgroups", [True, False], ids=["cgroup", "no-cgroup"])
+def test_timeout_kills_double_forked_grandchildren(cgroups: bool) -> None:
+    if cgroups and not _cgroup.available()[0]:
+        pytest.skip(f"cgroups unavailable: {_cgroup.available()[1]}")
+    marker = f"9{uuid.uuid4().int % 10**6}"
+    backend = ProcessBackend(cgroups=cgroups)
+    run = Engine(backend).run(ExecutionSpec(["sh", "-c", DAEMONIZE.format(n=marker)], timeout=1))
+    assert run.result.timed_out and run.result.shell_exit_code() == 124
+    deadline = time.monotonic() + 5
+    while _alive_with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive_with_marker(marker) == []
+
+
+def test_processes_left_behind_by_the_root_are_killed() -> None:
+    marker = f"8{uuid.uuid4().int % 10**6}"
+    run = Engine(ProcessBackend()).run(
+        ExecutionSpec(["sh", "-c", f"(setsid sleep {marker} &); echo started"])
+    )
+    assert run.result.exit_code == 0
+    assert _alive_with_marker(marker) == []
+
+
+def test_cgroup_accounting_and_oom() -> None:
+    if not _cgroup.available()[0]:
+        pytest.skip(f"cgroups unavailable: {_cgroup.available()[1]}")
+    backend = ProcessBackend(cgroups=True)
+    run = Engine(backend).run(
+        ExecutionSpec(
+            ["sh", "-c", "head -c 300000000 /dev/zero | tail -n 1 >/dev/null"],
+            limits=Limits(memory_bytes=32 << 20),
+        )
+    )
+    assert run.result.details["cgroup"] == "yes"
+    assert run.result.max_rss_kb is not None and run.result.max_rss_kb <= 40 << 10
+    assert run.result.exit_code != 0 or run.result.signal is not None
+
+
+def test_no_cgroup_directories_are_left_behind() -> None:
+    if not _cgroup.available()[0]:
+        pytest.skip(f"cgroups unavailable: {_cgroup.available()[1]}")
+    backend = ProcessBackend(cgroups=True)
+    run = Engine(backend).run(ExecutionSpec(["true"], limits=Limits(pids=10)))
+    assert run.result.exit_code == 0
+    lay = _cgroup.layout()
+    roots = [p for p in [lay.v2, *lay.v1.values()] if p is not None]
+    for root in roots:
+        parent = root / "glasshouse"
+        if parent.exists():
+            leftovers = [
+                d.name
+                for d in parent.iterdir()
+                if d.is_dir() and str(run.result.root_pid) in d.name
+            ]
+            assert leftovers == []
+
+
+def test_cpu_rlimit() -> None:
+    run = Engine(ProcessBackend()).run(
+        ExecutionSpec(["sh", "-c", "while :; do :; done"], limits=Limits(cpu_s=1), timeout=30)
+    )
+    assert run.result.signal in (9, 24)  # SIGXCPU at the soft limit, SIGKILL at the hard one
+    assert not run.result.timed_out
+
+
+def test_file_size_limit() -> None:
+    run = Engine(ProcessBackend()).run(
+        ExecutionSpec(
+            ["sh", "-c", "head -c 100000 /dev/zero > /dev/shm/gh-fsize-test; echo $?"],
+            limits=Limits(file_size_bytes=1000),
+        )
+    )
+    os.path.exists("/dev/shm/gh-fsize-test") and os.unlink("/dev/shm/gh-fsize-test")
+    assert run.result.stdout.data.strip() == b"153"  # head died of SIGXFSZ (128 + 25)
+
+
+def test_network_off_is_refused_by_process_backend() -> None:
+    run = Engine(ProcessBackend()).run(ExecutionSpec(["true"], network=False))
+    assert "cannot isolate the network" in run.result.error
+    assert run.result.shell_exit_code() == 125
+
+
+def test_not_executable_is_126(tmp_path) -> None:
+    script = tmp_path / "x.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    run = Engine(ProcessBackend()).run(ExecutionSpec([str(script)]))
+    assert run.result.exit_code == 126
+    assert run.receipt.outcome.exit_code == 126
