@@ -163,3 +163,40 @@ def test_doctor_json(tmp_path: Path) -> None:
 def test_bad_limit_value_is_a_usage_error(tmp_path: Path) -> None:
     p = gh("run", "--memory", "lots", "--", "true", cwd=tmp_path)
     assert p.returncode == 2 and b"not a size" in p.stderr
+
+
+def test_interrupt_kills_the_tree_and_still_writes_the_receipt(tmp_path: Path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "glasshouse.cli",
+            "run",
+            "--profile",
+            "disabled",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; sleep 60",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rec = receipt(tmp_path)
+    assert rec["outcome"]["error"] == "killed: interrupted by SIGINT"
+
+
+def test_process_backend_refuses_workspace_files(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("x")
+    p = gh("run", "--file", "a.txt", "--", "true", cwd=tmp_path)
+    assert p.returncode == 125 and b"no private workspace" in p.stderr

@@ -15,7 +15,6 @@ the argv and reuse the gate, cgroup, output and timeout machinery.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import resource
@@ -258,6 +257,11 @@ class ProcessBackend:
             raise BackendError(
                 "the process backend cannot isolate the network; use --backend sandbox"
             )
+        if spec.files or spec.outputs:
+            raise BackendError(
+                "the process backend has no private workspace for --file/--output;"
+                " use --backend sandbox"
+            )
         env = dict(os.environ if spec.env is None else spec.env)
         exe = resolve_executable(spec.argv[0], env.get("PATH", os.defpath), spec.cwd)
         return Command(exe, list(spec.argv), env, spec.cwd, rlimits=self._rlimits(spec))
@@ -468,6 +472,8 @@ def _close(fd: int) -> None:
 
 
 def _set_subreaper() -> bool:
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import secrets
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -248,7 +248,7 @@ class Handle:
 
     spec: ExecutionSpec
     pid: int | None
-    id: str = field(default_factory=lambda: secrets.token_hex(6))
+    id: str = field(default_factory=lambda: os.urandom(6).hex())
     killed_reason: str | None = None
 
 
@@ -286,9 +286,34 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class Prewarmable(Protocol):
+    """Optional, on top of :class:`Backend`: a backend that can do a run's spec-independent
+    setup ahead of time (workspace, uid, seccomp program, a restored VM...), so a request does
+    not pay for it. The server keeps a pool of such slots (``glasshouse.server``).
+
+    A slot serves exactly one run and must suit any spec; a backend that cannot use a slot
+    for some spec discards it and starts cold inside :meth:`start_prewarmed`.
+    """
+
+    def prewarm(self) -> Any:
+        """Prepare one slot. Raise BackendError if it cannot."""
+        ...
+
+    def start_prewarmed(
+        self, slot: Any, spec: ExecutionSpec, stdout: Sink | None = None, stderr: Sink | None = None
+    ) -> Handle:
+        """Like :meth:`Backend.start`, consuming ``slot`` (released at the run's cleanup)."""
+        ...
+
+    def discard(self, slot: Any) -> None:
+        """Release a slot that will not be used (stale, or at shutdown). Idempotent."""
+        ...
+
+
 def new_execution_id() -> str:
     """``exec-<unix ms>-<80 random bits>``: sortable by time, unguessable."""
-    return f"exec-{time.time_ns() // 1_000_000}-{secrets.token_hex(10)}"
+    return f"exec-{time.time_ns() // 1_000_000}-{os.urandom(10).hex()}"
 
 
 @dataclass

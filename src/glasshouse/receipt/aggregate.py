@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import os
-import platform
 import shlex
-import socket
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -44,8 +42,8 @@ def rfc3339(ts: _dt.datetime) -> str:
 @functools.cache
 def _host_environment() -> tuple[str, str, str, str]:
     runtime = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    arch = _ARCH.get(platform.machine(), platform.machine())
-    return runtime, arch, platform.release(), socket.gethostname()
+    uname = os.uname()
+    return runtime, _ARCH.get(uname.machine, uname.machine), uname.release, uname.nodename
 
 
 def _data(value: Any) -> Any:
