@@ -1,0 +1,184 @@
+"""Per-run sandbox workspaces on the host: created fresh, filled with inputs, read back safely.
+
+A workspace is a directory ``<base>/<run id>/`` owned by the run's unprivileged host uid,
+mode 0700, bind-mounted read-write as the sandbox's cwd. Everything in it after the run was
+written by untrusted code, so outputs are read without following any symlink (each path
+component is opened with ``O_NOFOLLOW`` relative to the previous one), only regular files
+are copied, FIFOs cannot block us (``O_NONBLOCK``) and sizes are capped. Removal uses
+:func:`shutil.rmtree`, which never follows symlinks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Per-file and total cap on outputs copied back (bytes).
+DEFAULT_OUTPUT_CAP = 16 << 20
+
+
+class WorkspaceError(Exception):
+    pass
+
+
+@dataclass
+class Workspace:
+    """One run's private directory (``path``), owned by ``uid``/``gid``."""
+
+    path: Path
+    uid: int
+    gid: int
+    removed: bool = False
+    #: what happened to each requested output ("copied", "missing", "too large", ...)
+    output_status: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, base: Path, uid: int, gid: int) -> Workspace:
+        """A new, empty directory under ``base`` (made 0711 so the run uid can reach it)."""
+        ensure_base(base)
+        path = base / f"ws-{secrets.token_hex(8)}"
+        os.mkdir(path, 0o700)
+        try:
+            if os.geteuid() == 0:
+                os.chown(path, uid, gid)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return cls(path, uid, gid)
+
+    def write_inputs(self, files: dict[str, bytes] | None) -> None:
+        """Place ``files`` (relative path -> bytes) in the still-unused workspace."""
+        for name, data in (files or {}).items():
+            target = self.path / name
+            parent = target.parent
+            for d in reversed([parent, *parent.parents]):
+                if d == self.path or not d.is_relative_to(self.path):
+                    continue
+                if not d.exists():
+                    os.mkdir(d, 0o755)
+                    self._own(d)
+            if not isinstance(data, bytes | bytearray):
+                raise WorkspaceError(f"input file {name!r} must be bytes")
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                self._own(target, fd)
+            finally:
+                os.close(fd)
+
+    def _own(self, path: Path, fd: int | None = None) -> None:
+        if os.geteuid() != 0:
+            return
+        if fd is not None:
+            os.fchown(fd, self.uid, self.gid)
+        else:
+            os.chown(path, self.uid, self.gid, follow_symlinks=False)
+
+    def collect_outputs(self, names: list[str], cap: int = DEFAULT_OUTPUT_CAP) -> dict[str, bytes]:
+        """Copy back the regular files ``names``; at most ``cap`` bytes each and in total.
+
+        Anything else (missing, symlink, directory, FIFO, over the cap) is skipped and its
+        reason recorded in :attr:`output_status`.
+        """
+        out: dict[str, bytes] = {}
+        budget = cap
+        for name in names:
+            try:
+                data = self._read_beneath(name, min(cap, budget))
+            except _Skip as why:
+                self.output_status[name] = str(why)
+                continue
+            out[name] = data
+            budget -= len(data)
+            self.output_status[name] = f"copied ({len(data)} bytes)"
+        return out
+
+    def _read_beneath(self, name: str, limit: int) -> bytes:
+        parts = name.split("/")
+        flags_dir = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            dirfd = os.open(self.path, flags_dir)
+        except OSError as exc:
+            raise _Skip(f"workspace unreadable: {exc.strerror}") from exc
+        try:
+            for part in parts[:-1]:
+                try:
+                    nxt = os.open(part, flags_dir, dir_fd=dirfd)
+                except OSError as exc:
+                    raise _Skip(_why(exc, "a parent is not a plain directory")) from exc
+                os.close(dirfd)
+                dirfd = nxt
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+            try:
+                fd = os.open(parts[-1], flags, dir_fd=dirfd)
+            except OSError as exc:
+                raise _Skip(_why(exc, "a symlink (not followed)")) from exc
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise _Skip("not a regular file")
+                if st.st_size > limit:
+                    raise _Skip(f"too large ({st.st_size} bytes > cap {limit})")
+                chunks, total = [], 0
+                while True:
+                    chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if total > limit:
+                        raise _Skip(f"too large (grew past cap {limit})")
+                return b"".join(chunks)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dirfd)
+
+    def remove(self) -> None:
+        if self.removed:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.path, onerror=_force)
+        self.removed = True
+
+
+class _Skip(Exception):
+    pass
+
+
+def _why(exc: OSError, loop_reason: str) -> str:
+    import errno
+
+    if exc.errno == errno.ENOENT:
+        return "missing"
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return loop_reason
+    return exc.strerror or str(exc)
+
+
+def _force(func: object, path: str, exc_info: object) -> None:
+    """rmtree error handler: a sandbox may leave 0000 directories; make them removable."""
+    parent = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        os.chmod(parent, 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+
+
+def ensure_base(base: Path) -> None:
+    """Create the workspace root: root-owned 0711 (traversable, not listable)."""
+    if base.is_dir():
+        return
+    base.mkdir(parents=True, exist_ok=True, mode=0o711)
+    with contextlib.suppress(OSError):
+        os.chmod(base, 0o711)
