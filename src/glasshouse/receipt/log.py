@@ -4,6 +4,9 @@ Each appended receipt gets ``sequence`` (0, 1, 2, ...) and ``previous_digest`` (
 of the receipt appended just before it, ``None`` for the first) and is then sealed, so its
 digest covers the link. Files are ``<execution_id>.json``, written atomically; ``HEAD``
 holds the last sequence number and digest so appends do not rescan the directory.
+``INDEX`` is an append-only journal, one JSON line ``{"sequence", "id", "digest"}`` per
+append: it lets verification name a deleted receipt by its id and tell a reordered one from a
+modified one.
 Verification (modified, deleted, inserted or reordered receipts) lives in
 :mod:`glasshouse.receipt.verify_log`.
 """
@@ -23,6 +26,7 @@ from glasshouse.receipt.store import load_receipt, write_atomic, write_receipt
 #: Receipt ids this store accepts: path traversal is impossible by construction.
 RECEIPT_ID = re.compile(r"^exec-[0-9]{13}-[0-9a-f]{20}$")
 HEAD = "HEAD"
+INDEX = "INDEX"
 
 
 class ReceiptLog:
@@ -71,9 +75,22 @@ class ReceiptLog:
                 )
             )
             write_receipt(linked, self.path_for(linked.execution_id))
+            self._journal(sequence, linked)
             head = {"sequence": sequence, "digest": linked.digest, "id": linked.execution_id}
             write_atomic(self.dir / HEAD, json.dumps(head).encode())
             return linked
+
+    def _journal(self, sequence: int, receipt: Receipt) -> None:
+        line = json.dumps(
+            {"sequence": sequence, "id": receipt.execution_id, "digest": receipt.digest},
+            separators=(",", ":"),
+        )
+        fd = os.open(self.dir / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def get(self, execution_id: str) -> Receipt:
         return load_receipt(self.path_for(execution_id))

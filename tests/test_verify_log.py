@@ -1,0 +1,176 @@
+"""The tamper-evident log: every kind of tampering is detected and the receipt named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from trust_helpers import real_receipt
+
+from glasshouse.core.execution import new_execution_id
+from glasshouse.receipt.canonical import seal_data
+from glasshouse.receipt.log import INDEX, ReceiptLog
+from glasshouse.receipt.model import Receipt
+from glasshouse.receipt.verify_log import verify_log
+
+N = 6
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A log of N real receipts (each a real run through the Engine and the process backend)."""
+    directory = tmp_path_factory.mktemp("log")
+    log = ReceiptLog(directory)
+    ids = []
+    for i in range(N):
+        data = real_receipt(["sh", "-c", f"echo run {i}; exit {i % 3}"])
+        ids.append(log.append(Receipt.model_validate(data)).execution_id)
+    return directory, ids
+
+
+@pytest.fixture
+def log(pristine: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, list[str]]:
+    directory, ids = pristine
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    return copy, ids
+
+
+def _load(d: Path, rid: str) -> dict:
+    return json.loads((d / f"{rid}.json").read_text())
+
+
+def _save(d: Path, rid: str, data: dict, reseal: bool) -> None:
+    if reseal:
+        data = seal_data({**data, "digest": None})
+    (d / f"{rid}.json").write_text(json.dumps(data))
+
+
+def test_intact_log_verifies(log: tuple[Path, list[str]]) -> None:
+    d, _ids = log
+    report = verify_log(d)
+    assert report.ok, report.problems
+    assert report.receipts == N and report.last_sequence == N - 1 and report.indexed
+    assert "OK" in report.summary()
+
+
+@pytest.mark.parametrize("reseal", [False, True], ids=["in-place", "resealed"])
+@pytest.mark.parametrize("victim", [0, 2, N - 1])
+def test_modified_receipt_is_named(log: tuple[Path, list[str]], victim: int, reseal: bool) -> None:
+    d, ids = log
+    data = _load(d, ids[victim])
+    data["outcome"]["exit_code"] = 0 if data["outcome"]["exit_code"] else 7
+    _save(d, ids[victim], data, reseal)
+    report = verify_log(d)
+    assert not report.ok
+    assert report.named("modified") == {ids[victim]}, report.problems
+
+
+@pytest.mark.parametrize("victim", [0, 3, N - 1])
+def test_deleted_receipt_is_named(log: tuple[Path, list[str]], victim: int) -> None:
+    d, ids = log
+    (d / f"{ids[victim]}.json").unlink()
+    report = verify_log(d)
+    assert report.named("deleted") == {ids[victim]}, report.problems
+    assert [p.sequence for p in report.by_kind("deleted")] == [victim]
+
+
+def test_deleted_receipt_without_index_is_located(log: tuple[Path, list[str]]) -> None:
+    d, ids = log
+    (d / INDEX).unlink()
+    removed = _load(d, ids[2])
+    (d / f"{ids[2]}.json").unlink()
+    report = verify_log(d)
+    (problem,) = report.by_kind("deleted")
+    assert problem.sequence == 2 and removed["digest"] in problem.detail
+
+
+def test_deleted_last_receipt_without_index_is_caught_by_head(
+    log: tuple[Path, list[str]],
+) -> None:
+    d, ids = log
+    (d / INDEX).unlink()
+    (d / f"{ids[-1]}.json").unlink()
+    report = verify_log(d)
+    assert [p.sequence for p in report.by_kind("deleted")] == [N - 1]
+
+
+def _foreign(sequence: int | None, previous: str | None) -> dict:
+    data = real_receipt(["sh", "-c", "echo forged"])
+    data["execution_id"] = new_execution_id()
+    data.update(sequence=sequence, previous_digest=previous)
+    return seal_data(data)
+
+
+@pytest.mark.parametrize("where", ["duplicate", "unsequenced", "past-head", "spliced"])
+def test_inserted_receipt_is_named(log: tuple[Path, list[str]], where: str) -> None:
+    d, ids = log
+    if where == "duplicate":
+        forged = _foreign(3, _load(d, ids[2])["digest"])
+    elif where == "unsequenced":
+        forged = _foreign(None, None)
+    elif where == "past-head":
+        forged = _foreign(N, _load(d, ids[-1])["digest"])
+    else:  # renumber everything after the insertion point and re-seal it, HEAD included
+        forged = _foreign(3, _load(d, ids[2])["digest"])
+        prev = forged["digest"]
+        for seq, rid in enumerate(ids[3:], 4):
+            data = _load(d, rid)
+            data.update(sequence=seq, previous_digest=prev, digest=None)
+            data = seal_data(data)
+            _save(d, rid, data, reseal=False)
+            prev = data["digest"]
+        (d / "HEAD").write_text(json.dumps({"sequence": N, "digest": prev, "id": ids[-1]}))
+    (d / f"{forged['execution_id']}.json").write_text(json.dumps(forged))
+    report = verify_log(d)
+    assert forged["execution_id"] in report.named("inserted"), report.problems
+    assert not ({*ids} & report.named("inserted"))
+
+
+def test_reordered_receipts_are_named(log: tuple[Path, list[str]]) -> None:
+    """Swap sequence 1 and 2 and re-seal both with consistent links."""
+    d, ids = log
+    r0, r1, r2 = (_load(d, ids[i]) for i in range(3))
+    r2.update(sequence=1, previous_digest=r0["digest"], digest=None)
+    r2 = seal_data(r2)
+    r1.update(sequence=2, previous_digest=r2["digest"], digest=None)
+    r1 = seal_data(r1)
+    _save(d, ids[1], r1, reseal=False)
+    _save(d, ids[2], r2, reseal=False)
+    report = verify_log(d)
+    assert report.named("reordered") == {ids[1], ids[2]}, report.problems
+
+
+def test_reordered_link_without_index(log: tuple[Path, list[str]]) -> None:
+    """Without INDEX, a receipt whose link points elsewhere in the log is called reordered."""
+    d, ids = log
+    (d / INDEX).unlink()
+    r0, r3 = _load(d, ids[0]), _load(d, ids[3])
+    r3.update(previous_digest=r0["digest"])
+    _save(d, ids[3], r3, reseal=True)
+    report = verify_log(d)
+    assert ids[3] in report.named("reordered"), report.problems
+
+
+def test_renamed_file_and_garbage_are_reported(log: tuple[Path, list[str]]) -> None:
+    d, ids = log
+    (d / f"{ids[1]}.json").rename(d / f"{new_execution_id()}.json")
+    (d / "junk.json").write_text("{not json")
+    report = verify_log(d)
+    assert ids[1] in report.named("modified")
+    assert "junk.json" in report.named("unreadable")
+
+
+def test_empty_and_missing_directories(tmp_path: Path) -> None:
+    assert verify_log(tmp_path).ok
+    with pytest.raises(NotADirectoryError):
+        verify_log(tmp_path / "absent")
+
+
+def test_append_writes_the_index(pristine: tuple[Path, list[str]]) -> None:
+    d, ids = pristine
+    lines = [json.loads(x) for x in (d / INDEX).read_text().splitlines()]
+    assert [x["id"] for x in lines] == ids
+    assert [x["sequence"] for x in lines] == list(range(N))
