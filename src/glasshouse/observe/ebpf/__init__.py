@@ -1,0 +1,296 @@
+"""The eBPF host observer: one BPF object loaded and attached once per process, one
+session per run.
+
+Scope is a tracked-tgid map: ``start(root_pid)`` seeds it with the gated root, the fork
+tracepoint adds children, the exit tracepoint removes them, so a run's records are exactly
+its own process tree's, and concurrent runs (different session slots) never mix. Records
+go through one ring buffer, read by one thread that only copies bytes; ``stop()`` drains,
+reads the per-CPU counters (syscall counts, socket bytes, lost events, truncations) and
+folds everything into an :class:`~glasshouse.core.profiling.Observation`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import threading
+import time
+
+from glasshouse.core.profiling import Observation, ObserverUnavailable
+from glasshouse.observe.ebpf import _decode, _libbpf
+
+OBJECT = "exec.o"
+PROGRAMS = ("gh_fork", "gh_exec", "gh_exit", "gh_sys_enter", "gh_sys_exit")
+DEFAULT_RINGBUF_BYTES = 64 << 20
+_U32 = struct.Struct("<I")
+_PACKAGE_OBJECTS = os.path.join(os.path.dirname(__file__), "objects")
+
+
+def object_dirs() -> list[str]:
+    """Where the BPF object is looked for: ``$GLASSHOUSE_BPF_DIR`` alone when set, else the
+    build cache and the package's own ``objects/`` directory."""
+    env = os.environ.get("GLASSHOUSE_BPF_DIR")
+    if env:
+        return [env]
+    cache = os.environ.get("GLASSHOUSE_CACHE", "/var/cache/glasshouse")
+    return [os.path.join(cache, "bpf"), _PACKAGE_OBJECTS]
+
+
+def find_object() -> str:
+    for d in object_dirs():
+        path = os.path.join(d, OBJECT)
+        if os.path.isfile(path):
+            return path
+    raise ObserverUnavailable(
+        f"BPF object {OBJECT} not found in {', '.join(object_dirs())} "
+        "(build it with scripts/build-ebpf.sh, or set GLASSHOUSE_BPF_DIR)"
+    )
+
+
+def capture_argv_from_env() -> bool:
+    value = os.environ.get("GLASSHOUSE_CAPTURE_ARGV", "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def preflight() -> None:
+    """Raise ObserverUnavailable with the first reason this host cannot run the observer."""
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        raise ObserverUnavailable("kernel has no BTF (/sys/kernel/btf/vmlinux missing)")
+    try:
+        _libbpf.lib()
+    except OSError as exc:
+        raise ObserverUnavailable(str(exc)) from None
+
+
+class EbpfObserver:
+    """Load + attach once (about 0.1-0.25 s); then ``start`` per run, also concurrently."""
+
+    name = "ebpf"
+    provenance = "host"
+
+    def __init__(
+        self,
+        object_path: str | None = None,
+        *,
+        capture_argv: bool | None = None,
+        ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES,
+    ) -> None:
+        preflight()
+        self.object_path = object_path or find_object()
+        self.capture_argv = capture_argv_from_env() if capture_argv is None else capture_argv
+        self._obj: _libbpf.BpfObject | None = None
+        self._rb: _libbpf.RingBuffer | None = None
+        self._lock = threading.Lock()
+        self._sessions: dict[int, EbpfSession] = {}
+        self._orphans = 0  # records whose session was already gone
+        self._closed = False
+        self._barrier_req = 0
+        self._barrier_done = 0
+        self._cond = threading.Condition()
+        self._load(ringbuf_bytes)
+        self._syscalls = _decode.load_syscall_names(
+            [os.path.dirname(self.object_path), *object_dirs()]
+        )
+        self._thread = threading.Thread(target=self._reader, name="glasshouse-ebpf", daemon=True)
+        self._thread.start()
+
+    # -- load / attach -------------------------------------------------------------------
+    def _load(self, ringbuf_bytes: int) -> None:
+        if os.geteuid() != 0:
+            # CAP_BPF + CAP_PERFMON may suffice; the load below gives the precise error.
+            pass
+        try:
+            obj = _libbpf.BpfObject(self.object_path)
+        except _libbpf.LibbpfError as exc:
+            raise ObserverUnavailable(f"cannot open BPF object {self.object_path}: {exc}") from None
+        try:
+            obj.set_rodata(_U32.pack(1 if self.capture_argv else 0) + bytes(4))
+            obj.set_max_entries("events", _round_pow2(max(ringbuf_bytes, 1 << 16)))
+            self._ncpu = _libbpf.possible_cpus()
+            obj.set_max_entries("scratch", 2 * self._ncpu)
+            obj.load()
+            for prog in PROGRAMS:
+                obj.attach(prog)
+            self._tracked = obj.map("tracked", 4, 4)
+            self._stats = obj.map("stats", 4, 8 * self._ncpu)
+            events_fd = obj.map("events", 4, 4).fd
+            self._prog_fds = [obj.prog_fd(p) for p in PROGRAMS]
+            self._rb = _libbpf.RingBuffer(events_fd, self._on_record)
+        except _libbpf.LibbpfError as exc:
+            obj.close()
+            raise ObserverUnavailable(_load_reason(exc)) from None
+        self._obj = obj
+
+    def close(self) -> None:
+        """Detach and unload. Sessions still open see no more records."""
+        self._closed = True
+        if self._thread.is_alive():
+            self._thread.join(2)
+        if self._rb is not None:
+            self._rb.free()
+            self._rb = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    # -- the reader thread ---------------------------------------------------------------
+    def _on_record(self, data: int, size: int) -> None:
+        rec = ctypes.string_at(data, size)
+        session = self._sessions.get(_U32.unpack_from(rec, 4)[0])
+        if session is None:
+            self._orphans += 1
+        else:
+            session.data.records.append(rec)
+
+    def _reader(self) -> None:
+        rb = self._rb
+        assert rb is not None
+        while not self._closed:
+            rb.poll(20)
+            with self._cond:
+                want = self._barrier_req
+            if want != self._barrier_done:
+                rb.consume()
+                with self._cond:
+                    self._barrier_done = want
+                    self._cond.notify_all()
+
+    def _drain(self, timeout: float = 5.0) -> None:
+        """Return once every record committed before this call has been handed over."""
+        with self._cond:
+            self._barrier_req += 1
+            target = self._barrier_req
+            self._cond.wait_for(lambda: self._barrier_done >= target, timeout)
+
+    # -- sessions ------------------------------------------------------------------------
+    def start(self, root_pid: int) -> EbpfSession:
+        if self._closed or self._obj is None:
+            raise ObserverUnavailable("the eBPF observer was closed")
+        with self._lock:
+            free = [s for s in range(1, _decode.MAX_SLOTS) if s not in self._sessions]
+            if not free:
+                raise ObserverUnavailable(
+                    f"too many concurrent observed runs (max {_decode.MAX_SLOTS - 1})"
+                )
+            slot = free[0]
+            zero = bytes(8 * self._ncpu)
+            for i in range(_decode.STAT_STRIDE):
+                self._stats.update(_U32.pack(slot * _decode.STAT_STRIDE + i), zero)
+            session = EbpfSession(self, slot, root_pid)
+            self._sessions[slot] = session
+        try:
+            self._tracked.update(_U32.pack(root_pid), _U32.pack(slot | _decode.PENDING))
+        except _libbpf.LibbpfError as exc:
+            with self._lock:
+                self._sessions.pop(slot, None)
+            raise ObserverUnavailable(f"cannot track pid {root_pid}: {exc}") from None
+        return session
+
+    def _tracked_of(self, slot: int) -> list[int]:
+        out = []
+        for key in self._tracked.keys():
+            value = self._tracked.lookup(key)
+            if value is not None and (_U32.unpack(value)[0] & ~_decode.PENDING) == slot:
+                out.append(_U32.unpack(key)[0])
+        return out
+
+    def _counters(self, slot: int) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for i in range(_decode.STAT_STRIDE):
+            raw = self._stats.lookup(_U32.pack(slot * _decode.STAT_STRIDE + i))
+            if raw:
+                total = sum(struct.unpack(f"<{self._ncpu}Q", raw))
+                if total:
+                    out[i] = total
+        return out
+
+    def _recursion_misses(self) -> int:
+        return sum(_libbpf.recursion_misses(fd) for fd in self._prog_fds if fd >= 0)
+
+    def _finish(self, session: EbpfSession, linger: float) -> Observation:
+        # Processes the run left behind are being killed by the backend: give their exit
+        # records a moment, then stop tracking whatever is left (it is no longer ours).
+        deadline = time.monotonic() + linger
+        left = self._tracked_of(session.slot)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.01)
+            left = self._tracked_of(session.slot)
+        for pid in left:
+            self._tracked.delete(_U32.pack(pid))
+        self._drain()
+        counters = self._counters(session.slot)
+        misses = self._recursion_misses() - session.misses_at_start
+        with self._lock:
+            self._sessions.pop(session.slot, None)
+        tree, fs, net, sys_, res, nrec, _ = _decode.fold(session.data, counters)
+        emitted = counters.get(_decode.STAT_EMITTED, 0)
+        lost = counters.get(_decode.STAT_LOST, 0) + max(0, emitted - nrec) + max(0, misses)
+        obs = Observation(
+            observer=self.name,
+            provenance=self.provenance,
+            process_tree=tree,
+            filesystem=fs,
+            network=net,
+            syscalls=sys_,
+            resources=res,
+            events=nrec,
+            events_lost=lost,
+            truncations=counters.get(_decode.STAT_TRUNC, 0),
+        )
+        if left:
+            obs.missing["process_tree"] = (
+                f"{len(left)} process(es) still running when the run ended were no longer "
+                f"observed: {sorted(left)[:10]}"
+            )
+        if not self.capture_argv:
+            obs.missing["argv"] = "argv capture disabled (GLASSHOUSE_CAPTURE_ARGV=0)"
+        return obs
+
+
+class EbpfSession:
+    """One observed run. ``stop()`` once, after the run ended."""
+
+    def __init__(self, observer: EbpfObserver, slot: int, root_pid: int) -> None:
+        self.observer = observer
+        self.slot = slot
+        self.root_pid = root_pid
+        self.misses_at_start = observer._recursion_misses()
+        self.data = _decode.SessionData(
+            root_pid=root_pid,
+            root_ppid=_ppid(root_pid),
+            syscall_names=observer._syscalls,
+        )
+        self._stopped = False
+
+    def stop(self, linger: float = 1.0) -> Observation:
+        if self._stopped:
+            raise RuntimeError("session already stopped")
+        self._stopped = True
+        return self.observer._finish(self, linger)
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return os.getpid()
+
+
+def _round_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _load_reason(exc: _libbpf.LibbpfError) -> str:
+    """A one-line reason for a failed load/attach, with the verifier's last words."""
+    reason = f"eBPF {exc}"
+    if exc.errno in (1, 13) and os.geteuid() != 0:  # EPERM/EACCES
+        reason += " (needs root, or CAP_BPF + CAP_PERFMON)"
+    log = [ln.strip() for ln in (exc.log or "").splitlines() if ln.strip()]
+    verifier = [ln for ln in log if not ln.startswith("libbpf:") and not ln[0].isdigit()]
+    tail = (verifier or log)[-2:]
+    if tail:
+        reason += ": " + " | ".join(tail)[:400]
+    return reason

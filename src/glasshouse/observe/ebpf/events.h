@@ -1,0 +1,69 @@
+/* Event records shared by the BPF programs (exec.bpf.c + fs.bpf.c + net.bpf.c) and the
+ * Python decoder (glasshouse/observe/ebpf/_decode.py mirrors these layouts with struct).
+ *
+ * Every record is a fixed 56-byte header followed by up to four variable-length strings
+ * ("slots"), packed back to back; str_len[i] says how many bytes slot i holds (0 = absent).
+ * Slot strings are NUL-terminated when they came from a *_str read; a "dir" slot holds the
+ * components of a directory walked in the kernel, leaf first, each NUL-terminated.
+ */
+#ifndef GLASSHOUSE_EVENTS_H
+#define GLASSHOUSE_EVENTS_H
+
+#define GH_MAX_SLOTS 64          /* concurrent sessions (runs) one loaded observer tracks */
+#define GH_NR_SYSCALLS 512       /* syscall numbers counted per session */
+#define GH_STAT_LOST (GH_NR_SYSCALLS + 0)      /* events the ring buffer had no room for */
+#define GH_STAT_TRUNC (GH_NR_SYSCALLS + 1)     /* strings/walks cut at their bound */
+#define GH_STAT_TX (GH_NR_SYSCALLS + 2)        /* bytes sent on sockets */
+#define GH_STAT_RX (GH_NR_SYSCALLS + 3)        /* bytes received on sockets */
+#define GH_STAT_EMITTED (GH_NR_SYSCALLS + 4)   /* events written to the ring buffer */
+#define GH_STAT_UNKNOWN_NR (GH_NR_SYSCALLS + 5) /* syscalls with nr >= GH_NR_SYSCALLS */
+#define GH_STAT_STRIDE (GH_NR_SYSCALLS + 8)
+
+#define GH_PATH_MAX 4096         /* one user path (PATH_MAX) */
+#define GH_DIR_MAX 4096          /* one directory walked in the kernel */
+#define GH_ARGV_MAX 16384        /* argv bytes kept per exec */
+#define GH_DIR_DEPTH 48          /* components walked per directory */
+#define GH_NAME_MAX 256
+#define GH_SOCKADDR_MAX 112      /* sizeof(struct sockaddr_un) rounded up */
+#define GH_DATA_MAX (65536 - 56) /* the whole record is 64 KiB: masks bound offsets */
+
+/* The tracked map's value: the session slot, and whether the root already exec'd. */
+#define GH_PENDING 0x80000000u   /* root seeded, first exec not seen yet: ignore syscalls */
+
+enum gh_event_type {
+	GH_EV_FORK = 1,   /* a tracked process created a process (not a thread) */
+	GH_EV_EXEC = 2,   /* slot0 binary (bprm->interp), slot1 cwd (dir), slot2 argv (NUL separated) */
+	GH_EV_EXIT = 3,   /* the last thread of a tracked process exited */
+	GH_EV_FILE = 4,   /* a file syscall returned: slot0 path, slot1 its base dir,
+	                   * slot2 second path, slot3 its base dir */
+	GH_EV_NET = 5,    /* connect/bind/listen/sendto/sendmsg returned: slot0 sockaddr */
+};
+
+/* flags */
+#define GH_F_TRUNC0 (1u << 0)    /* slot i was cut at its bound (or unreadable) */
+#define GH_F_TRUNC1 (1u << 1)
+#define GH_F_TRUNC2 (1u << 2)
+#define GH_F_TRUNC3 (1u << 3)
+#define GH_F_DIR1 (1u << 4)      /* slot1 is a kernel-walked dir */
+#define GH_F_DIR3 (1u << 5)      /* slot3 is a kernel-walked dir */
+#define GH_F_UNREAD0 (1u << 6)   /* slot0 user memory could not be read */
+#define GH_F_UNREAD2 (1u << 7)
+
+struct gh_event {
+	unsigned short type;
+	unsigned short flags;
+	unsigned int slot;          /* session slot */
+	unsigned int tgid;
+	unsigned int tid;
+	unsigned long long ts_ns;   /* CLOCK_MONOTONIC */
+	long long ret;              /* syscall return, or exit code (wait status) for EXIT */
+	unsigned int nr;            /* syscall number; child tgid for FORK; ppid for EXEC */
+	int arg0;                   /* fd or dirfd; exit: max rss kB */
+	unsigned long long arg1;    /* open flags / socket type|family / cpu ns for EXIT */
+	unsigned short str_len[4];
+	unsigned char data[GH_DATA_MAX];
+};
+
+#define GH_HDR_SIZE 56
+
+#endif

@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Glasshouse host observer: the one BPF object (exec.o).
+ *
+ * Seed 003 splits the kernel side into exec.o, fs.o and net.o. We build ONE object from
+ * exec.bpf.c, which includes fs.bpf.c and net.bpf.c as handler sources, because every
+ * system-wide syscall then runs one sys_enter and one sys_exit program (not three of each):
+ * an untracked process pays one hash lookup per hook, and the tracked-tgid map, ring buffer
+ * and counters are shared without re-using map fds across objects.
+ *
+ * Attach points (measured on the target hosts: no kprobes/fentry/LSM, no tracefs):
+ *   tp_btf/sched_process_fork|exec|exit  process lifecycle and scope (tracked tgids)
+ *   raw_tp/sys_enter                      syscall counts per session
+ *   raw_tp/sys_exit                       file and network syscalls, read with their result
+ * User-space strings are read at sys_exit: the kernel has just faulted the pages in.
+ * On x86_64 the syscall arguments are still in pt_regs at sys_exit (di, si, dx, r10, r8, r9).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <asm/unistd_64.h>
+
+#include "events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AT_FDCWD -100
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/* Set by the loader before load (.rodata, frozen: the verifier prunes what is off). */
+struct gh_config {
+	u32 capture_argv;
+	u32 reserved;
+};
+const volatile struct gh_config cfg = {.capture_argv = 1};
+
+/* tgid -> session slot (| GH_PENDING until the root's first exec). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u32);
+	__type(value, u32);
+} tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* resized by the loader */
+} events SEC(".maps");
+
+/* Per-CPU counters: [slot * GH_STAT_STRIDE + i], i = syscall nr or GH_STAT_*. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GH_MAX_SLOTS * GH_STAT_STRIDE);
+	__type(key, u32);
+	__type(value, u64);
+} stats SEC(".maps");
+
+/* Scratch events, two per CPU: [cpu * 2] for sys_exit, [cpu * 2 + 1] for exec (a preempted
+ * program must not share its buffer with another one that runs on the same CPU meanwhile).
+ * A plain array sized by the loader: per-CPU map values are limited to 32 KiB. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, struct gh_event);
+} scratch SEC(".maps");
+
+static __always_inline struct gh_event *scratch_event(u32 which)
+{
+	u32 idx = bpf_get_smp_processor_id() * 2 + which;
+	return bpf_map_lookup_elem(&scratch, &idx);
+}
+
+/* v & mask, done in an asm so clang cannot drop it: after a compare-and-clamp, clang knows
+ * the bound but often passes the unclamped register on, and the verifier rejects that. */
+#define BOUND(v, mask) asm volatile("%0 &= %1" : "+r"(v) : "i"(mask))
+
+static __always_inline void stat_add(u32 slot, u32 what, u64 n)
+{
+	if (slot >= GH_MAX_SLOTS)
+		return;
+	u32 idx = slot * GH_STAT_STRIDE + what;
+	u64 *c = bpf_map_lookup_elem(&stats, &idx);
+	if (c)
+		*c += n;
+}
+
+static __always_inline void emit(struct gh_event *e, u32 size)
+{
+	/* sizeof(*e) is 65536: the mask is a no-op for every real size and bounds the length
+	 * for the verifier (a compare-and-clamp gets reordered by clang) */
+	if (bpf_ringbuf_output(&events, e, size & (sizeof(*e) - 1), 0))
+		stat_add(e->slot, GH_STAT_LOST, 1);
+	else
+		stat_add(e->slot, GH_STAT_EMITTED, 1);
+}
+
+static __always_inline void init_event(struct gh_event *e, u16 type, u32 slot)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	e->type = type;
+	e->flags = 0;
+	e->slot = slot;
+	e->tgid = id >> 32;
+	e->tid = (u32)id;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->ret = 0;
+	e->nr = 0;
+	e->arg0 = 0;
+	e->arg1 = 0;
+	e->str_len[0] = e->str_len[1] = e->str_len[2] = e->str_len[3] = 0;
+}
+
+/* Append the directory of `dentry`/`vfsmnt` to e->data[off..], leaf component first, each
+ * NUL-terminated, up to the task's root (chroot/pivot_root aware), crossing mounts.
+ * The loop body runs under bpf_loop() so the verifier checks it once, not per iteration. */
+struct walk_ctx {
+	u32 scratch_idx;
+	u32 off;
+	u32 start;
+	u32 trunc;
+	u64 mnt_off;
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct dentry *root_d;
+	struct vfsmount *root_m;
+};
+
+static long walk_step(u32 i, struct walk_ctx *w)
+{
+	/* copy out of the ctx first: BPF_CORE_READ must not relocate our own struct */
+	struct dentry *dentry = w->dentry;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt;
+	if (dentry == w->root_d && vfsmnt == w->root_m)
+		return 1;
+	struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+	if (dentry == mnt_root) {
+		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (parent == mnt)
+			return 1;
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = parent;
+		w->vfsmnt = (void *)parent + w->mnt_off;
+		return 0;
+	}
+	struct dentry *up = BPF_CORE_READ(dentry, d_parent);
+	if (up == dentry || !dentry)
+		return 1;
+	u32 off = w->off;
+	if (off > GH_DATA_MAX - GH_NAME_MAX || off - w->start > GH_DIR_MAX - GH_NAME_MAX) {
+		w->trunc = 1;
+		return 1;
+	}
+	struct gh_event *e = scratch_event(w->scratch_idx);
+	if (!e)
+		return 1;
+	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+	long n = bpf_probe_read_kernel_str(&e->data[off], GH_NAME_MAX, name);
+	if (n > 0)
+		w->off = off + n;
+	w->dentry = up;
+	if (i == GH_DIR_DEPTH - 1)
+		w->trunc = 1; /* deeper than we walk */
+	return 0;
+}
+
+static __always_inline u32 walk_dir(u32 scratch_idx, u32 off, struct task_struct *task,
+				    struct dentry *dentry, struct vfsmount *vfsmnt, bool *trunc)
+{
+	struct walk_ctx w = {};
+	w.scratch_idx = scratch_idx;
+	w.off = off;
+	w.start = off;
+	w.mnt_off = bpf_core_field_offset(struct mount, mnt);
+	w.dentry = dentry;
+	w.vfsmnt = vfsmnt;
+	w.mnt = (void *)vfsmnt - w.mnt_off;
+	w.root_d = BPF_CORE_READ(task, fs, root.dentry);
+	w.root_m = BPF_CORE_READ(task, fs, root.mnt);
+	bpf_loop(GH_DIR_DEPTH, walk_step, &w, 0);
+	if (w.trunc)
+		*trunc = true;
+	return w.off;
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, int fd)
+{
+	struct file *f = NULL;
+	if (fd < 0)
+		return NULL;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline bool is_socket(struct file *f)
+{
+	if (!f)
+		return false;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	return (mode & S_IFMT) == S_IFSOCK;
+}
+
+#include "fs.bpf.c"
+#include "net.bpf.c"
+
+/* ---- process lifecycle -------------------------------------------------------------- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
+{
+	u32 ptgid = BPF_CORE_READ(parent, tgid);
+	u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (ptgid == ctgid) /* a thread, not a process */
+		return 0;
+	u32 *v = bpf_map_lookup_elem(&tracked, &ptgid);
+	if (!v)
+		return 0;
+	u32 val = *v;
+	u32 slot = val & ~GH_PENDING;
+	if (bpf_map_update_elem(&tracked, &ctgid, &val, BPF_ANY)) {
+		stat_add(slot, GH_STAT_LOST, 1); /* tracked map full: this child is unobserved */
+		return 0;
+	}
+	struct gh_event *e = bpf_ringbuf_reserve(&events, GH_HDR_SIZE, 0);
+	if (!e) {
+		stat_add(slot, GH_STAT_LOST, 1);
+		return 0;
+	}
+	init_event(e, GH_EV_FORK, slot);
+	e->tgid = ptgid;
+	e->nr = ctgid;
+	e->arg0 = BPF_CORE_READ(child, real_parent, tgid);
+	bpf_ringbuf_submit(e, 0);
+	stat_add(slot, GH_STAT_EMITTED, 1);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	u32 tgid = BPF_CORE_READ(p, tgid);
+	u32 *v = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!v)
+		return 0;
+	u32 slot = *v & ~GH_PENDING;
+	if (*v & GH_PENDING)
+		*v = slot; /* the root's first exec: the workload starts here */
+	struct gh_event *e = scratch_event(1);
+	if (!e)
+		return 0;
+	init_event(e, GH_EV_EXEC, slot);
+	e->nr = BPF_CORE_READ(p, real_parent, tgid);
+	bool trunc = false;
+	u32 off = 0;
+
+	/* bprm->interp: the binary that runs (for a #! script, its interpreter; else filename) */
+	long n = bpf_probe_read_kernel_str(&e->data[0], GH_PATH_MAX, BPF_CORE_READ(bprm, interp));
+	if (n < 0) {
+		n = 0;
+		e->flags |= GH_F_UNREAD0;
+	} else if (n == GH_PATH_MAX) {
+		e->flags |= GH_F_TRUNC0;
+		stat_add(slot, GH_STAT_TRUNC, 1);
+	}
+	off = n;
+	e->str_len[0] = off;
+
+	u32 start = off;
+	off = walk_dir(1, off, p, BPF_CORE_READ(p, fs, pwd.dentry), BPF_CORE_READ(p, fs, pwd.mnt),
+		       &trunc);
+	e->str_len[1] = off - start;
+	e->flags |= GH_F_DIR1;
+	if (trunc) {
+		e->flags |= GH_F_TRUNC1;
+		stat_add(slot, GH_STAT_TRUNC, 1);
+	}
+
+	if (cfg.capture_argv) {
+		struct mm_struct *mm = BPF_CORE_READ(p, mm);
+		unsigned long as = BPF_CORE_READ(mm, arg_start);
+		unsigned long ae = BPF_CORE_READ(mm, arg_end);
+		u64 len = ae > as ? ae - as : 0;
+		if (len > GH_ARGV_MAX - 1) {
+			len = GH_ARGV_MAX - 1;
+			e->flags |= GH_F_TRUNC2;
+			stat_add(slot, GH_STAT_TRUNC, 1);
+		}
+		BOUND(off, 0x7fff); /* a no-op: slots 0+1 hold <= 8192 bytes */
+		BOUND(len, GH_ARGV_MAX - 1); /* a no-op after the clamp */
+		if (len && bpf_probe_read_user(&e->data[off], len, (void *)as) == 0) {
+			e->str_len[2] = len;
+			off += len;
+		} else if (len) {
+			e->flags |= GH_F_UNREAD2;
+			stat_add(slot, GH_STAT_TRUNC, 1);
+		}
+	}
+	emit(e, GH_HDR_SIZE + off);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(gh_exit, struct task_struct *p)
+{
+	u32 tgid = BPF_CORE_READ(p, tgid);
+	u32 *v = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!v)
+		return 0;
+	if (BPF_CORE_READ(p, signal, live.counter) != 0) /* other threads live on */
+		return 0;
+	u32 slot = *v & ~GH_PENDING;
+	bpf_map_delete_elem(&tracked, &tgid);
+	struct gh_event *e = bpf_ringbuf_reserve(&events, GH_HDR_SIZE, 0);
+	if (!e) {
+		stat_add(slot, GH_STAT_LOST, 1);
+		return 0;
+	}
+	init_event(e, GH_EV_EXIT, slot);
+	e->tgid = tgid;
+	e->ret = BPF_CORE_READ(p, exit_code);
+	e->arg0 = BPF_CORE_READ(p, signal, maxrss) * (4096 / 1024);
+	e->arg1 = BPF_CORE_READ(p, signal, utime) + BPF_CORE_READ(p, signal, stime) +
+		  BPF_CORE_READ(p, utime) + BPF_CORE_READ(p, stime);
+	bpf_ringbuf_submit(e, 0);
+	stat_add(slot, GH_STAT_EMITTED, 1);
+	return 0;
+}
+
+/* ---- syscalls ----------------------------------------------------------------------- */
+
+SEC("raw_tp/sys_enter")
+int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	u32 *v = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!v)
+		return 0;
+	long nr = ctx->args[1];
+	u32 val = *v;
+	if ((val & GH_PENDING) && nr != __NR_execve)
+		return 0; /* still Glasshouse's own pre-exec code in the gated child */
+	u32 slot = val & ~GH_PENDING;
+	if (nr >= 0 && nr < GH_NR_SYSCALLS)
+		stat_add(slot, (u32)nr, 1);
+	else
+		stat_add(slot, GH_STAT_UNKNOWN_NR, 1);
+	return 0;
+}
+
+SEC("raw_tp/sys_exit")
+int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	u32 *v = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!v || (*v & GH_PENDING))
+		return 0;
+	u32 slot = *v;
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long ret = ctx->args[1];
+	long nr = BPF_CORE_READ(regs, orig_ax);
+
+	switch (nr) {
+	case __NR_read:
+	case __NR_readv:
+	case __NR_pread64:
+	case __NR_write:
+	case __NR_writev:
+	case __NR_pwrite64:
+		if (ret > 0) {
+			struct task_struct *task = (void *)bpf_get_current_task();
+			if (is_socket(fd_file(task, (int)BPF_CORE_READ(regs, di)))) {
+				bool rx = nr == __NR_read || nr == __NR_readv || nr == __NR_pread64;
+				stat_add(slot, rx ? GH_STAT_RX : GH_STAT_TX, ret);
+			}
+		}
+		return 0;
+	case __NR_recvfrom:
+	case __NR_recvmsg:
+		if (ret > 0)
+			stat_add(slot, GH_STAT_RX, ret);
+		return 0;
+	}
+	if (fs_exit(ctx, regs, nr, ret, slot))
+		return 0;
+	net_exit(ctx, regs, nr, ret, slot);
+	return 0;
+}
