@@ -1,0 +1,417 @@
+"""The server's run service: admission, the worker threads, the Engine, receipts.
+
+Independent of HTTP: the FastAPI app (``glasshouse.server.app``) is a thin layer over it.
+Runs happen in a thread pool of ``max_concurrency`` workers so the event loop never blocks;
+at most ``max_concurrency + queue`` runs are admitted at once, the rest are refused (429).
+Every admitted run that starts gets a receipt, appended to the tamper-evident
+:class:`~glasshouse.receipt.log.ReceiptLog` and indexed, before its answer is returned.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glasshouse import backends
+from glasshouse.core.execution import (
+    DEFAULT_OUTPUT_LIMIT,
+    BackendUnavailable,
+    Engine,
+    ExecutionSpec,
+    Handle,
+    Limits,
+    Prewarmable,
+    new_execution_id,
+)
+from glasshouse.core.version import __version__
+from glasshouse.receipt.log import ReceiptLog
+from glasshouse.server._index import ReceiptIndex
+from glasshouse.server._metrics import Metrics
+from glasshouse.server._pool import PooledBackend, WarmPool
+from glasshouse.server.models import RunRequest, RunResponse
+
+_log = logging.getLogger("glasshouse.server")
+
+#: Code up to this size runs as ``python3 -c CODE``; longer code (an argv string is capped
+#: at 128 KiB by the kernel) is written to this workspace file and run from there.
+MAX_ARGV_CODE = 100_000
+MAIN_FILE = ".glasshouse_main.py"
+#: The environment of an unsandboxed (process backend) run: never the server's own.
+_PROCESS_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+ReceiptHook = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server is configured with (the ``glasshouse-server`` flags)."""
+
+    backend: str = "auto"
+    receipts_dir: Path = Path("/var/lib/glasshouse/receipts")
+    max_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    queue: int = 16
+    allow_unsandboxed: bool = False
+    pool_size: int = 0
+    pool_max_age_s: float = 60.0
+    profile: str = "host"
+    body_limit: int = 1 << 20
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
+    memory_bytes: int | None = 512 << 20
+    pids: int | None = 256
+    shutdown_grace_s: float = 10.0
+    token: str | None = None
+    #: Receipt post-processing (redaction, policy, signing...): run before the log append.
+    receipt_hooks: list[ReceiptHook] = field(default_factory=list)
+    #: Options passed to ``glasshouse.backends.create``.
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+
+class Rejected(Exception):
+    """A run refused before it started (``reason``: "queue_full" or "draining")."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ReceiptWriteError(Exception):
+    """The run happened but its receipt could not be stored: no answer without a receipt."""
+
+
+class _Unavailable:
+    """An observer that could not be created: every run records why, and goes on."""
+
+    def __init__(self, name: str, provenance: str, reason: str) -> None:
+        self.name, self.provenance, self.reason = name, provenance, reason
+
+    def start(self, root_pid: int) -> Any:
+        from glasshouse.core.profiling import ObserverUnavailable
+
+        raise ObserverUnavailable(self.reason)
+
+
+def _host_observers(profile: str) -> list[Any]:
+    """The host observer, loaded once per server process (fail-open)."""
+    if profile not in ("host", "combined"):
+        return []
+    try:
+        from glasshouse.observe import host_observer
+    except ImportError as exc:
+        return [_Unavailable("ebpf", "host", f"host observer not in this build: {exc}")]
+    try:
+        return [host_observer()]
+    except Exception as exc:
+        return [_Unavailable("ebpf", "host", str(exc))]
+
+
+def resolve_backend(name: str, allow_unsandboxed: bool) -> str:
+    """``auto`` -> the strongest isolating backend here; ``process`` needs the explicit flag."""
+    if name == "auto":
+        return backends.auto_select(allow_unsandboxed=False)
+    if name == "process" and not allow_unsandboxed:
+        raise BackendUnavailable(
+            "the process backend runs code unsandboxed, with the server's privileges: "
+            "pass --allow-unsandboxed to accept that"
+        )
+    return name
+
+
+def outcome_of(result: Any) -> str:
+    if result.timed_out:
+        return "timeout"
+    if result.signal is not None:
+        return "killed"
+    if result.exit_code is None:
+        return "error"
+    if result.error and result.exit_code is not None and result.exit_code >= 125:
+        return "error"
+    return "ok" if result.exit_code == 0 else "nonzero_exit"
+
+
+class Runner:
+    """Admits, runs and records runs. Create it, :meth:`start` it, :meth:`close` it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.backend_name = resolve_backend(config.backend, config.allow_unsandboxed)
+        inner = backends.create(self.backend_name, **config.backend_options)
+        inner.prepare()  # fail at startup, not on the first request
+        self.inner = inner
+        self.sandboxed = inner.isolation not in ("none",)
+        self.pool: WarmPool | None = None
+        if config.pool_size > 0 and isinstance(inner, Prewarmable):
+            self.pool = WarmPool(inner, config.pool_size, config.pool_max_age_s)
+        self.engine = Engine(
+            PooledBackend(inner, self.pool),
+            observers=_host_observers(config.profile),
+            profile=config.profile,
+        )
+        self.log = ReceiptLog(config.receipts_dir)
+        self.index = ReceiptIndex(self.log.dir)
+        self.metrics = Metrics(self.backend_name)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.max_concurrency, thread_name_prefix="glasshouse-run"
+        )
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._running = 0
+        self.draining = False
+        self._killing = False
+        self._kill_timer: threading.Timer | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.pool is not None:
+            self.pool.start()
+
+    def begin_shutdown(self, grace_s: float | None = None) -> None:
+        """Stop admitting; queued runs are refused; running ones get ``grace_s`` to finish,
+        then are killed (their receipts record "killed: shutdown")."""
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        with self._lock:
+            if self.draining:
+                return
+            self.draining = True
+        _log.info("shutting down: %d run(s) in flight, grace %.1fs", self._running, grace)
+        if grace <= 0:
+            self._kill_in_flight()
+        else:
+            self._kill_timer = threading.Timer(grace, self._kill_in_flight)
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+
+    def _kill_in_flight(self) -> None:
+        self._killing = True
+        killed = self.engine.kill_all("shutdown")
+        if killed:
+            _log.info("killed %d in-flight run(s) at shutdown", killed)
+
+    def close(self) -> None:
+        """Finish: kill what still runs, wait for its receipts, release the pool."""
+        self.begin_shutdown(0)
+        self._kill_in_flight()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        if self.pool is not None:
+            self.pool.close()
+        self.index.close()
+
+    # -- admission ------------------------------------------------------------------------
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return max(0, self._admitted - self._running)
+
+    def submit(self, request: RunRequest) -> concurrent.futures.Future[RunResponse]:
+        """Admit ``request`` or raise :class:`Rejected`. Never blocks."""
+        with self._lock:
+            if self.draining:
+                self.metrics.reject("draining")
+                raise Rejected("draining", "the server is shutting down")
+            if self._admitted >= self.config.max_concurrency + self.config.queue:
+                self.metrics.reject("queue_full")
+                raise Rejected(
+                    "queue_full",
+                    f"{self._admitted} runs in flight or queued (max {self.config.max_concurrency}"
+                    f" running + {self.config.queue} queued): retry later",
+                )
+            self._admitted += 1
+        try:
+            return self._executor.submit(self._work, request, time.monotonic())
+        except RuntimeError as exc:  # executor shut down
+            with self._lock:
+                self._admitted -= 1
+            raise Rejected("draining", "the server is shutting down") from exc
+
+    def _work(self, request: RunRequest, admitted_at: float) -> RunResponse:
+        with self._lock:
+            if self.draining:
+                self._admitted -= 1
+                self.metrics.reject("draining")
+                raise Rejected("draining", "the server is shutting down before this run started")
+            self._running += 1
+        try:
+            return self.execute(request, admitted_at)
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._admitted -= 1
+
+    # -- one run ----------------------------------------------------------------------------
+    def spec_for(self, request: RunRequest, workspace: Path | None) -> ExecutionSpec:
+        code = request.code.encode("utf-8")
+        files = {name: content.encode("utf-8") for name, content in request.files.items()}
+        if len(code) <= MAX_ARGV_CODE:
+            argv = ["python3", "-c", request.code]
+        else:
+            files[MAIN_FILE] = code
+            argv = ["python3", MAIN_FILE]
+        limits = request.limits
+        cfg = self.config
+        spec_limits = Limits(
+            memory_bytes=limits.memory if limits.memory is not None else cfg.memory_bytes,
+            pids=limits.pids if limits.pids is not None else cfg.pids,
+            output_bytes=limits.output if limits.output is not None else cfg.output_limit,
+        )
+        stdin = request.stdin.encode("utf-8") if request.stdin is not None else None
+        if workspace is not None:  # unsandboxed: the server makes the workspace itself
+            for name, data in files.items():
+                target = workspace / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            env = dict(_PROCESS_ENV, HOME=str(workspace))
+            return ExecutionSpec(
+                argv=argv,
+                env=env,
+                cwd=str(workspace),
+                stdin=stdin,
+                timeout=request.timeout,
+                limits=spec_limits,
+                network=None,  # the process backend cannot isolate the network
+            )
+        return ExecutionSpec(
+            argv=argv,
+            stdin=stdin,
+            timeout=request.timeout,
+            limits=spec_limits,
+            network=request.network,
+            files=files,
+        )
+
+    def _on_start(self, handle: Handle) -> None:
+        # A run that got past kill_all's snapshot of in-flight runs is killed here.
+        if self._killing:
+            self.engine.backend.kill(handle, "shutdown")
+
+    def execute(self, request: RunRequest, admitted_at: float | None = None) -> RunResponse:
+        admitted_at = time.monotonic() if admitted_at is None else admitted_at
+        workspace = None
+        if not self.sandboxed:
+            workspace = Path(tempfile.mkdtemp(prefix="glasshouse-ws-"))
+        try:
+            spec = self.spec_for(request, workspace)
+            run = self.engine.run(spec, execution_id=new_execution_id(), on_start=self._on_start)
+        finally:
+            if workspace is not None:
+                shutil.rmtree(workspace, ignore_errors=True)
+        data = dict(run.receipt_data)
+        data["code_hash"] = hashlib.sha256(request.code.encode("utf-8")).hexdigest()
+        for hook in self.config.receipt_hooks:
+            data = hook(data)
+        stored = self._store(data)
+        result = run.result
+        self.metrics.observe_run(
+            outcome_of(result),
+            time.monotonic() - admitted_at,
+            int(data["observation"].get("events_lost") or 0),
+        )
+        return RunResponse(
+            stdout=result.stdout.data.decode("utf-8", errors="replace"),
+            stderr=result.stderr.data.decode("utf-8", errors="replace"),
+            exit_code=result.shell_exit_code(),
+            duration_ms=result.duration_ms,
+            receipt_id=stored["execution_id"],
+            timed_out=result.timed_out,
+            truncated=result.stdout.truncated or result.stderr.truncated,
+            backend=str(data["execution"]["backend"]),
+            isolation=str(data["execution"]["isolation"]),
+            error=result.error,
+        )
+
+    def _store(self, data: dict[str, Any]) -> dict[str, Any]:
+        from glasshouse.receipt.model import Receipt
+
+        try:
+            stored = self.log.append(Receipt.model_validate(data)).model_dump(mode="json")
+            self.index.add(stored)
+        except Exception as exc:
+            self.metrics.receipt_error()
+            _log.error("receipt %s not stored: %s", data.get("execution_id"), exc)
+            raise ReceiptWriteError(f"the receipt could not be stored: {exc}") from exc
+        return stored
+
+    # -- reading ----------------------------------------------------------------------------
+    def receipt_bytes(self, rid: str) -> bytes | None:
+        """The stored receipt file (canonical JSON), or None if there is no such receipt."""
+        path = self.log.path_for(rid)  # raises ValueError for an id that is not ours
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def health(self) -> dict[str, Any]:
+        caps: dict[str, bool | int | str] = {
+            "network_isolation": self.sandboxed,
+            "files": True,
+            "stdin": True,
+            "limits.memory": True,
+            "limits.pids": True,
+            "limits.output": True,
+            "max_timeout_s": 300,
+            "max_body_bytes": self.config.body_limit,
+            "profile": self.config.profile,
+            "warm_pool": self.pool is not None,
+        }
+        if self.pool is not None:
+            pool: dict[str, int | str] = self.pool.stats()
+        elif self.config.pool_size > 0:
+            pool = {"size": 0, "note": f"backend {self.backend_name} cannot prewarm"}
+        else:
+            pool = {"size": 0}
+        return {
+            "status": "draining" if self.draining else "ok",
+            "version": __version__,
+            "backend": self.backend_name,
+            "isolation": self.inner.isolation,
+            "sandboxed": self.sandboxed,
+            "warning": None
+            if self.sandboxed
+            else "UNSANDBOXED: code runs as a plain host process (--allow-unsandboxed)",
+            "capabilities": caps,
+            "running": self.running,
+            "queued": self.queued,
+            "max_concurrency": self.config.max_concurrency,
+            "queue_limit": self.config.queue,
+            "pool": pool,
+        }
+
+    def gauges(self) -> dict[str, tuple[str, Callable[[], int]]]:
+        out: dict[str, tuple[str, Callable[[], int]]] = {
+            "glasshouse_runs_in_flight": ("Runs executing now.", lambda: self.running),
+            "glasshouse_queue_depth": ("Runs admitted and waiting for a worker.", self._q),
+            "glasshouse_receipts_indexed": ("Receipts in the SQLite index.", self.index.count),
+        }
+        if self.pool is not None:
+            pool = self.pool
+            out["glasshouse_pool_ready"] = ("Prewarmed sandbox slots ready.", pool.ready)
+        return out
+
+    def _q(self) -> int:
+        return self.queued
+
+
+@contextlib.contextmanager
+def running(config: ServerConfig) -> Any:
+    """A started Runner, closed on exit (for tests and embedding)."""
+    runner = Runner(config)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.close()

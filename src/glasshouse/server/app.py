@@ -1,0 +1,327 @@
+"""The HTTP layer: FastAPI routes over :class:`~glasshouse.server._runner.Runner`.
+
+Every error, whatever raised it (routing, validation, our own checks), leaves as a JSON body
+``{"error": {"code": ..., "message": ...}}``. The ``/run`` body is read and parsed here,
+not by FastAPI, so each way a body can be wrong (too large, not UTF-8, not JSON, not the
+schema) gets its own status and code; the OpenAPI document still describes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import math
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from glasshouse.core.version import __version__
+from glasshouse.receipt.log import RECEIPT_ID
+from glasshouse.server._metrics import CONTENT_TYPE
+from glasshouse.server._runner import ReceiptWriteError, Rejected, Runner
+from glasshouse.server.models import (
+    ErrorResponse,
+    Health,
+    ReceiptPage,
+    ReceiptSummary,
+    RunRequest,
+    RunResponse,
+)
+
+#: Paths served without a token: liveness probes and the API description hold no data.
+PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+_CURSOR = re.compile(r"^-?[0-9]{1,19}$")
+_ERRORS = {
+    400: {"model": ErrorResponse, "description": "Malformed request"},
+    401: {"model": ErrorResponse, "description": "Missing or wrong bearer token"},
+    405: {"model": ErrorResponse, "description": "Method not allowed"},
+    422: {"model": ErrorResponse, "description": "Well-formed but invalid request"},
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+class _BearerAuth:
+    """Require ``Authorization: Bearer <token>`` (constant-time compare) on non-public paths.
+
+    Pure ASGI, ahead of routing, so an unauthenticated request never reaches a handler and
+    its body is never read."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = token.encode("utf-8")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, rest = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = rest.strip()
+                break
+        if not hmac.compare_digest(given, self.expected):
+            response = error_response(
+                401,
+                "unauthorized",
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+                {"WWW-Authenticate": 'Bearer realm="glasshouse"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _validation_message(exc: ValidationError | RequestValidationError) -> str:
+    errors = exc.errors()
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"request body over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "body_too_large", f"request body over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def parse_run_request(body: bytes, content_type: str | None) -> RunRequest:
+    """Bytes -> RunRequest, or the ApiError saying exactly what is wrong."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        # A JSON-only API also stops a web page from POSTing code here cross-site: a
+        # browser sends application/json only after a CORS preflight, which we never grant.
+        raise ApiError(
+            415, "unsupported_media_type", "send the request as Content-Type: application/json"
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_utf8", f"request body is not valid UTF-8: {exc}") from exc
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    if "code" not in data:
+        raise ApiError(422, "missing_code", "the request has no 'code' field")
+    try:
+        return RunRequest.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_request", _validation_message(exc)) from exc
+
+
+def create_app(runner: Runner) -> FastAPI:
+    """The ASGI app serving ``runner``; starts it at startup and closes it at shutdown."""
+    config = runner.config
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, runner.close)
+
+    app = FastAPI(
+        title="Glasshouse server",
+        version=__version__,
+        description=(
+            "Run untrusted Python in a fresh sandbox per request; every run leaves a "
+            "tamper-evident execution receipt (v0.3.0)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.runner = runner
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    @app.post(
+        "/run",
+        response_model=RunResponse,
+        summary="Run Python code in a fresh sandbox",
+        responses={
+            **_ERRORS,
+            413: {"model": ErrorResponse, "description": "Body over the limit"},
+            415: {"model": ErrorResponse, "description": "Not application/json"},
+            429: {"model": ErrorResponse, "description": "Queue full; see Retry-After"},
+            500: {"model": ErrorResponse, "description": "The receipt could not be stored"},
+            503: {"model": ErrorResponse, "description": "Shutting down"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/RunRequest"}}
+                },
+            }
+        },
+    )
+    async def run(request: Request) -> Response:
+        body = await _read_body(request, config.body_limit)
+        run_request = parse_run_request(body, request.headers.get("content-type"))
+        try:
+            future = runner.submit(run_request)
+        except Rejected as exc:
+            if exc.reason == "draining":
+                raise ApiError(503, "shutting_down", str(exc)) from exc
+            raise ApiError(
+                429, "queue_full", str(exc), {"Retry-After": str(_retry_after(runner))}
+            ) from exc
+        try:
+            result = await asyncio.wrap_future(future)
+        except Rejected as exc:
+            raise ApiError(503, "shutting_down", str(exc)) from exc
+        except ReceiptWriteError as exc:
+            raise ApiError(500, "receipt_write_failed", str(exc)) from exc
+        return JSONResponse(result.model_dump(mode="json"))
+
+    @app.get("/health", response_model=Health, summary="Status, backend and capabilities")
+    async def health() -> dict[str, Any]:
+        # async and lock-light: answers at once even with every worker busy.
+        return runner.health()
+
+    @app.get(
+        "/receipts/{receipt_id}",
+        summary="A stored receipt (v0.3.0, with code_hash, sequence and digest)",
+        responses={
+            **_ERRORS,
+            200: {"description": "The receipt, as stored (canonical JSON)"},
+            404: {"model": ErrorResponse, "description": "No such receipt"},
+        },
+    )
+    def receipt(receipt_id: str) -> Response:
+        if not RECEIPT_ID.match(receipt_id):
+            raise ApiError(
+                400,
+                "invalid_receipt_id",
+                "receipt ids look like exec-<13 digits>-<20 hex digits>",
+            )
+        data = runner.receipt_bytes(receipt_id)
+        if data is None:
+            raise ApiError(404, "not_found", f"no receipt {receipt_id}")
+        return Response(data, media_type="application/json")
+
+    @app.get(
+        "/receipts",
+        response_model=ReceiptPage,
+        summary="Stored receipts, newest first",
+        responses={**_ERRORS},
+    )
+    def receipts(
+        limit: int = Query(50, ge=1, le=1000, description="Page size (1..1000)."),
+        cursor: str | None = Query(None, max_length=20, description="next_cursor of a page."),
+    ) -> dict[str, Any]:
+        before = None
+        if cursor is not None:
+            if not _CURSOR.match(cursor):
+                raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor value")
+            before = int(cursor)
+        rows, nxt = runner.index.page(limit, before)
+        return {
+            "receipts": [ReceiptSummary(**row).model_dump() for row in rows],
+            "next_cursor": None if nxt is None else str(nxt),
+        }
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}}, 401: _ERRORS[401]},
+    )
+    def metrics() -> Response:
+        return Response(runner.metrics.render(runner.gauges()), media_type=CONTENT_TYPE)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            request_schema = RunRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components.update(request_schema.pop("$defs", {}))
+            components["RunRequest"] = request_schema
+            if config.token:
+                schema["components"]["securitySchemes"] = {
+                    "bearer": {"type": "http", "scheme": "bearer"}
+                }
+                schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    if config.token:
+        app.add_middleware(_BearerAuth, token=config.token)
+    return app
+
+
+def _retry_after(runner: Runner) -> int:
+    """Seconds until a place is likely free: the mean run time times the queue's turns."""
+    m = runner.metrics
+    mean = (m._sum / m._count) if m._count else 1.0
+    turns = 1 + runner.queued / max(1, runner.config.max_concurrency)
+    return max(1, min(60, math.ceil(mean * turns)))

@@ -1,0 +1,205 @@
+"""``glasshouse-server``: every flag of the server, in one place.
+
+The flags build a :class:`~glasshouse.server._runner.ServerConfig`; :func:`serve` runs it
+under uvicorn. Parts that add server options (signing keys, policies) add a click option
+here and put what it means into ``ServerConfig`` (``receipt_hooks`` for receipt
+post-processing) inside :func:`_config_from_options`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import stat
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from glasshouse.cli._util import SIZE
+from glasshouse.core.version import __version__
+
+_BACKENDS = ("auto", "microvm", "sandbox", "gvisor", "firecracker", "qemu", "process")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a hostname: assume it is reachable from elsewhere
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``path`` (first line, stripped). Refuses an empty one."""
+    try:
+        st = path.stat()
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--token-file") from exc
+    if not token or "\n" in token or len(token) < 16:
+        raise click.BadParameter(
+            f"{path} must hold one token of at least 16 characters", param_hint="--token-file"
+        )
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        click.echo(
+            f"glasshouse-server: warning: {path} is readable by others (chmod 600)", err=True
+        )
+    return token
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="glasshouse-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--backend",
+    type=click.Choice(_BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto = microvm where guests boot and snapshots restore, else the bubblewrap sandbox.",
+)
+@click.option(
+    "--receipts-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/var/lib/glasshouse/receipts"),
+    show_default=True,
+)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(1, 1024),
+    default=os.cpu_count() or 1,
+    show_default="CPU count",
+    help="Runs executing at once.",
+)
+@click.option(
+    "--queue",
+    type=click.IntRange(0, 100_000),
+    default=16,
+    show_default=True,
+    help="Runs waiting for a worker; beyond that, 429 with Retry-After.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Require 'Authorization: Bearer <token>' (mandatory on a non-loopback address).",
+)
+@click.option(
+    "--allow-unsandboxed",
+    is_flag=True,
+    help="Permit --backend process: code runs as a plain host process. /health says so.",
+)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(0, 256),
+    default=None,
+    help="Prewarmed sandbox slots kept ready (default: --max-concurrency; 0 disables).",
+)
+@click.option("--pool-max-age", type=float, default=60.0, show_default=True, help="Seconds.")
+@click.option(
+    "--profile",
+    type=click.Choice(["disabled", "host"]),
+    default="host",
+    show_default=True,
+    help="Observe runs with the host eBPF observer (fail-open) or not at all.",
+)
+@click.option("--body-limit", type=SIZE, default="1M", show_default=True)
+@click.option(
+    "--output-limit",
+    type=SIZE,
+    default="1M",
+    show_default=True,
+    help="Default bytes kept per output stream (a request may set limits.output).",
+)
+@click.option("--memory", type=SIZE, default="512M", show_default=True, help="Default per run.")
+@click.option("--pids", type=int, default=256, show_default=True, help="Default per run.")
+@click.option(
+    "--shutdown-grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="On SIGTERM, seconds in-flight runs get to finish before they are killed.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+def main(**options: Any) -> None:
+    """Serve POST /run: untrusted Python in a fresh sandbox per request, a receipt for each."""
+    config = _config_from_options(options)
+    logging.basicConfig(
+        level=options["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        serve(config, options["host"], options["port"], options["log_level"])
+    except Exception as exc:
+        click.echo(f"glasshouse-server: {exc}", err=True)
+        sys.exit(2)
+
+
+def _config_from_options(options: dict[str, Any]) -> Any:
+    from glasshouse.server._runner import ServerConfig
+
+    token = read_token(options["token_file"]) if options["token_file"] else None
+    if token is None and not is_loopback(options["host"]):
+        raise click.UsageError(f"binding to {options['host']} (not loopback) requires --token-file")
+    if options["backend"] == "process" and not options["allow_unsandboxed"]:
+        raise click.UsageError(
+            "--backend process runs code unsandboxed with the server's privileges: "
+            "add --allow-unsandboxed to accept that"
+        )
+    pool_size = options["pool_size"]
+    return ServerConfig(
+        backend=options["backend"],
+        receipts_dir=options["receipts_dir"],
+        max_concurrency=options["max_concurrency"],
+        queue=options["queue"],
+        allow_unsandboxed=options["allow_unsandboxed"],
+        pool_size=options["max_concurrency"] if pool_size is None else pool_size,
+        pool_max_age_s=options["pool_max_age"],
+        profile=options["profile"],
+        body_limit=options["body_limit"],
+        output_limit=options["output_limit"],
+        memory_bytes=options["memory"],
+        pids=options["pids"],
+        shutdown_grace_s=options["shutdown_grace"],
+        token=token,
+    )
+
+
+def serve(config: Any, host: str, port: int, log_level: str = "info") -> None:
+    """Build the runner (failing fast if the backend cannot work) and serve until SIGTERM."""
+    import uvicorn
+
+    from glasshouse.server._runner import Runner
+    from glasshouse.server.app import create_app
+
+    runner = Runner(config)
+    app = create_app(runner)
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Not inline: a signal handler runs on the main thread, which may hold the
+            # runner's lock at that moment.
+            threading.Thread(target=runner.begin_shutdown, daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    uv_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(config.shutdown_grace_s) + 30,
+        server_header=False,
+    )
+    _Server(uv_config).run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,156 @@
+"""The HTTP API's wire types (pydantic v2): what a client sends and what it gets back.
+
+Requests are strict (no type coercion: ``"60"`` is not a timeout) and closed (unknown fields
+are an error), so a typo in a field name fails loudly instead of being silently ignored.
+These models are also the OpenAPI schema served at ``/openapi.json`` and ``/docs``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Bounds a request may ask for (the server may lower the upper ones with its own flags).
+TIMEOUT_MIN_S = 1
+TIMEOUT_MAX_S = 300
+MAX_FILES = 64
+MAX_PIDS = 4096
+MAX_MEMORY_BYTES = 16 << 30
+
+
+def _utf8(value: str, what: str) -> str:
+    """JSON may carry lone surrogates (``"\\ud800"``): they are not text and cannot be run."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode text (lone surrogate)") from exc
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RunLimits(_Strict):
+    """Per-run resource limits; omitted ones take the server's defaults."""
+
+    memory: Annotated[int, Field(ge=1 << 20, le=MAX_MEMORY_BYTES)] | None = Field(
+        default=None, description="Memory limit in bytes (at least 1 MiB)."
+    )
+    pids: Annotated[int, Field(ge=1, le=MAX_PIDS)] | None = Field(
+        default=None, description="Maximum number of processes and threads."
+    )
+    output: Annotated[int, Field(ge=0, le=64 << 20)] | None = Field(
+        default=None,
+        description="Bytes kept per output stream; the receipt hashes the full stream.",
+    )
+
+
+class RunRequest(_Strict):
+    """Run ``code`` with ``python3 -c`` in a fresh sandbox."""
+
+    code: str = Field(description="Python source, run as `python3 -c CODE` in the workspace.")
+    timeout: Annotated[float, Field(ge=TIMEOUT_MIN_S, le=TIMEOUT_MAX_S)] = Field(
+        default=60, description="Wall-clock limit in seconds (1..300)."
+    )
+    stdin: str | None = Field(default=None, description="Text fed to the program's stdin.")
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_FILES,
+        description="Workspace files to create first: relative path -> text content.",
+    )
+    limits: RunLimits = Field(default_factory=RunLimits)
+    network: bool = Field(default=False, description="Allow network access (off by default).")
+
+    @field_validator("code")
+    @classmethod
+    def _code_ok(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("code contains a NUL byte (Python source cannot)")
+        return _utf8(value, "code")
+
+    @field_validator("stdin")
+    @classmethod
+    def _stdin_ok(cls, value: str | None) -> str | None:
+        return None if value is None else _utf8(value, "stdin")
+
+    @field_validator("files")
+    @classmethod
+    def _files_ok(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, content in value.items():
+            _utf8(name, "a file name")
+            parts = name.split("/")
+            if (
+                not name
+                or len(name) > 255
+                or name.startswith("/")
+                or "\x00" in name
+                or any(p in ("", ".", "..") for p in parts)
+            ):
+                raise ValueError(f"file name must be a relative path without '..': {name!r}")
+            _utf8(content, f"files[{name!r}]")
+        return value
+
+
+class RunResponse(BaseModel):
+    """What happened. ``exit_code`` is shell-style: the program's own code, 124 on timeout,
+    128+N when killed by signal N, 125 when Glasshouse itself failed (see ``error``)."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration_ms: int
+    receipt_id: str
+    timed_out: bool
+    truncated: bool = Field(description="True when stdout or stderr was cut at the limit.")
+    backend: str
+    isolation: str
+    error: str | None = Field(default=None, description="Why the run failed, if it did.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `invalid_request`.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error, 4xx and 5xx alike, has this shape."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str = Field(description="`ok`, or `draining` during shutdown.")
+    version: str
+    backend: str
+    isolation: str
+    sandboxed: bool = Field(description="False when running with --allow-unsandboxed.")
+    warning: str | None = None
+    capabilities: dict[str, bool | int | str]
+    running: int
+    queued: int
+    max_concurrency: int
+    queue_limit: int
+    pool: dict[str, int | str]
+
+
+class ReceiptSummary(BaseModel):
+    id: str
+    sequence: int | None
+    timestamp: str
+    exit_code: int | None
+    timed_out: bool
+    error: str | None
+    duration_ms: int
+    backend: str
+    isolation: str
+    code_hash: str | None
+    digest: str | None
+
+
+class ReceiptPage(BaseModel):
+    receipts: list[ReceiptSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next (older) page; null on the last page."
+    )
