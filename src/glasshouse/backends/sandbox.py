@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 INSIDE_WORKSPACE = "/workspace"
 #: Where glasshouse-init (the sandbox's PID 1) is mounted inside.
 INIT_PATH = "/.glasshouse-init"
+_GVISOR_STATUS_DIR = "/.glasshouse-status"
 #: uid/gid of the command inside a bubblewrap sandbox.
 INSIDE_UID = 1000
 INSIDE_GID = 1000
@@ -221,6 +222,8 @@ class SandboxBackend(ProcessBackend):
         with self._lock:
             if self._sandbox_prepared:
                 return
+            if self.runtime == "gvisor" and os.geteuid() != 0:
+                raise BackendUnavailable(probe_gvisor()[1])
             exe = "runsc" if self.runtime == "gvisor" else "bwrap"
             found = shutil.which(exe)
             if found is None:
@@ -366,11 +369,19 @@ class SandboxBackend(ProcessBackend):
         self, spec: ExecutionSpec, run: SandboxRun, env: dict[str, str], cwd: str, network: bool
     ) -> Command:
         run_dir = run.workspace.path.with_name(run.workspace.path.name + "-runsc")
-        bundle, state = run_dir / "bundle", run_dir / "state"
+        bundle, state, status = run_dir / "bundle", run_dir / "state", run_dir / "status"
         bundle.mkdir(parents=True)
         state.mkdir()
         run.extra_dirs.append(run_dir)
-        config = _oci_config(spec, env, cwd, run, self._etc[network])
+        argv = list(spec.argv)
+        if self._init is not None:
+            # No fd reaches the container's PID 1 through runsc: glasshouse-init writes the
+            # wait status to a file in a per-run directory only the run's uid can write.
+            status.mkdir(mode=0o700)
+            if os.geteuid() == 0:
+                os.chown(status, run.host_uid, run.host_gid)
+            argv = [INIT_PATH, f"{_GVISOR_STATUS_DIR}/status", *argv]
+        config = _oci_config(spec, argv, env, cwd, run, self._etc[network], self._init, status)
         (bundle / "config.json").write_text(json.dumps(config))
         container_id = f"gh-{run.workspace.path.name}"
         args = [self._binary, "--root", str(state), "--platform=ptrace", "--ignore-cgroups"]
@@ -414,6 +425,8 @@ class SandboxBackend(ProcessBackend):
                 facts["seccomp"] = "disabled"
             self._bwrap_status(run, result, facts)
         else:
+            status = next((d / "status" / "status" for d in run.extra_dirs), None)
+            self._apply_wait_status(_read_status_file(status), result)
             facts["uid"] = run.host_uid
             facts["kernel"] = "gVisor sentry (user-space), platform ptrace"
             facts["observation"] = _GVISOR_NOTE
@@ -466,8 +479,6 @@ class SandboxBackend(ProcessBackend):
     def _cleanup_extra(self, handle: ProcessHandle) -> None:
         run = handle.context.pop("run", None)
         if isinstance(run, SandboxRun):
-            if self.runtime == "gvisor":
-                _runsc_delete(self._binary, run)
             run.close()
 
 
@@ -482,6 +493,22 @@ class GVisorBackend(SandboxBackend):
         if options["runtime"] not in ("gvisor", "runsc"):
             raise BackendUnavailable("GVisorBackend runs only the gvisor runtime")
         super().__init__(**options)
+
+
+def _read_status_file(path: Path | None) -> list[dict[str, Any]]:
+    """glasshouse-init's status file (gVisor), read without following links, size-capped."""
+    if path is None:
+        return []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        return _json_docs(os.read(fd, 4096))
+    finally:
+        os.close(fd)
 
 
 # -- glasshouse-init ---------------------------------------------------------------------
@@ -709,13 +736,21 @@ def _gvisor_rootfs(base: Path, etc: Path) -> Path:
     for target, link in _MERGED_USR + _OPTIONAL_MERGED_USR:
         if (Path("/") / target).is_dir():
             files[link.lstrip("/")] = target
-    for mount_point in ("usr", "workspace", "tmp", "proc", "dev", "sys"):
+    for mount_point in ("usr", "workspace", "tmp", "proc", "dev", "sys", _GVISOR_STATUS_DIR[1:]):
         files[f"{mount_point}/.keep"] = b""
+    files[INIT_PATH[1:]] = b""
     return _materialise(base, "gvisor-rootfs", files)
 
 
 def _oci_config(
-    spec: ExecutionSpec, env: dict[str, str], cwd: str, run: SandboxRun, rootfs: Path
+    spec: ExecutionSpec,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    run: SandboxRun,
+    rootfs: Path,
+    init: Path | None,
+    status: Path,
 ) -> dict[str, Any]:
     tmp_size = spec.limits.memory_bytes or _DEFAULT_TMP_BYTES
     rlimits = [{"type": "RLIMIT_CORE", "hard": 0, "soft": 0}]
@@ -729,12 +764,23 @@ def _oci_config(
     if not spec.network:
         namespaces.append({"type": "network"})
     ro = ["rbind", "ro", "nosuid", "nodev"]
+    extra_mounts = []
+    if init is not None:
+        extra_mounts = [
+            {"destination": INIT_PATH, "type": "bind", "source": str(init), "options": ro},
+            {
+                "destination": _GVISOR_STATUS_DIR,
+                "type": "bind",
+                "source": str(status),
+                "options": ["rbind", "rw", "nosuid", "nodev", "noexec"],
+            },
+        ]
     return {
         "ociVersion": "1.0.0",
         "process": {
             "terminal": False,
             "user": {"uid": run.host_uid, "gid": run.host_gid},
-            "args": list(spec.argv),
+            "args": argv,
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": cwd,
             "capabilities": {k: [] for k in ("bounding", "effective", "permitted", "inheritable")},
@@ -759,25 +805,40 @@ def _oci_config(
                 "source": str(run.workspace.path),
                 "options": ["rbind", "rw", "nosuid", "nodev"],
             },
+            *extra_mounts,
         ],
         "linux": {"namespaces": namespaces},
     }
 
 
-def _runsc_delete(binary: str, run: SandboxRun) -> None:
-    """Best effort: let runsc drop its state (the cgroup kill already ended every process)."""
-    for d in run.extra_dirs:
-        state = d / "state"
-        if not state.is_dir():
-            continue
-        cid = f"gh-{run.workspace.path.name}"
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(
-                [binary, "--root", str(state), "delete", "--force", cid],
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
+# -- probes ---------------------------------------------------------------------------
+_probe_cache: dict[str, tuple[bool, str]] = {}
+
+
+def probe() -> tuple[bool, str]:
+    """Can bubblewrap sandboxes run here? (ok, reason); starts one sandbox, once per process."""
+    if "bwrap" not in _probe_cache:
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            _probe_cache["bwrap"] = (False, "bwrap not found (apt install bubblewrap)")
+        else:
+            ok, detail = _probe_userns(bwrap)
+            _probe_cache["bwrap"] = (ok, detail)
+            if ok:
+                try:
+                    _seccomp.program()
+                except _seccomp.SeccompUnavailable as exc:
+                    _probe_cache["bwrap"] = (False, f"seccomp: {exc}")
+    return _probe_cache["bwrap"]
+
+
+def probe_gvisor() -> tuple[bool, str]:
+    """Can gVisor sandboxes run here? (ok, reason)."""
+    if shutil.which("runsc") is None:
+        return False, "runsc not found (apt install runsc)"
+    if os.geteuid() != 0:
+        return False, "the gvisor backend runs runsc as root (rootless runsc is not supported)"
+    return True, "runsc found, running as root"
 
 
 # -- doctor -----------------------------------------------------------------------------
@@ -793,7 +854,8 @@ def doctor_checks() -> list[Check]:
         )
     else:
         checks.append(Check("bubblewrap", True, f"{bwrap} ({_tool_version(bwrap)})"))
-        checks.append(_probe_userns(bwrap))
+        ok, detail = _probe_userns(bwrap)
+        checks.append(Check("user namespaces", ok, detail, "" if ok else "sandbox"))
     try:
         prog = _seccomp.program()
         checks.append(Check("seccomp", True, prog.describe()))
@@ -803,12 +865,19 @@ def doctor_checks() -> list[Check]:
     if runsc is None:
         checks.append(Check("runsc", False, "runsc not found (apt install runsc)", "gvisor"))
     else:
-        checks.append(Check("runsc", True, f"{runsc} ({_tool_version(runsc)}, platform ptrace)"))
+        ok, why = probe_gvisor()
+        detail = f"{runsc} ({_tool_version(runsc)}, platform ptrace)" if ok else why
+        checks.append(Check("runsc", ok, detail, "" if ok else "gvisor"))
     return checks
 
 
-def _probe_userns(bwrap: str) -> Check:
-    argv = [bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr", "--", "/usr/bin/true"]
+def _probe_userns(bwrap: str) -> tuple[bool, str]:
+    """Start one minimal unprivileged sandbox (as nobody when root, as we run it)."""
+    argv = [bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr"]
+    for target, link in _MERGED_USR + _OPTIONAL_MERGED_USR:
+        if (Path("/") / target).is_dir():
+            argv += ["--symlink", target, link]
+    argv += ["--", "/usr/bin/true"]
     user: tuple[int, int] | None = (65534, 65534) if os.geteuid() == 0 else None
 
     def demote() -> None:  # pragma: no cover - runs in the child
@@ -822,8 +891,8 @@ def _probe_userns(bwrap: str) -> Check:
             argv, capture_output=True, text=True, timeout=10, preexec_fn=demote, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check("user namespaces", False, f"bwrap probe failed: {exc}", "sandbox")
+        return False, f"bwrap probe failed: {exc}"
     if out.returncode != 0:
         why = out.stderr.strip() or f"exit {out.returncode}"
-        return Check("user namespaces", False, f"unprivileged bwrap failed: {why}", "sandbox")
-    return Check("user namespaces", True, "unprivileged bwrap sandbox started and exited")
+        return False, f"unprivileged bwrap failed: {why}"
+    return True, "an unprivileged bwrap sandbox (user, pid, net... namespaces) started"
