@@ -146,6 +146,8 @@ def build_receipt(
         "code_hash": None,
         "sequence": None,
         "previous_digest": None,
+        "redaction": None,
+        "policy": None,
         "digest": None,
     }
 

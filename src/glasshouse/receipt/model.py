@@ -9,7 +9,7 @@ receipt means "observed, and there was nothing", never "not looked at".
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -177,6 +177,51 @@ class ObservationBlock(_Model):
     note: str | None = None
 
 
+class RedactionCount(_Model):
+    rule: str
+    count: int
+
+
+class Redaction(_Model):
+    """Secrets replaced by ``[REDACTED:<salted digest>]`` before the receipt was sealed."""
+
+    #: Every rule that was active (a rule listed here and absent from ``applied`` found nothing).
+    rules: list[str] = Field(default_factory=list)
+    applied: list[RedactionCount] = Field(default_factory=list)
+    #: ``per-run``: a random salt, discarded; ``configured``: the operator's salt (``salt_id``).
+    salt: Literal["per-run", "configured"] = "per-run"
+    salt_id: str | None = None
+
+
+class PolicyEvidence(_Model):
+    #: JSON pointer into this receipt (``/filesystem/writes/3``) of the item that matched.
+    at: str
+    value: Any = None
+
+
+class PolicyRuleResult(_Model):
+    rule: str
+    action: Literal["deny", "warn"]
+    severity: str
+    description: str | None = None
+    evidence: list[PolicyEvidence] = Field(default_factory=list)
+    #: Evidence items found (``evidence`` keeps the first few).
+    evidence_total: int = 0
+
+
+class PolicyVerdict(_Model):
+    """The result of evaluating a policy over this receipt (evaluation never changes a run)."""
+
+    policy: str
+    policy_digest: str
+    passed: bool
+    violations: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    fired: list[PolicyRuleResult] = Field(default_factory=list)
+    #: Receipt sections the policy looks at that were not observed: a pass is then partial.
+    unobserved: list[str] = Field(default_factory=list)
+
+
 class LegacyProcess(_Model):
     pid: int
     ppid: int
@@ -208,5 +253,9 @@ class Receipt(_Model):
     #: Tamper-evident log: position in a receipt store and the digest of the receipt before.
     sequence: int | None = None
     previous_digest: str | None = None
+    #: Secret redaction applied before sealing (``glasshouse run --redact``).
+    redaction: Redaction | None = None
+    #: Policy verdict (``glasshouse run --policy``); denials also in filesystem.policy_violations.
+    policy: PolicyVerdict | None = None
     #: ``sha256:<hex>`` over the canonical JSON of the receipt without this field.
     digest: str | None = None
