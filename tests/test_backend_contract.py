@@ -32,9 +32,12 @@ class BackendCase:
     slow: bool = False
 
 
+_SANDBOX, _GVISOR = "glasshouse.backends.sandbox", "glasshouse.backends.gvisor"
 BACKENDS = [
     pytest.param(BackendCase("fake", lambda: create("fake"), real=False), id="fake"),
     pytest.param(BackendCase("process", lambda: create("process")), id="process"),
+    pytest.param(BackendCase("sandbox", lambda: create("sandbox"), probe=_SANDBOX), id="sandbox"),
+    pytest.param(BackendCase("gvisor", lambda: create("gvisor"), probe=_GVISOR), id="gvisor"),
 ]
 
 
