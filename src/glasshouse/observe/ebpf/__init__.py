@@ -189,7 +189,7 @@ class EbpfObserver:
 
     def _tracked_of(self, slot: int) -> list[int]:
         out = []
-        for key in self._tracked.keys():
+        for key in self._tracked.all_keys():
             value = self._tracked.lookup(key)
             if value is not None and (_U32.unpack(value)[0] & ~_decode.PENDING) == slot:
                 out.append(_U32.unpack(key)[0])

@@ -161,7 +161,7 @@ class Map:
     def delete(self, key: bytes) -> bool:
         return lib().bpf_map_delete_elem(self.fd, key) == 0
 
-    def keys(self) -> list[bytes]:
+    def all_keys(self) -> list[bytes]:
         out: list[bytes] = []
         cur = None
         nxt = ctypes.create_string_buffer(self.key_size)
