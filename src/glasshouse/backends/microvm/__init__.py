@@ -1,0 +1,539 @@
+"""The ``microvm`` backend: every run in a fresh Firecracker (or QEMU ``-M microvm``) VM.
+
+Firecracker runs are served from a warm snapshot: one cold boot (at :meth:`prepare`, cached
+on disk by content hash) brings a guest to the point where its init has Python running with
+common modules imported and waits for a request on vsock; each run restores that snapshot
+into a new Firecracker process, hands the guest fresh entropy and the time with the
+request, reads one result and destroys the VM. QEMU (and Firecracker with
+``snapshot=False``) cold-boots a VM per run. See docs/microvm.md.
+
+The guest is untrusted: its result is parsed strictly (glasshouse.guest.transport) and the
+receipt says which fields come from the host (VMM pid, times, timeout, digests of what was
+booted) and which from the guest (exit status, output, rusage): docs/threat-model.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glasshouse.core.execution import (
+    BackendError,
+    BackendUnavailable,
+    ExecutionResult,
+    ExecutionSpec,
+    Handle,
+    Sink,
+    StreamResult,
+    utcnow,
+)
+from glasshouse.guest import transport as T
+
+from . import images as _images
+from ._vm import (
+    OUTPUTS_BYTES,
+    GuestFailure,
+    build_request,
+    make_run_dir,
+    parse_guest_result,
+    remove_run_dir,
+)
+from .firecracker import FirecrackerVM, exchange
+from .qemu import QemuVM, qemu_binary
+
+__all__ = ["FirecrackerBackend", "MicroVMBackend", "QemuBackend", "doctor_checks", "probe"]
+
+#: Guest RAM. The snapshot's memory file has this size; restored VMs only touch a few MiB.
+DEFAULT_MEM_MIB = 256
+#: Bound on a cold boot to a ready guest (about 20 s on kvm_pvm, well under 1 s on KVM).
+BOOT_TIMEOUT_S = 180.0
+
+
+@dataclass
+class _VMHandle(Handle):
+    vm: FirecrackerVM | QemuVM | None = None
+    run_dir: Path | None = None
+    vmm: str = ""
+    source: str = ""  # "snapshot:<key>" or "cold"
+    sinks: tuple[Sink | None, Sink | None] = (None, None)
+    started_at: Any = None
+    released_at: float = 0.0
+    deadline: float | None = None
+    conn: Any = None
+    timings: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+
+class MicroVMBackend:
+    """A fresh VM per run. ``vmm``: "auto" (Firecracker if present, else QEMU),
+    "firecracker" or "qemu". ``snapshot``: serve Firecracker runs from the warm snapshot
+    (default) or cold-boot each one."""
+
+    isolation = "vm"
+
+    def __init__(
+        self,
+        *,
+        vmm: str = "auto",
+        snapshot: bool = True,
+        mem_mib: int = DEFAULT_MEM_MIB,
+        boot_timeout: float = BOOT_TIMEOUT_S,
+    ) -> None:
+        if vmm not in ("auto", "firecracker", "qemu"):
+            raise BackendUnavailable(f"unknown VMM {vmm!r} (auto, firecracker, qemu)")
+        self._vmm_choice = vmm
+        self.snapshot = snapshot
+        self.mem_mib = mem_mib
+        self.boot_timeout = boot_timeout
+        self.name = "qemu" if vmm == "qemu" else "firecracker"
+        self._lock = threading.Lock()
+        self._prepared = False
+        self._images: _images.GuestImages | None = None
+        self._binary = ""
+        self._vmm_version = ""
+        self._snapshot: _images.Snapshot | None = None
+        self._snapshot_key = ""
+
+    # ----- prepare ----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Check KVM, the VMM and the guest images; build the warm snapshot if missing.
+        Idempotent and thread-safe; the snapshot build is also serialised across processes."""
+        if self._prepared:
+            return
+        with self._lock:
+            if self._prepared:
+                return
+            _check_kvm()
+            images = _images.GuestImages.load()
+            fc = (
+                images.firecracker_binary() if self._vmm_choice in ("auto", "firecracker") else None
+            )
+            if fc is not None:
+                self.name, self._binary = "firecracker", fc
+                self._vmm_version = _version([fc, "--version"])
+            elif self._vmm_choice == "firecracker":
+                raise BackendUnavailable("firecracker binary not found; run scripts/build-guest.sh")
+            else:
+                qemu = qemu_binary()
+                if qemu is None:
+                    raise BackendUnavailable(
+                        "neither firecracker nor qemu-system-x86_64 is installed"
+                    )
+                self.name, self._binary = "qemu", qemu
+                self._vmm_version = _version([qemu, "--version"])
+            self._images = images
+            if self.name == "firecracker" and self.snapshot:
+                self._snapshot_key = _images.snapshot_key(images, self._vmm_version, self.mem_mib)
+                self._snapshot = _ensure_snapshot(
+                    images, self._binary, self._snapshot_key, self.mem_mib, self.boot_timeout
+                )
+            self._prepared = True
+
+    # ----- lifecycle --------------------------------------------------------------------
+
+    def start(
+        self, spec: ExecutionSpec, stdout: Sink | None = None, stderr: Sink | None = None
+    ) -> Handle:
+        self.prepare()
+        if spec.network:
+            raise BackendError(
+                "the microvm backend gives guests no network device (network=True not supported)"
+            )
+        assert self._images is not None
+        run_dir = make_run_dir(self.name)
+        handle = _VMHandle(
+            spec=spec, pid=None, run_dir=run_dir, vmm=self.name, sinks=(stdout, stderr)
+        )
+        handle.started_at = utcnow()
+        t0 = time.monotonic()
+        try:
+            if self.name == "firecracker":
+                vm = FirecrackerVM(self._binary, run_dir, self._images.rootfs)
+                handle.vm = vm
+                vm.spawn()
+                handle.timings["spawn_ms"] = _ms(t0)
+                if self._snapshot is not None:
+                    vm.restore(self._snapshot.state, self._snapshot.memory)
+                    handle.source = f"snapshot:{self._snapshot_key}"
+                    handle.timings["restore_ms"] = _ms(t0)
+                else:
+                    vm.boot(self._images.kernel, _images.boot_args(), self.mem_mib)
+                    vm.wait_ready(self.boot_timeout)
+                    handle.source = "cold"
+                    handle.timings["boot_ms"] = _ms(t0)
+            else:
+                qvm = QemuVM(self._binary, run_dir, self._images.kernel, self._images.rootfs)
+                handle.vm = qvm
+                qvm.spawn(_images.boot_args(serial=True), self.mem_mib)
+                handle.source = "cold"
+                try:
+                    qvm.wait_ready(None, self.boot_timeout)
+                except TimeoutError:
+                    raise GuestFailure(
+                        f"guest did not boot within {self.boot_timeout:g}s"
+                    ) from None
+                handle.timings["boot_ms"] = _ms(t0)
+        except BaseException:
+            self.cleanup(handle)
+            raise
+        handle.pid = handle.vm.pid
+        return handle
+
+    def release(self, handle: Handle) -> None:
+        """Send the request: only now does user code run in the guest."""
+        assert isinstance(handle, _VMHandle) and handle.vm is not None
+        handle.released_at = time.monotonic()
+        deadline_s = handle.spec.deadline_s
+        handle.deadline = None if deadline_s is None else handle.released_at + deadline_s
+        if isinstance(handle.vm, FirecrackerVM):
+            try:
+                handle.conn = handle.vm.connect(timeout=10.0)
+            except GuestFailure:
+                if handle.killed_reason is None:
+                    raise
+                handle.conn = None
+
+    def wait(self, handle: Handle) -> ExecutionResult:
+        assert isinstance(handle, _VMHandle) and handle.vm is not None
+        spec = handle.spec
+        request = T.encode_frame(build_request(spec))
+        limit = T.result_limit(spec.limits.output_bytes, OUTPUTS_BYTES)
+        timed_out = False
+        data: dict[str, Any] | None = None
+        error: str | None = None
+        try:
+            if handle.killed_reason is not None:
+                raise GuestFailure("killed before the request was sent")
+            if isinstance(handle.vm, FirecrackerVM):
+                body = exchange(handle.conn, request, limit, handle.deadline)
+            else:
+                body = handle.vm.exchange(request, limit, handle.deadline)
+            data = parse_guest_result(body, spec)
+            _check_streams(data)
+        except TimeoutError:
+            timed_out = handle.killed_reason is None
+        except GuestFailure as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"guest connection failed: {exc}"
+        ended = utcnow()
+        handle.timings["run_ms"] = _ms(handle.released_at)
+        self.kill(handle, "run finished")
+        return self._result(handle, data, error, timed_out, ended)
+
+    def kill(self, handle: Handle, reason: str = "killed") -> None:
+        assert isinstance(handle, _VMHandle)
+        if handle.killed_reason is None and reason != "run finished":
+            handle.killed_reason = reason
+        if handle.vm is not None:
+            handle.vm.kill()
+
+    def cleanup(self, handle: Handle) -> None:
+        assert isinstance(handle, _VMHandle)
+        with handle.lock:
+            if handle.closed:
+                return
+            handle.closed = True
+            if handle.conn is not None:
+                handle.conn.close()
+            if handle.vm is not None:
+                handle.vm.kill()
+                handle.vm.close()
+            remove_run_dir(handle.run_dir)
+
+    # ----- result -----------------------------------------------------------------------
+
+    def _result(
+        self,
+        handle: _VMHandle,
+        data: dict[str, Any] | None,
+        error: str | None,
+        timed_out: bool,
+        ended: Any,
+    ) -> ExecutionResult:
+        spec = handle.spec
+        result = ExecutionResult(
+            started_at=handle.started_at,
+            ended_at=ended,
+            root_pid=handle.pid,
+            timed_out=timed_out,
+            network="disabled",
+        )
+        if data is not None:
+            result.exit_code = data["exit_code"]
+            result.signal = data["signal"]
+            result.error = data["error"]
+            result.stdout = _stream(data["stdout"])
+            result.stderr = _stream(data["stderr"])
+            result.cpu_time_ms = data["cpu_time_ms"]
+            result.max_rss_kb = data["max_rss_kb"]
+            result.outputs = {k: v for k, v in data["outputs"].items() if k in spec.outputs}
+            for sink, stream in zip(handle.sinks, (result.stdout, result.stderr), strict=True):
+                if sink is not None and stream.data:
+                    try:
+                        sink(stream.data)
+                    except Exception:
+                        pass
+        if timed_out:
+            result.error = f"timed out after {spec.deadline_s:g}s"
+        elif data is None:
+            if handle.killed_reason is not None:
+                result.error = f"killed: {handle.killed_reason}"
+            else:
+                tail = handle.vm.console_tail()[-600:] if handle.vm is not None else ""
+                result.error = f"{error or 'no result from the guest'}" + (
+                    f" (console: {tail.strip()})" if tail.strip() else ""
+                )
+        assert self._images is not None
+        details: dict[str, Any] = {
+            "backend": self.name,
+            "isolation": "vm",
+            "vmm": self._vmm_version,
+            "vmm_pid": handle.pid,
+            "kvm": _images.kvm_kind(),
+            "guest_kernel_digest": self._images.kernel_digest,
+            "guest_rootfs_digest": self._images.rootfs_digest,
+            "vm_source": handle.source,
+            "timings_ms": dict(handle.timings),
+            "host_fields": "vmm_pid,timings,timeout,digests,vm_source",
+        }
+        if data is not None:
+            details["guest_mode"] = data["mode"]
+            details["guest_reported"] = data["guest"]
+        result.details.update(details)
+        result.sandbox = {"vm": self.name, "guest_memory_mib": self.mem_mib}
+        return result
+
+
+class FirecrackerBackend(MicroVMBackend):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(vmm="firecracker", **options)
+
+
+class QemuBackend(MicroVMBackend):
+    def __init__(self, **options: Any) -> None:
+        options.pop("snapshot", None)
+        super().__init__(vmm="qemu", snapshot=False, **options)
+
+
+# ----- helpers ----------------------------------------------------------------------------
+
+
+def _ms(t0: float) -> int:
+    return round((time.monotonic() - t0) * 1000)
+
+
+def _stream(s: dict[str, Any]) -> StreamResult:
+    return StreamResult(s["data"], s["size"], s["sha256"], s["truncated"])
+
+
+def _check_streams(data: dict[str, Any]) -> None:
+    """A complete stream's digest must match its bytes (a cheap consistency check of the
+    guest's claim; a truncated stream's digest cannot be checked on the host)."""
+    for name in ("stdout", "stderr"):
+        s = data[name]
+        if not s["truncated"] and hashlib.sha256(s["data"]).hexdigest() != s["sha256"]:
+            raise GuestFailure(f"guest result: {name}.sha256 does not match its data")
+
+
+def _check_kvm() -> None:
+    if not os.path.exists("/dev/kvm"):
+        raise BackendUnavailable("/dev/kvm does not exist (no KVM on this host)")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        raise BackendUnavailable("/dev/kvm is not accessible (need root or the kvm group)")
+
+
+_VERSIONS: dict[str, str] = {}
+
+
+def _version(cmd: list[str]) -> str:
+    key = cmd[0]
+    if key not in _VERSIONS:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BackendUnavailable(f"{cmd[0]} does not run: {exc}") from None
+        _VERSIONS[key] = (out.strip().splitlines() or ["unknown"])[0]
+    return _VERSIONS[key]
+
+
+def _ensure_snapshot(
+    images: _images.GuestImages, binary: str, key: str, mem_mib: int, boot_timeout: float
+) -> _images.Snapshot:
+    snap = _images.Snapshot(_images.GUEST_DIR / f"snapshot-{key}")
+    if snap.exists():
+        return snap
+    with _images.FileLock(_images.GUEST_DIR / ".snapshot.lock"):
+        if snap.exists():
+            return snap
+        tmp = _images.Snapshot(_images.GUEST_DIR / f"snapshot-{key}.tmp{os.getpid()}")
+        remove_run_dir(tmp.dir)
+        tmp.dir.mkdir(parents=True)
+        run_dir = make_run_dir("snapbuild")
+        vm = FirecrackerVM(binary, run_dir, images.rootfs)
+        try:
+            vm.spawn()
+            vm.boot(images.kernel, _images.boot_args(warm=True), mem_mib)
+            vm.wait_ready(boot_timeout)
+            vm.snapshot(tmp.state, tmp.memory)
+            meta = {
+                "key": key,
+                "kernel_digest": images.kernel_digest,
+                "rootfs_digest": images.rootfs_digest,
+            }
+            (tmp.dir / "meta.json").write_text(json.dumps(meta))
+        except BaseException:
+            remove_run_dir(tmp.dir)
+            raise
+        finally:
+            vm.kill()
+            vm.close()
+            remove_run_dir(run_dir)
+        os.replace(tmp.dir, snap.dir)
+        return snap
+
+
+# ----- capability probe and doctor --------------------------------------------------------
+
+
+def probe(*, boot: bool = True) -> tuple[bool, str]:
+    """Can this host boot a guest and restore snapshots? Answered from a cache (per boot id
+    and image/VMM digest) in milliseconds; otherwise, with ``boot=True``, by building the
+    snapshot and running ``print(2+2)`` in a restored VM (about 25 s the first time on
+    kvm_pvm), and without it from static checks only (not cached)."""
+    try:
+        _check_kvm()
+        images = _images.GuestImages.load()
+        fc = images.firecracker_binary()
+    except BackendUnavailable as exc:
+        return False, str(exc)
+    if fc is None:
+        return False, "firecracker binary not found; run scripts/build-guest.sh"
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        boot_id = "unknown"
+    key = hashlib.sha256(
+        json.dumps(
+            [boot_id, images.kernel_digest, images.rootfs_digest, fc, _images.boot_args()]
+        ).encode()
+    ).hexdigest()[:16]
+    cache = _images.GUEST_DIR / f"probe-{key}.json"
+    try:
+        cached = json.loads(cache.read_text())
+        return bool(cached["ok"]), str(cached["reason"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not boot:
+        return True, "static checks passed (guest boot not yet probed)"
+    ok, reason = _probe_boot()
+    try:
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"ok": ok, "reason": reason, "at": time.time()}))
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return ok, reason
+
+
+def _probe_boot() -> tuple[bool, str]:
+    backend = MicroVMBackend(vmm="firecracker")
+    try:
+        backend.prepare()
+        spec = ExecutionSpec(argv=["python3", "-c", "print(2+2)"], timeout=60)
+        handle = backend.start(spec)
+        try:
+            backend.release(handle)
+            result = backend.wait(handle)
+        finally:
+            backend.cleanup(handle)
+    except Exception as exc:
+        return False, f"guest boot/restore failed: {exc}"
+    if result.exit_code != 0 or result.stdout.data != b"4\n":
+        return (
+            False,
+            f"restored guest answered wrongly: {result.error or result.stdout.data[:200]!r}",
+        )
+    return (
+        True,
+        f"firecracker restores a warm guest ({_images.kvm_kind()}, {result.details['timings_ms']})",
+    )
+
+
+def doctor_checks() -> list[Any]:
+    from glasshouse.doctor import Check
+
+    disables = "the microvm backend"
+    checks = []
+    kind = _images.kvm_kind()
+    ok = kind is not None and os.access("/dev/kvm", os.R_OK | os.W_OK)
+    checks.append(
+        Check(
+            "kvm", ok, f"/dev/kvm by {kind}" if kind else "/dev/kvm missing", "" if ok else disables
+        )
+    )
+    try:
+        images: _images.GuestImages | None = _images.GuestImages.load()
+    except BackendUnavailable as exc:
+        images = None
+        checks.append(Check("guest-images", False, str(exc), disables))
+    if images is not None:
+        checks.append(
+            Check(
+                "guest-images",
+                True,
+                f"kernel {images.kernel_digest[:19]}, rootfs {images.rootfs_digest[:19]}",
+            )
+        )
+        fc = images.firecracker_binary()
+        checks.append(
+            Check(
+                "firecracker",
+                fc is not None,
+                fc or "not found",
+                "" if fc else "microvm snapshots (QEMU cold boots remain)",
+            )
+        )
+        jailer = images.jailer if os.access(images.jailer, os.X_OK) else None
+        checks.append(
+            Check(
+                "jailer",
+                jailer is not None,
+                jailer or "not found",
+                "" if jailer else "jailed firecracker",
+            )
+        )
+    qemu = qemu_binary()
+    checks.append(
+        Check(
+            "qemu",
+            qemu is not None,
+            qemu or "qemu-system-x86_64 not found",
+            "" if qemu else "the qemu VMM",
+        )
+    )
+    ok, reason = probe(boot=False)
+    cached = (
+        [p for p in _images.GUEST_DIR.glob("snapshot-*") if not p.name.count(".tmp")]
+        if _images.GUEST_DIR.exists()
+        else []
+    )
+    checks.append(
+        Check(
+            "microvm-snapshot",
+            bool(cached),
+            f"{len(cached)} cached snapshot(s); probe: {reason}",
+            "" if cached else "fast microvm starts (built on first use)",
+        )
+    )
+    return checks

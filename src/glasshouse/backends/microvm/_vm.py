@@ -1,0 +1,153 @@
+"""What both VMM drivers share: the per-VM directory, the console reader, the request
+builder and the strict reading of the guest's result."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from glasshouse.core.execution import BackendError, ExecutionSpec
+from glasshouse.guest import transport as T
+
+#: Console bytes kept per VM (for error messages); the rest is read and dropped.
+CONSOLE_KEEP = 64 * 1024
+#: Bytes of workspace output files a run may bring back.
+OUTPUTS_BYTES = 16 << 20
+
+RUN_ROOT = Path(os.environ.get("GLASSHOUSE_RUN_DIR", "/run/glasshouse/microvm"))
+
+
+class GuestFailure(BackendError):
+    """The guest ended or answered without a valid result (crash, garbage, no answer)."""
+
+
+class Console:
+    """Reads a VMM's serial output in a thread: keeps the tail, signals ``GH-READY``, and
+    collects ``GHFRAME`` lines (the serial transport)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._tail = bytearray()
+        self.ready = threading.Event()
+        self.frame_line: bytes | None = None
+        self.frame_event = threading.Event()
+        self.closed = threading.Event()
+        self._frame_cap = 0
+        self._thread = threading.Thread(target=self._pump, name="gh-console", daemon=True)
+        self._thread.start()
+
+    def expect_frame(self, cap: int) -> None:
+        self._frame_cap = cap
+
+    def _pump(self) -> None:
+        pending = bytearray()
+        try:
+            while True:
+                chunk = self._stream.read1(65536) if hasattr(self._stream, "read1") else b""
+                if not chunk:
+                    break
+                pending += chunk
+                while True:
+                    nl = pending.find(b"\n")
+                    if nl < 0:
+                        # a line longer than any legal frame is garbage: drop it
+                        limit = max(self._frame_cap * 2, CONSOLE_KEEP)
+                        if len(pending) > limit:
+                            del pending[:]
+                        break
+                    line = bytes(pending[:nl]).rstrip(b"\r")
+                    del pending[: nl + 1]
+                    self._line(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.closed.set()
+            self.frame_event.set()
+
+    def _line(self, line: bytes) -> None:
+        if line.startswith(T.SERIAL_PREFIX):
+            if self.frame_line is None:
+                self.frame_line = line[len(T.SERIAL_PREFIX) :]
+                self.frame_event.set()
+            return
+        if line.strip() == T.READY_LINE:
+            self.ready.set()
+        self._tail += line[:4096] + b"\n"
+        if len(self._tail) > CONSOLE_KEEP:
+            del self._tail[: len(self._tail) - CONSOLE_KEEP]
+
+    def tail(self, n: int = 2000) -> str:
+        return bytes(self._tail[-n:]).decode("utf-8", "replace")
+
+
+def make_run_dir(prefix: str) -> Path:
+    RUN_ROOT.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = RUN_ROOT / f"{prefix}-{secrets.token_hex(6)}"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def remove_run_dir(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def build_request(spec: ExecutionSpec) -> dict[str, Any]:
+    limits = spec.limits
+    return {
+        "v": 1,
+        "argv": list(spec.argv),
+        "env": dict(spec.env) if spec.env is not None else None,
+        "cwd": spec.cwd if spec.cwd and not os.path.isabs(spec.cwd) else None,
+        "stdin": T.b64(spec.stdin or b""),
+        "files": {name: T.b64(data) for name, data in spec.files.items()},
+        "outputs": list(spec.outputs),
+        "limits": {
+            "cpu_s": limits.cpu_s,
+            "memory_bytes": limits.memory_bytes,
+            "pids": limits.pids,
+            "file_size_bytes": limits.file_size_bytes,
+        },
+        "output_bytes": limits.output_bytes,
+        "outputs_bytes": OUTPUTS_BYTES,
+        # Fresh per run, from the host: a restored clone must not reuse the snapshot's state.
+        "entropy": T.b64(secrets.token_bytes(64)),
+        "time_ns": time.time_ns(),
+    }
+
+
+def parse_guest_result(body: bytes, spec: ExecutionSpec) -> dict[str, Any]:
+    try:
+        return T.parse_result(
+            body, output_bytes=spec.limits.output_bytes, outputs_bytes=OUTPUTS_BYTES
+        )
+    except T.ProtocolError as exc:
+        raise GuestFailure(f"guest sent an invalid result: {exc}") from None
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL the VMM and reap it. A VMM holds no state worth a graceful stop."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass

@@ -1,0 +1,228 @@
+"""Firecracker driver: one ``firecracker`` process per VM, configured over its API socket.
+
+Every device path the guest state refers to (the rootfs drive, the vsock UNIX socket) is
+*relative* and the VMM runs with its working directory in a private per-VM directory. That
+makes a snapshot independent of where it is restored: concurrent restores of the same
+snapshot files each get their own vsock socket, and the same layout works inside a jailer
+chroot.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from glasshouse.core.execution import BackendError
+from glasshouse.guest import transport as T
+
+from ._vm import Console, GuestFailure, stop_process
+
+ROOTFS_NAME = "rootfs.ext4"
+VSOCK_NAME = "v.sock"
+API_NAME = "api.sock"
+GUEST_CID = 3
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class FirecrackerVM:
+    """One Firecracker process in ``run_dir``. Not thread-safe except :meth:`kill`."""
+
+    def __init__(self, binary: str, run_dir: Path, rootfs: str) -> None:
+        self.binary = binary
+        self.run_dir = run_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.console: Console | None = None
+        os.symlink(rootfs, run_dir / ROOTFS_NAME)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def spawn(self) -> None:
+        api = self.run_dir / API_NAME
+        self.proc = subprocess.Popen(
+            [self.binary, "--api-sock", str(api), "--level", "Error"],
+            cwd=self.run_dir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.console = Console(self.proc.stdout)
+        deadline = time.monotonic() + 5
+        while not api.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BackendError(f"firecracker did not start: {self.console_tail()}")
+            time.sleep(0.001)
+
+    def api(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 30
+    ) -> None:
+        conn = _UnixHTTPConnection(str(self.run_dir / API_NAME), timeout)
+        try:
+            payload = json.dumps(body) if body is not None else None
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            for attempt in range(200):
+                try:
+                    conn.request(method, path, body=payload, headers=headers)
+                    break
+                except (ConnectionRefusedError, FileNotFoundError):
+                    if attempt == 199:
+                        raise
+                    conn.close()
+                    time.sleep(0.002)
+            resp = conn.getresponse()
+            data = resp.read(65536)
+        except OSError as exc:
+            raise BackendError(f"firecracker API {method} {path}: {exc}") from None
+        finally:
+            conn.close()
+        if resp.status >= 300:
+            fault = data.decode("utf-8", "replace")[:500]
+            raise BackendError(f"firecracker API {method} {path} -> {resp.status}: {fault}")
+
+    def boot(self, kernel: str, boot_args: str, mem_mib: int, vsock: bool = True) -> None:
+        self.api("PUT", "/boot-source", {"kernel_image_path": kernel, "boot_args": boot_args})
+        self.api(
+            "PUT",
+            "/drives/rootfs",
+            {
+                "drive_id": "rootfs",
+                "path_on_host": ROOTFS_NAME,
+                "is_root_device": True,
+                "is_read_only": True,
+            },
+        )
+        self.api("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": mem_mib, "smt": False})
+        if vsock:
+            self.api("PUT", "/vsock", {"guest_cid": GUEST_CID, "uds_path": VSOCK_NAME})
+        self.api("PUT", "/actions", {"action_type": "InstanceStart"})
+
+    def wait_ready(self, timeout: float) -> None:
+        assert self.console is not None and self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not self.console.ready.wait(0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise GuestFailure(f"guest did not become ready: {self.console_tail()}")
+
+    def snapshot(self, snap_path: Path, mem_path: Path) -> None:
+        self.api("PATCH", "/vm", {"state": "Paused"})
+        self.api(
+            "PUT",
+            "/snapshot/create",
+            {
+                "snapshot_type": "Full",
+                "snapshot_path": str(snap_path),
+                "mem_file_path": str(mem_path),
+            },
+            timeout=120,
+        )
+
+    def restore(self, snap_path: Path, mem_path: Path) -> None:
+        self.api(
+            "PUT",
+            "/snapshot/load",
+            {
+                "snapshot_path": str(snap_path),
+                # File-backed guest memory is mapped MAP_PRIVATE: clones share the page cache
+                # copy of the snapshot and only pay for the pages they write.
+                "mem_backend": {"backend_type": "File", "backend_path": str(mem_path)},
+                "enable_diff_snapshots": False,
+                "resume_vm": True,
+            },
+        )
+
+    def connect(self, timeout: float) -> socket.socket:
+        """Open the guest agent's vsock port through Firecracker's UNIX-socket bridge."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                break
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                sock.connect(str(self.run_dir / VSOCK_NAME))
+                sock.sendall(f"CONNECT {T.VSOCK_PORT}\n".encode())
+                line = _readline(sock, 64)
+                if line.startswith(b"OK "):
+                    return sock
+                last = BackendError(f"vsock handshake answered {line!r}")
+            except OSError as exc:
+                last = exc
+            sock.close()
+            time.sleep(0.005)
+        raise GuestFailure(
+            f"cannot reach the guest agent over vsock ({last}): {self.console_tail()}"
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        stop_process(self.proc)
+
+    def console_tail(self) -> str:
+        return self.console.tail() if self.console is not None else ""
+
+
+def _readline(sock: socket.socket, limit: int) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n") and len(buf) < limit:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def exchange(sock: socket.socket, request: bytes, limit: int, deadline: float | None) -> bytes:
+    """Send the request frame and read the result frame (body only), bounded in size and time."""
+    sock.settimeout(None if deadline is None else max(0.001, deadline - time.monotonic()))
+    sock.sendall(request)
+    header = _recv_exact(sock, T.HEADER.size, deadline)
+    try:
+        length = T.decode_header(header, limit)
+    except T.ProtocolError as exc:
+        raise GuestFailure(f"guest sent an invalid result: {exc}") from None
+    return _recv_exact(sock, length, deadline)
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise GuestFailure(
+                f"guest closed the connection after {len(buf)} of {n} bytes"
+                if n != T.HEADER.size or buf
+                else "guest ended without sending a result"
+            )
+        buf += chunk
+    return bytes(buf)

@@ -1,0 +1,122 @@
+"""QEMU ``-M microvm`` driver: a cold boot per run, the serial console as transport.
+
+QEMU has no snapshot-per-run path here (that is Firecracker's job) and this host has no
+``/dev/vhost-vsock``, so requests and results travel over ttyS0 as ``GHFRAME`` lines
+(glasshouse.guest.transport). ``-cpu host,-arch-capabilities`` is needed on kvm_pvm;
+``-device i8042`` with ``reboot=k`` and ``-no-reboot`` makes the guest's reboot end QEMU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from glasshouse.core.execution import BackendError
+from glasshouse.guest import transport as T
+
+from ._vm import Console, GuestFailure, stop_process
+
+
+def qemu_binary() -> str | None:
+    return shutil.which("qemu-system-x86_64")
+
+
+class QemuVM:
+    def __init__(self, binary: str, run_dir: Path, kernel: str, rootfs: str) -> None:
+        self.binary = binary
+        self.run_dir = run_dir
+        self.kernel = kernel
+        self.rootfs = rootfs
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.console: Console | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def command(self, boot_args: str, mem_mib: int) -> list[str]:
+        return [
+            self.binary,
+            "-M", "microvm,acpi=off",
+            "-enable-kvm",
+            "-cpu", "host,-arch-capabilities",
+            "-m", str(mem_mib),
+            "-smp", "1",
+            "-nodefaults", "-no-user-config", "-nographic",
+            "-serial", "stdio",
+            "-no-reboot",
+            "-device", "i8042",
+            "-kernel", self.kernel,
+            "-append", boot_args + " root=/dev/vda ro",
+            "-drive", f"id=root,file={self.rootfs},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=root",
+        ]  # fmt: skip
+
+    def spawn(self, boot_args: str, mem_mib: int) -> None:
+        self.proc = subprocess.Popen(
+            self.command(boot_args, mem_mib),
+            cwd=self.run_dir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.console = Console(self.proc.stdout)
+
+    def wait_ready(self, deadline: float | None, boot_timeout: float) -> None:
+        assert self.console is not None and self.proc is not None
+        limit = time.monotonic() + boot_timeout
+        if deadline is not None:
+            limit = min(limit, deadline)
+        while not self.console.ready.wait(0.2):
+            if self.proc.poll() is not None:
+                raise GuestFailure(f"guest ended before it was ready: {self.console_tail()}")
+            if time.monotonic() > limit:
+                raise TimeoutError
+
+    def exchange(self, request: bytes, limit: int, deadline: float | None) -> bytes:
+        assert self.console is not None and self.proc is not None and self.proc.stdin is not None
+        self.console.expect_frame(limit)
+        try:
+            self.proc.stdin.write(T.serial_line(request))
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise GuestFailure(f"cannot write the request to the guest console: {exc}") from None
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self.console.frame_event.wait(timeout):
+            raise TimeoutError
+        line = self.console.frame_line
+        if line is None:
+            raise GuestFailure(f"guest ended without sending a result: {self.console_tail()}")
+        try:
+            frame = T.unb64(line.decode("ascii", "replace"), "result frame", limit + T.HEADER.size)
+            length = T.decode_header(frame[: T.HEADER.size], limit)
+        except T.ProtocolError as exc:
+            raise GuestFailure(f"guest sent an invalid result: {exc}") from None
+        body = frame[T.HEADER.size :]
+        if len(body) != length:
+            raise GuestFailure("guest sent a truncated result frame")
+        return body
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        stop_process(self.proc)
+
+    def console_tail(self) -> str:
+        return self.console.tail() if self.console is not None else ""
+
+
+def check_binary() -> str:
+    binary = qemu_binary()
+    if binary is None:
+        raise BackendError("qemu-system-x86_64 not found (apt install qemu-system-x86)")
+    return binary

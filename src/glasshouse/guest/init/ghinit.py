@@ -1,0 +1,496 @@
+#!/usr/bin/python3 -IS
+"""Glasshouse guest init: PID 1 of every microVM (seed 001).
+
+Runs inside the guest with only the standard library. It mounts the pseudo filesystems and
+a RAM workspace, imports what user code commonly needs, announces ``GH-READY`` on the
+console and waits for exactly one request (vsock port 52, or the serial console when the VM
+has no vsock device). A warm snapshot is taken while it waits, so every restored VM starts
+here with Python already running.
+
+For the request it: mixes the host's fresh entropy into the kernel pool and reseeds the
+CRNG and Python's ``random`` (clones of one snapshot must not share random state), sets the
+clock, writes the files into /work, runs the command with its limits, and answers with one
+result frame (exit status, capped stdout/stderr with their full size and sha256, rusage,
+requested output files). Then it powers the VM off. ``python3 -c CODE`` runs in this warm
+interpreter (no fork/exec: those run in the emulated guest kernel on kvm_pvm hosts and cost
+seconds); anything else is executed as a child process.
+
+The host trusts none of this: it parses the result strictly (glasshouse.guest.transport).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import resource
+import signal
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, "/usr/lib/glasshouse")
+import gh_transport as T
+
+# Modules user code commonly imports: loaded before the snapshot so a restored run does not
+# pay for reading them through the (emulated) guest kernel.
+_WARM = (
+    "json",
+    "base64",
+    "hashlib",
+    "hmac",
+    "random",
+    "math",
+    "statistics",
+    "decimal",
+    "fractions",
+    "re",
+    "collections",
+    "itertools",
+    "functools",
+    "datetime",
+    "time",
+    "string",
+    "textwrap",
+    "struct",
+    "io",
+    "csv",
+    "copy",
+    "dataclasses",
+    "enum",
+    "typing",
+    "pathlib",
+    "tempfile",
+    "shutil",
+    "subprocess",
+    "traceback",
+    "heapq",
+    "bisect",
+    "operator",
+    "secrets",
+    "uuid",
+    "urllib.parse",
+    "zlib",
+    "gzip",
+    "pprint",
+    "contextlib",
+    "abc",
+    "numbers",
+    "array",
+)
+
+_RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
+_RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
+_DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8"}
+_PYTHONS = {"python", "python3", "python3.11", "/usr/bin/python3", "/usr/bin/python3.11"}
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _console(line: bytes) -> None:
+    try:
+        os.write(2, line + b"\n")
+    except OSError:
+        pass
+
+
+def _mount(src: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+    os.makedirs(target, exist_ok=True)
+    if _libc.mount(src.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
+        err = ctypes.get_errno()
+        if err != 16:  # EBUSY: already mounted
+            raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def _setup() -> None:
+    nosuid_nodev = 2 | 4
+    _mount("proc", "/proc", "proc", nosuid_nodev | 8)
+    _mount("sysfs", "/sys", "sysfs", nosuid_nodev | 8)
+    _mount("devtmpfs", "/dev", "devtmpfs", 2)
+    _mount("tmpfs", "/tmp", "tmpfs", nosuid_nodev, "mode=1777")
+    _mount("tmpfs", "/work", "tmpfs", nosuid_nodev, "mode=0777")
+    _mount("tmpfs", "/run", "tmpfs", nosuid_nodev, "mode=0755")
+    socket.sethostname("glasshouse")
+
+
+def _warm() -> None:
+    """Import what user code commonly needs. Only for the snapshot boot: a cold boot that
+    runs one command would pay for imports it may not use."""
+    for name in _WARM:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+
+
+def _uptime() -> str:
+    try:
+        with open("/proc/uptime") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
+
+def _cmdline() -> dict[str, str]:
+    try:
+        with open("/proc/cmdline") as f:
+            words = f.read().split()
+    except OSError:
+        words = []
+    return dict(w.split("=", 1) for w in words if w.startswith("gh.") and "=" in w)
+
+
+# ----- transport --------------------------------------------------------------------------
+
+
+class _Vsock:
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        self._listener.bind((socket.VMADDR_CID_ANY, T.VSOCK_PORT))
+        self._listener.listen(1)
+        self._conn: socket.socket | None = None
+
+    def receive(self) -> dict:
+        while True:
+            conn, _ = self._listener.accept()
+            try:
+                header = _recv_exact(conn, T.HEADER.size)
+                body = _recv_exact(conn, T.decode_header(header, T.MAX_REQUEST))
+            except (OSError, T.ProtocolError) as exc:
+                _console(f"glasshouse: bad request connection: {exc}".encode())
+                conn.close()
+                continue
+            self._conn = conn
+            self._listener.close()
+            return T.decode_body(body)
+
+    def send(self, frame: bytes) -> None:
+        assert self._conn is not None
+        self._conn.sendall(frame)
+        self._conn.shutdown(socket.SHUT_WR)
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = conn.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise OSError("connection closed")
+        buf += chunk
+    return bytes(buf)
+
+
+class _Serial:
+    def __init__(self) -> None:
+        import termios
+        import tty
+
+        self._fd = os.open("/dev/ttyS0", os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self._fd)
+        attrs = termios.tcgetattr(self._fd)
+        termios.tcsetattr(self._fd, termios.TCSANOW, attrs)
+
+    def receive(self) -> dict:
+        buf = bytearray()
+        while True:
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                time.sleep(0.01)
+                continue
+            buf += chunk
+            while b"\n" in buf:
+                line, _, rest = bytes(buf).partition(b"\n")
+                buf = bytearray(rest)
+                line = line.strip(b"\r")
+                if not line.startswith(T.SERIAL_PREFIX):
+                    continue
+                frame = T.unb64(
+                    line[len(T.SERIAL_PREFIX) :].decode("ascii", "replace"),
+                    "request",
+                    T.MAX_REQUEST + 8,
+                )
+                length = T.decode_header(frame[: T.HEADER.size], T.MAX_REQUEST)
+                return T.decode_body(frame[T.HEADER.size : T.HEADER.size + length])
+
+    def send(self, frame: bytes) -> None:
+        data = b"\n" + T.serial_line(frame)
+        while data:
+            data = data[os.write(self._fd, data) :]
+        try:
+            import termios
+
+            termios.tcdrain(self._fd)
+        except OSError:
+            pass
+
+
+# ----- running the request ----------------------------------------------------------------
+
+
+def _reseed(req: dict) -> dict:
+    facts = {}
+    entropy = T.unb64(req.get("entropy", ""), "entropy", 512)
+    if entropy:
+        fd = os.open("/dev/urandom", os.O_WRONLY)
+        try:
+            os.write(fd, entropy)
+            try:
+                fcntl.ioctl(
+                    fd, _RNDADDENTROPY, struct.pack("ii", len(entropy) * 8, len(entropy)) + entropy
+                )
+                fcntl.ioctl(fd, _RNDRESEEDCRNG)
+                facts["crng_reseeded"] = True
+            except OSError as exc:
+                facts["crng_reseeded"] = False
+                facts["reseed_error"] = str(exc)
+        finally:
+            os.close(fd)
+    import random
+
+    random.seed(os.urandom(32))
+    now = req.get("time_ns")
+    if type(now) is int and now > 0:
+        try:
+            time.clock_settime_ns(time.CLOCK_REALTIME, now)
+            facts["clock_set"] = True
+        except OSError:
+            facts["clock_set"] = False
+    return facts
+
+
+def _write_files(req: dict) -> None:
+    for name, data in (req.get("files") or {}).items():
+        path = os.path.join("/work", name)
+        if os.path.realpath(path) != os.path.normpath(path):
+            raise ValueError(f"bad workspace path {name!r}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(T.unb64(data, name, T.MAX_REQUEST))
+
+
+def _stream(path: str, cap: int) -> dict:
+    h = hashlib.sha256()
+    kept = bytearray()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+            if len(kept) < cap:
+                kept += chunk[: cap - len(kept)]
+    return {
+        "data": T.b64(bytes(kept)),
+        "size": size,
+        "sha256": h.hexdigest(),
+        "truncated": size > cap,
+    }
+
+
+def _limits_preexec(limits: dict):
+    def apply() -> None:
+        os.setsid()
+        if limits.get("pids"):
+            # No cgroups in the guest kernel and RLIMIT_NPROC does not bind root: a pids
+            # limit runs the command as an unprivileged guest user.
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+        for key, res in (
+            ("cpu_s", resource.RLIMIT_CPU),
+            ("memory_bytes", resource.RLIMIT_AS),
+            ("pids", resource.RLIMIT_NPROC),
+            ("file_size_bytes", resource.RLIMIT_FSIZE),
+        ):
+            value = limits.get(key)
+            if value:
+                value = int(-(-value // 1)) if key == "cpu_s" else int(value)
+                resource.setrlimit(res, (value, value))
+
+    return apply
+
+
+def _run_exec(req: dict, argv: list[str], env: dict, cwd: str, fds: tuple[int, int, int]) -> dict:
+    import subprocess
+
+    limits = req.get("limits") or {}
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+            cwd=cwd,
+            env=env,
+            preexec_fn=_limits_preexec(limits),
+            close_fds=True,
+        )
+    except FileNotFoundError:
+        return {"exit_code": 127, "error": None, "not_found": argv[0]}
+    except PermissionError:
+        return {"exit_code": 126, "error": None, "not_found": argv[0]}
+    _, status, ru = os.wait4(proc.pid, 0)
+    out: dict = {"cpu_time_ms": int((ru.ru_utime + ru.ru_stime) * 1000), "max_rss_kb": ru.ru_maxrss}
+    if os.WIFSIGNALED(status):
+        out["signal"] = os.WTERMSIG(status)
+    else:
+        out["exit_code"] = os.WEXITSTATUS(status)
+    return out
+
+
+def _run_inprocess(
+    req: dict, code: str, args: list[str], env: dict, cwd: str, fds: tuple[int, int, int]
+) -> dict:
+    import builtins
+    import io
+    import traceback
+
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    sys.stdin = io.TextIOWrapper(
+        io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape"
+    )
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=False,
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False),
+        encoding="utf-8",
+        errors="backslashreplace",
+        write_through=True,
+    )
+    sys.argv = ["-c", *args]
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.path[0:0] = [""]
+    limits = req.get("limits") or {}
+    if limits.get("memory_bytes"):
+        resource.setrlimit(
+            resource.RLIMIT_AS, (int(limits["memory_bytes"]), resource.RLIM_INFINITY)
+        )
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    exit_code = 0
+    try:
+        exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
+    except SystemExit as exc:
+        code_ = exc.code
+        if code_ is None:
+            exit_code = 0
+        elif isinstance(code_, int):
+            exit_code = code_ & 0xFF
+        else:
+            print(code_, file=sys.stderr)
+            exit_code = 1
+    except BaseException as exc:
+        # Like the interpreter: the traceback starts at the user's code, not at this init.
+        traceback.print_exception(
+            type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None
+        )
+        exit_code = 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"exit_code": exit_code, "cpu_time_ms": int(cpu * 1000), "max_rss_kb": after.ru_maxrss}
+
+
+def _handle(req: dict) -> dict:
+    if req.get("v") != 1:
+        raise ValueError(f"unsupported request version {req.get('v')!r}")
+    guest = {"kernel": os.uname().release}
+    guest.update(_reseed(req))
+    _write_files(req)
+    argv = req["argv"]
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a non-empty list of strings")
+    env = req.get("env")
+    env = dict(_DEFAULT_ENV) if env is None else {str(k): str(v) for k, v in env.items()}
+    cwd = req.get("cwd") or "/work"
+    if not cwd.startswith("/"):
+        cwd = os.path.join("/work", cwd)
+    os.makedirs("/run/gh", exist_ok=True)
+    stdin_path, out_path, err_path = "/run/gh/stdin", "/run/gh/stdout", "/run/gh/stderr"
+    with open(stdin_path, "wb") as f:
+        f.write(T.unb64(req.get("stdin") or "", "stdin", T.MAX_REQUEST))
+    fds = (
+        os.open(stdin_path, os.O_RDONLY),
+        os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+        os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+    )
+    # The exit status of the in-process run is not an OS exit status, so the result says
+    # which way the command ran.
+    if len(argv) >= 3 and argv[0] in _PYTHONS and argv[1] == "-c":
+        outcome = _run_inprocess(req, argv[2], argv[3:], env, cwd, fds)
+        outcome["mode"] = "inprocess"
+    else:
+        outcome = _run_exec(req, argv, env, cwd, fds)
+        outcome["mode"] = "exec"
+        missing = outcome.pop("not_found", None)
+        if missing is not None:
+            os.write(fds[2], f"{missing}: command not found\n".encode())
+    cap = int(req.get("output_bytes", 1 << 20))
+    outcome["stdout"] = _stream(out_path, cap)
+    outcome["stderr"] = _stream(err_path, cap)
+    outputs = {}
+    budget = int(req.get("outputs_bytes", 0))
+    for name in req.get("outputs") or []:
+        path = os.path.join("/work", name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(budget + 1)
+        except OSError:
+            continue
+        if len(data) > budget:
+            break
+        budget -= len(data)
+        outputs[name] = T.b64(data)
+    outcome["outputs"] = outputs
+    outcome["guest"] = guest
+    outcome["v"] = 1
+    outcome.setdefault("error", None)
+    return outcome
+
+
+def _empty_stream() -> dict:
+    return {"data": "", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "truncated": False}
+
+
+def main() -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if os.getpid() == 1:
+        _setup()
+    options = _cmdline()
+    _console(f"gh: init up {_uptime()}".encode())
+    if options.get("gh.warm") == "1":
+        _warm()
+        _console(f"gh: warm {_uptime()}".encode())
+    transport = _Serial() if options.get("gh.transport") == "serial" else _Vsock()
+    _console(T.READY_LINE)
+    try:
+        req = transport.receive()
+        result = _handle(req)
+    except Exception as exc:  # a broken request still gets an answer
+        result = {
+            "v": 1,
+            "error": f"guest init: {type(exc).__name__}: {exc}"[:4000],
+            "stdout": _empty_stream(),
+            "stderr": _empty_stream(),
+        }
+    transport.send(T.encode_frame(result))
+    os.sync()
+    if os.getpid() == 1:
+        _libc.reboot(0x01234567)  # RB_AUTOBOOT: with reboot=k the VMM sees the reset and exits
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

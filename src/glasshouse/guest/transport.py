@@ -1,0 +1,176 @@
+"""The host <-> guest wire format of the microvm backend (seed 002 ``guest/transport``).
+
+Stdlib only: this very file is copied into the guest rootfs and imported by the guest init.
+
+One request goes in, one result comes out, each a *frame*: ``GH1`` + 4-byte big-endian
+length + UTF-8 JSON. On vsock the frame is sent as is; on the serial console (the fallback
+where no vsock device exists) it travels as one line ``GHFRAME <base64 of the frame>``
+between kernel messages.
+
+The guest is untrusted: :func:`parse_result` accepts only a result of the exact schema below,
+with every size capped, and raises :class:`ProtocolError` on anything else. The request is
+trusted by the guest (it comes from the host) but still parsed defensively.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from typing import Any
+
+MAGIC = b"GH1"
+HEADER = struct.Struct(">3sI")
+#: vsock port the guest agent listens on.
+VSOCK_PORT = 52
+#: Serial-console line prefix of a framed message.
+SERIAL_PREFIX = b"GHFRAME "
+#: Printed on the console by the guest when it is ready for a request.
+READY_LINE = b"GH-READY"
+#: Largest request the guest accepts (code, stdin and files).
+MAX_REQUEST = 64 << 20
+
+
+class ProtocolError(ValueError):
+    """A frame or result that does not follow the protocol; the message says what is wrong."""
+
+
+def encode_frame(obj: dict[str, Any]) -> bytes:
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return HEADER.pack(MAGIC, len(body)) + body
+
+
+def decode_header(header: bytes, limit: int) -> int:
+    """Length of the frame body announced by ``header``; refuse a bad magic or an oversize."""
+    if len(header) != HEADER.size:
+        raise ProtocolError(f"short frame header ({len(header)} bytes)")
+    magic, length = HEADER.unpack(header)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad frame magic {magic!r}")
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {limit}-byte cap")
+    return length
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return obj
+
+
+def serial_line(frame: bytes) -> bytes:
+    return SERIAL_PREFIX + base64.b64encode(frame) + b"\n"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(value: object, what: str, limit: int) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{what} must be a base64 string")
+    if len(value) > (limit + 2) // 3 * 4:
+        raise ProtocolError(f"{what} exceeds its {limit}-byte cap")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ProtocolError(f"{what} is not valid base64") from None
+
+
+# ----- result schema (guest -> host) ------------------------------------------------------
+
+_STREAM_KEYS = {"data", "size", "sha256", "truncated"}
+_RESULT_KEYS = {
+    "v",
+    "exit_code",
+    "signal",
+    "error",
+    "stdout",
+    "stderr",
+    "cpu_time_ms",
+    "max_rss_kb",
+    "outputs",
+    "mode",
+    "guest",
+}
+
+
+def result_limit(output_bytes: int, outputs_bytes: int) -> int:
+    """The largest result frame a run with these caps can legitimately produce."""
+    payload = 2 * output_bytes + outputs_bytes
+    return (payload + 2) // 3 * 4 + 64 * 1024
+
+
+def _int(obj: dict[str, Any], key: str, lo: int, hi: int, *, optional: bool = True) -> int | None:
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if type(value) is not int or not lo <= value <= hi:
+        raise ProtocolError(f"result field {key!r} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _stream(value: object, name: str, cap: int) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != _STREAM_KEYS:
+        raise ProtocolError(f"result field {name!r} must be an object with {sorted(_STREAM_KEYS)}")
+    data = unb64(value["data"], f"{name}.data", cap)
+    size = _int(value, "size", 0, 1 << 62, optional=False)
+    digest = value["sha256"]
+    if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise ProtocolError(f"{name}.sha256 must be 64 lowercase hex digits")
+    if type(value["truncated"]) is not bool:
+        raise ProtocolError(f"{name}.truncated must be a boolean")
+    assert size is not None
+    if len(data) > size or (not value["truncated"] and len(data) != size):
+        raise ProtocolError(f"{name}: kept {len(data)} bytes is inconsistent with size {size}")
+    return {"data": data, "size": size, "sha256": digest, "truncated": value["truncated"]}
+
+
+def parse_result(body: bytes, *, output_bytes: int, outputs_bytes: int) -> dict[str, Any]:
+    """Validate a guest result strictly. Returns plain data with bytes decoded."""
+    obj = decode_body(body)
+    extra = set(obj) - _RESULT_KEYS
+    if extra:
+        raise ProtocolError(f"unexpected result fields {sorted(extra)}")
+    if obj.get("v") != 1:
+        raise ProtocolError(f"unsupported result version {obj.get('v')!r}")
+    out: dict[str, Any] = {
+        "exit_code": _int(obj, "exit_code", 0, 255),
+        "signal": _int(obj, "signal", 1, 64),
+        "cpu_time_ms": _int(obj, "cpu_time_ms", 0, 1 << 40),
+        "max_rss_kb": _int(obj, "max_rss_kb", 0, 1 << 40),
+    }
+    error = obj.get("error")
+    if error is not None and (not isinstance(error, str) or len(error) > 4096):
+        raise ProtocolError("result field 'error' must be a string of at most 4096 characters")
+    out["error"] = error
+    if out["exit_code"] is None and out["signal"] is None and error is None:
+        raise ProtocolError("result has neither exit_code, signal nor error")
+    out["stdout"] = _stream(obj.get("stdout"), "stdout", output_bytes)
+    out["stderr"] = _stream(obj.get("stderr"), "stderr", output_bytes)
+    outputs = obj.get("outputs", {})
+    if not isinstance(outputs, dict):
+        raise ProtocolError("result field 'outputs' must be an object")
+    budget = outputs_bytes
+    decoded: dict[str, bytes] = {}
+    for name, value in outputs.items():
+        if not isinstance(name, str) or not name or len(name) > 4096:
+            raise ProtocolError("result output names must be non-empty strings")
+        data = unb64(value, f"outputs[{name!r}]", budget)
+        budget -= len(data)
+        decoded[name] = data
+    out["outputs"] = decoded
+    mode = obj.get("mode", "")
+    if mode not in ("", "inprocess", "exec"):
+        raise ProtocolError(f"result field 'mode' has unknown value {mode!r}")
+    out["mode"] = mode
+    guest = obj.get("guest", {})
+    if not isinstance(guest, dict) or len(json.dumps(guest)) > 4096:
+        raise ProtocolError("result field 'guest' must be a small object")
+    out["guest"] = guest
+    return out
