@@ -62,6 +62,29 @@ def host_observer(*, fallback: bool = True, reuse: bool = True) -> Observer:
         return observer
 
 
+class _Unavailable:
+    """An observer that could not be set up: each run's receipt records why (fail-open)."""
+
+    provenance = "host"
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def start(self, root_pid: int) -> Observer:  # never returns
+        raise ObserverUnavailable(self.reason)
+
+
+def unavailable_observer(reason: str, name: str = "ebpf") -> Observer:
+    """A stand-in for a host observer that failed to load: pass it to the Engine and every
+    receipt says ``observation unavailable`` with ``reason``, and the run still happens.
+
+    Typical use: ``try: obs = host_observer() except ObserverUnavailable as e:
+    obs = unavailable_observer(str(e))``.
+    """
+    return _Unavailable(name, reason)  # type: ignore[return-value]
+
+
 def doctor_checks() -> list[Check]:
     """Host probes for observation, for ``glasshouse doctor``."""
     from glasshouse.doctor import Check

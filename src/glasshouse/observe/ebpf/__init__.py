@@ -88,6 +88,7 @@ class EbpfObserver:
         self._barrier_req = 0
         self._barrier_done = 0
         self._cond = threading.Condition()
+        self._paused = threading.Event()  # tests: a stalled consumer, to prove loss is counted
         self._load(ringbuf_bytes)
         self._syscalls = _decode.load_syscall_names(
             [os.path.dirname(self.object_path), *object_dirs()]
@@ -147,7 +148,10 @@ class EbpfObserver:
         rb = self._rb
         assert rb is not None
         while not self._closed:
-            rb.poll(20)
+            if self._paused.is_set():
+                time.sleep(0.01)  # a stalled consumer still answers drain barriers
+            else:
+                rb.poll(20)
             with self._cond:
                 want = self._barrier_req
             if want != self._barrier_done:
@@ -155,6 +159,13 @@ class EbpfObserver:
                 with self._cond:
                     self._barrier_done = want
                     self._cond.notify_all()
+
+    def _pause_reader(self, paused: bool) -> None:
+        """Stop/restart consuming the ring buffer (tests: make the kernel drop records)."""
+        if paused:
+            self._paused.set()
+        else:
+            self._paused.clear()
 
     def _drain(self, timeout: float = 5.0) -> None:
         """Return once every record committed before this call has been handed over."""
@@ -244,7 +255,7 @@ class EbpfObserver:
                 f"observed: {sorted(left)[:10]}"
             )
         if not self.capture_argv:
-            obs.missing["argv"] = "argv capture disabled (GLASSHOUSE_CAPTURE_ARGV=0)"
+            obs.reason = "argv capture disabled (GLASSHOUSE_CAPTURE_ARGV=0)"
         return obs
 
 
