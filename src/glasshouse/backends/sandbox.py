@@ -346,6 +346,7 @@ class SandboxBackend(ProcessBackend):
         tmp_size = spec.limits.memory_bytes or _DEFAULT_TMP_BYTES
         args += ["--size", str(tmp_size), "--tmpfs", "/tmp"]
         args += ["--bind", str(run.workspace.path), INSIDE_WORKSPACE, "--chdir", cwd]
+        args += ["--remount-ro", "/"]  # bwrap's root tmpfs; /tmp and the workspace stay rw
         pass_fds: tuple[int, ...] = (run.status_w,)
         args += ["--json-status-fd", str(run.status_w)]
         if run.seccomp_fd >= 0:
@@ -435,7 +436,9 @@ class SandboxBackend(ProcessBackend):
             self._bwrap_status(run, result, facts)
         else:
             status = next((d / "status" / "status" for d in run.extra_dirs), None)
-            self._apply_wait_status(_read_status_file(status), result)
+            docs = _read_status_file(status)
+            if self._init is None or _has_status(docs) or not self._setup_failed(result, ""):
+                self._apply_wait_status(docs, result)
             facts["uid"] = run.host_uid
             facts["kernel"] = "gVisor sentry (user-space), platform ptrace"
             facts["observation"] = _GVISOR_NOTE
@@ -460,13 +463,23 @@ class SandboxBackend(ProcessBackend):
                 f"host {result.root_pid} = bwrap; host {child} = sandbox pid 1 (glasshouse-init); "
                 "the command is sandbox pid 2; NSpid in /proc/<pid>/status maps the rest"
             )
-        elif result.error is None and not result.timed_out and result.signal is None:
-            # bwrap never started the command: its own setup failed (message on stderr).
-            why = _last_bwrap_line(result.stderr.data) or "see stderr"
-            result.error = f"sandbox setup failed: {why}"
-            result.exit_code = None
+        init_docs = run.read_status(run.init_r)
+        started = _has_status(init_docs) if self._init is not None else isinstance(child, int)
+        if not started and self._setup_failed(result, "bwrap:"):
             return
-        self._apply_wait_status(run.read_status(run.init_r), result)
+        self._apply_wait_status(init_docs, result)
+
+    def _setup_failed(self, result: ExecutionResult, prefix: str) -> bool:
+        """The command never ran and nothing killed the sandbox: the runtime's own setup
+        failed. Say so (its last message is on stderr) instead of reporting its exit code."""
+        if result.error is not None or result.timed_out or result.signal is not None:
+            return False
+        if result.oom_killed:
+            return False
+        why = _last_runtime_line(result.stderr.data, prefix) or f"exit {result.exit_code}"
+        result.error = f"sandbox setup failed: {why}"
+        result.exit_code = None
+        return True
 
     def _apply_wait_status(self, docs: list[dict[str, Any]], result: ExecutionResult) -> None:
         """Replace the runtime's "exit code 128+N" with the command's real wait status."""
@@ -650,11 +663,15 @@ def _check_runnable(name: str, path: str, cwd: str, workspace: Path) -> None:
     raise CommandNotRunnable(f"{name}: command not found in the sandbox", 127)
 
 
-def _last_bwrap_line(stderr: bytes) -> str:
+def _last_runtime_line(stderr: bytes, prefix: str) -> str:
     for line in reversed(stderr.decode(errors="replace").splitlines()):
-        if line.startswith("bwrap:"):
-            return line.strip()
+        if line.startswith(prefix) and line.strip():
+            return line.strip()[:500]
     return ""
+
+
+def _has_status(docs: list[dict[str, Any]]) -> bool:
+    return any("wait-status" in d for d in docs)
 
 
 def _etc_files(network: bool) -> dict[str, bytes | str]:
