@@ -37,6 +37,7 @@ fi
 
 # 4. Components with their own (cached, idempotent) build steps.
 if [ -x scripts/build-ebpf.sh ]; then scripts/build-ebpf.sh --if-needed || gh_log "eBPF build failed: host observation disabled (see glasshouse doctor)"; fi
+if [ -x scripts/build-sandbox.sh ]; then scripts/build-sandbox.sh --if-needed || gh_log "sandbox build failed: sandbox/gvisor backends disabled (see glasshouse doctor)"; fi
 if [ -x scripts/build-guest.sh ] && [ -z "${GLASSHOUSE_SKIP_GUEST:-}" ]; then
   scripts/build-guest.sh --if-needed || gh_log "guest build failed: microvm backend disabled (see glasshouse doctor)"
 fi
