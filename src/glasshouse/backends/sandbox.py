@@ -459,6 +459,10 @@ class SandboxBackend(ProcessBackend):
             # NSpid field of /proc/<pid>/status.
             facts["init_host_pid"] = child
             facts["command_ns_pid"] = 2
+            info = next((d for d in docs if "child-pid" in d), {})
+            for key in ("pid-namespace", "net-namespace", "mnt-namespace"):
+                if isinstance(info.get(key), int):  # inode numbers, as in /proc/<pid>/ns/*
+                    facts[key.replace("-", "_")] = info[key]
             facts["pid_mapping"] = (
                 f"host {result.root_pid} = bwrap; host {child} = sandbox pid 1 (glasshouse-init); "
                 "the command is sandbox pid 2; NSpid in /proc/<pid>/status maps the rest"
@@ -845,20 +849,32 @@ _probe_cache: dict[str, tuple[bool, str]] = {}
 
 
 def probe() -> tuple[bool, str]:
-    """Can bubblewrap sandboxes run here? (ok, reason); starts one sandbox, once per process."""
+    """Can bubblewrap sandboxes run here? (ok, reason). Fast static checks, cached per process
+    (backend auto-selection calls it on every CLI run); ``doctor`` starts a real sandbox."""
     if "bwrap" not in _probe_cache:
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            _probe_cache["bwrap"] = (False, "bwrap not found (apt install bubblewrap)")
-        else:
-            ok, detail = _probe_userns(bwrap)
-            _probe_cache["bwrap"] = (ok, detail)
-            if ok:
-                try:
-                    _seccomp.program()
-                except _seccomp.SeccompUnavailable as exc:
-                    _probe_cache["bwrap"] = (False, f"seccomp: {exc}")
+        _probe_cache["bwrap"] = _static_probe()
     return _probe_cache["bwrap"]
+
+
+def _static_probe() -> tuple[bool, str]:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False, "bwrap not found (apt install bubblewrap)"
+    if os.stat(bwrap).st_mode & stat.S_ISUID:
+        return False, f"{bwrap} is setuid: use the distribution's non-setuid bubblewrap"
+    for knob, bad in (
+        ("/proc/sys/user/max_user_namespaces", "0"),
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1"),
+    ):
+        with contextlib.suppress(OSError):
+            if Path(knob).read_text().strip() == bad:
+                return False, f"unprivileged user namespaces are disabled ({knob} = {bad})"
+    try:
+        _seccomp.program()
+    except _seccomp.SeccompUnavailable as exc:
+        return False, f"seccomp: {exc}"
+    return True, f"{bwrap}, unprivileged user namespaces allowed, libseccomp loads"
 
 
 def probe_gvisor() -> tuple[bool, str]:
