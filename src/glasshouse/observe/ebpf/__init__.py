@@ -11,8 +11,10 @@ folds everything into an :class:`~glasshouse.core.profiling.Observation`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import select
 import struct
 import threading
 import time
@@ -89,6 +91,7 @@ class EbpfObserver:
         self._barrier_done = 0
         self._cond = threading.Condition()
         self._paused = threading.Event()  # tests: a stalled consumer, to prove loss is counted
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._load(ringbuf_bytes)
         self._syscalls = _decode.load_syscall_names(
             [os.path.dirname(self.object_path), *object_dirs()]
@@ -126,8 +129,14 @@ class EbpfObserver:
     def close(self) -> None:
         """Detach and unload. Sessions still open see no more records."""
         self._closed = True
+        self._wake()
         if self._thread.is_alive():
             self._thread.join(2)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r = self._wake_w = -1
         if self._rb is not None:
             self._rb.free()
             self._rb = None
@@ -145,20 +154,37 @@ class EbpfObserver:
             session.data.records.append(rec)
 
     def _reader(self) -> None:
+        # epoll on libbpf's ring-buffer epoll fd plus our wake-up pipe: records are handed
+        # over as soon as the kernel signals them, and a drain barrier needs no poll timeout.
         rb = self._rb
         assert rb is not None
-        while not self._closed:
-            if self._paused.is_set():
-                time.sleep(0.01)  # a stalled consumer still answers drain barriers
-            else:
-                rb.poll(20)
-            with self._cond:
-                want = self._barrier_req
-            if want != self._barrier_done:
-                rb.consume()
+        ep = select.epoll()
+        ep.register(rb.epoll_fd(), select.EPOLLIN)
+        ep.register(self._wake_r, select.EPOLLIN)
+        try:
+            while not self._closed:
+                if self._paused.is_set():
+                    ep.poll(0.01)  # a stalled consumer (tests) still answers drain barriers
+                else:
+                    ep.poll(1.0)
+                    rb.consume()
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
                 with self._cond:
-                    self._barrier_done = want
-                    self._cond.notify_all()
+                    want = self._barrier_req
+                if want != self._barrier_done:
+                    rb.consume()
+                    with self._cond:
+                        self._barrier_done = want
+                        self._cond.notify_all()
+        finally:
+            ep.close()
+
+    def _wake(self) -> None:
+        if self._wake_w < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
 
     def _pause_reader(self, paused: bool) -> None:
         """Stop/restart consuming the ring buffer (tests: make the kernel drop records)."""
@@ -172,6 +198,8 @@ class EbpfObserver:
         with self._cond:
             self._barrier_req += 1
             target = self._barrier_req
+        self._wake()
+        with self._cond:
             self._cond.wait_for(lambda: self._barrier_done >= target, timeout)
 
     # -- sessions ------------------------------------------------------------------------

@@ -88,6 +88,7 @@ def _bind(lib: ctypes.CDLL) -> None:
     fn("ring_buffer__poll", i, p, i)
     fn("ring_buffer__consume", i, p)
     fn("ring_buffer__free", None, p)
+    fn("ring_buffer__epoll_fd", i, p)
     fn("libbpf_num_possible_cpus", i)
 
 
@@ -271,6 +272,10 @@ class RingBuffer:
 
     def poll(self, timeout_ms: int) -> int:
         return self._lib.ring_buffer__poll(self._rb, timeout_ms)
+
+    def epoll_fd(self) -> int:
+        """An fd that polls readable when records are waiting (libbpf's own epoll fd)."""
+        return self._lib.ring_buffer__epoll_fd(self._rb)
 
     def consume(self) -> int:
         return self._lib.ring_buffer__consume(self._rb)
