@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -40,7 +41,7 @@ from glasshouse.server.models import (
 
 #: Paths served without a token: liveness probes and the API description hold no data.
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
-_CURSOR = re.compile(r"^-?[0-9]{1,19}$")
+_CURSOR = re.compile(r"^-?[0-9]{1,18}$")  # fits SQLite's 64-bit integers
 _ERRORS = {
     400: {"model": ErrorResponse, "description": "Malformed request"},
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token"},
@@ -151,12 +152,17 @@ def parse_run_request(body: bytes, content_type: str | None) -> RunRequest:
         raise ApiError(422, "invalid_request", _validation_message(exc)) from exc
 
 
-def create_app(runner: Runner) -> FastAPI:
-    """The ASGI app serving ``runner``; starts it at startup and closes it at shutdown."""
+def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
+    """The ASGI app serving ``runner``. With ``manage_runner`` the app's lifespan starts the
+    runner and closes it at shutdown; without, the caller does (a harness that enters the
+    lifespan once per request)."""
     config = runner.config
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not manage_runner:
+            yield
+            return
         runner.start()
         try:
             yield
@@ -249,7 +255,12 @@ def create_app(runner: Runner) -> FastAPI:
             404: {"model": ErrorResponse, "description": "No such receipt"},
         },
     )
-    def receipt(receipt_id: str) -> Response:
+    def receipt(
+        receipt_id: str = FastAPIPath(
+            description="A receipt id, exec-<unix ms>-<20 hex digits>.",
+            json_schema_extra={"pattern": RECEIPT_ID.pattern},
+        ),
+    ) -> Response:
         if not RECEIPT_ID.match(receipt_id):
             raise ApiError(
                 400,
@@ -269,7 +280,12 @@ def create_app(runner: Runner) -> FastAPI:
     )
     def receipts(
         limit: int = Query(50, ge=1, le=1000, description="Page size (1..1000)."),
-        cursor: str | None = Query(None, max_length=20, description="next_cursor of a page."),
+        cursor: str | None = Query(
+            None,
+            max_length=19,
+            description="next_cursor of a page.",
+            json_schema_extra={"pattern": _CURSOR.pattern},
+        ),
     ) -> dict[str, Any]:
         before = None
         if cursor is not None:

@@ -7,6 +7,7 @@ These models are also the OpenAPI schema served at ``/openapi.json`` and ``/docs
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -26,6 +27,16 @@ def _utf8(value: str, what: str) -> str:
     except UnicodeEncodeError as exc:
         raise ValueError(f"{what} is not valid Unicode text (lone surrogate)") from exc
     return value
+
+
+#: The schema's statement of what the validators below enforce (no NUL, no lone
+#: surrogates; a workspace path is relative, each segment non-empty and not starting with
+#: "." so it is never "." or ".."). Documented for clients and the schema fuzzer.
+_TEXT = "^[^\\ud800-\\udfff]*$"
+_CODE = "^[^\\u0000\\ud800-\\udfff]*$"
+_SEGMENT = "[^./\\u0000\\ud800-\\udfff][^/\\u0000\\ud800-\\udfff]*"
+FILE_NAME = f"^{_SEGMENT}(/{_SEGMENT})*$"
+_FILE_NAME_RE = re.compile(FILE_NAME)
 
 
 class _Strict(BaseModel):
@@ -50,15 +61,24 @@ class RunLimits(_Strict):
 class RunRequest(_Strict):
     """Run ``code`` with ``python3 -c`` in a fresh sandbox."""
 
-    code: str = Field(description="Python source, run as `python3 -c CODE` in the workspace.")
+    code: str = Field(
+        description="Python source, run as `python3 -c CODE` in the workspace.",
+        json_schema_extra={"pattern": _CODE},
+    )
     timeout: Annotated[float, Field(ge=TIMEOUT_MIN_S, le=TIMEOUT_MAX_S)] = Field(
         default=60, description="Wall-clock limit in seconds (1..300)."
     )
-    stdin: str | None = Field(default=None, description="Text fed to the program's stdin.")
+    stdin: Annotated[str, Field(json_schema_extra={"pattern": _TEXT})] | None = Field(
+        default=None, description="Text fed to the program's stdin."
+    )
     files: dict[str, str] = Field(
         default_factory=dict,
         max_length=MAX_FILES,
         description="Workspace files to create first: relative path -> text content.",
+        json_schema_extra={
+            "propertyNames": {"pattern": FILE_NAME, "maxLength": 255},
+            "additionalProperties": {"type": "string", "pattern": _TEXT},
+        },
     )
     limits: RunLimits = Field(default_factory=RunLimits)
     network: bool = Field(default=False, description="Allow network access (off by default).")
@@ -80,15 +100,10 @@ class RunRequest(_Strict):
     def _files_ok(cls, value: dict[str, str]) -> dict[str, str]:
         for name, content in value.items():
             _utf8(name, "a file name")
-            parts = name.split("/")
-            if (
-                not name
-                or len(name) > 255
-                or name.startswith("/")
-                or "\x00" in name
-                or any(p in ("", ".", "..") for p in parts)
-            ):
-                raise ValueError(f"file name must be a relative path without '..': {name!r}")
+            if len(name) > 255 or not _FILE_NAME_RE.match(name):
+                raise ValueError(
+                    f"file name must be a relative path whose parts do not start with '.': {name!r}"
+                )
             _utf8(content, f"files[{name!r}]")
         return value
 

@@ -1,0 +1,126 @@
+"""Helpers for the server tests: in-process apps and a real server subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from glasshouse.server import Runner, ServerConfig, create_app
+
+#: (backend, probe module) pairs the API tests run against; sandbox skipped if it can't run.
+API_BACKENDS = [
+    pytest.param(("process", None), id="process"),
+    pytest.param(("sandbox", "glasshouse.backends.sandbox"), id="sandbox"),
+]
+
+
+def require_backend(name: str, probe_module: str | None) -> None:
+    if probe_module is None:
+        return
+    try:
+        ok, why = importlib.import_module(probe_module).probe()
+    except Exception as exc:
+        ok, why = False, f"probe failed: {exc}"
+    if not ok:
+        pytest.skip(f"{name} cannot run here: {why}")
+
+
+def config(tmp_path: Path, backend: str = "process", **overrides: Any) -> ServerConfig:
+    options: dict[str, Any] = {
+        "backend": backend,
+        "receipts_dir": tmp_path / "receipts",
+        "allow_unsandboxed": backend == "process",
+        "profile": "disabled",
+        "max_concurrency": 2,
+        "queue": 4,
+    }
+    options.update(overrides)
+    return ServerConfig(**options)
+
+
+@contextlib.contextmanager
+def api(cfg: ServerConfig) -> Iterator[Any]:
+    """A TestClient over a fresh app (lifespan run: the runner starts and closes)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fastapi.testclient import TestClient
+
+    runner = Runner(cfg)
+    with TestClient(create_app(runner), raise_server_exceptions=False) as client:
+        client.runner = runner  # type: ignore[attr-defined]
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``glasshouse-server`` as a real subprocess on a loopback port."""
+
+    def __init__(self, args: list[str], tmp_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.receipts = tmp_path / "receipts"
+        self.log = tmp_path / "server.log"
+        cmd = [sys.executable, "-m", "glasshouse.server.cli", "--port", str(self.port)]
+        cmd += ["--receipts-dir", str(self.receipts), "--log-level", "warning", *args]
+        self._log_fh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log_fh, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, limit_s: float = 30.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready after {limit_s}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self._log_fh.flush()
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> int:
+        self.terminate()
+        try:
+            code = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait()
+        self._log_fh.close()
+        return code
+
+
+@contextlib.contextmanager
+def server_process(args: list[str], tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(args, tmp_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,74 @@
+"""Fuzz the server's OpenAPI schema with schemathesis: valid and invalid requests generated
+from the schema; no input may cause a 5xx, and answers must match the documented schema.
+
+Runs go to the real bubblewrap sandbox when this host can run it (fuzzed code is arbitrary:
+it must never run unsandboxed), else to the fake backend. Bounded by ``max_examples`` per
+operation so the whole fuzz takes seconds. The number of cases is printed at the end
+(``pytest -s``) and asserted to be non-trivial.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import positive_data_acceptance  # noqa: E402
+from server_helpers import config  # noqa: E402
+
+from glasshouse.server import Runner, create_app  # noqa: E402
+
+MAX_EXAMPLES = 60
+CASES: dict[str, int] = {}
+
+
+def _backend() -> str:
+    try:
+        from glasshouse.backends.sandbox import probe
+
+        ok, _ = probe()
+    except Exception:
+        ok = False
+    return "sandbox" if ok else "fake"
+
+
+# Built at import: schemathesis parametrizes from a loaded schema (its fixture loader does
+# not work with this pytest); the runner is closed by the module fixture below.
+_TMP = Path(tempfile.mkdtemp(prefix="glasshouse-fuzz-"))
+_RUNNER = Runner(config(_TMP, _backend(), max_concurrency=2, queue=64))
+_APP = create_app(_RUNNER, manage_runner=False)
+schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _runner_lifecycle() -> Iterator[None]:
+    _RUNNER.start()
+    yield
+    _RUNNER.close()
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+def test_no_server_errors(case: object) -> None:
+    key = f"{case.method} {case.path}"  # type: ignore[attr-defined]
+    CASES[key] = CASES.get(key, 0) + 1
+    # Every check but positive_data_acceptance: the generator does not honour
+    # ``propertyNames`` (it sends "" as a file name, which the schema forbids and we reject).
+    case.call_and_validate(excluded_checks=[positive_data_acceptance])  # type: ignore[attr-defined]
+
+
+def test_fuzz_count() -> None:
+    total = sum(CASES.values())
+    print(f"\nschemathesis cases: {total} ({', '.join(f'{k}: {v}' for k, v in CASES.items())})")
+    assert "POST /run" in CASES and total >= 50
