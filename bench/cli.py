@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleave, print_table, summary, time_command  # noqa: E402
+from _common import interleave, print_table, summary, time_command
 
 GH = [sys.executable, "-m", "glasshouse.cli"]
 EXE = Path(sys.executable).with_name("glasshouse")
@@ -46,7 +46,8 @@ def main() -> None:
     print(f"CLI overhead, {args.rounds} interleaved rounds, {os.cpu_count()} cores")
     print_table(rows, ("command", "median ms", "p95 ms", "added ms", "ratio"))
     added = (summary(samples["glasshouse run -p disabled -- true"])["median"] - base) * 1000
-    print(f"\nadded at the median: {added:.1f} ms (goal <= 60 ms): {'OK' if added <= 60 else 'OVER'}")
+    verdict = "OK" if added <= 60 else "OVER"
+    print(f"\nadded at the median: {added:.1f} ms (goal <= 60 ms): {verdict}")
 
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
