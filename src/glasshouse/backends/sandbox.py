@@ -297,6 +297,23 @@ class SandboxBackend(ProcessBackend):
         uid = _UID_BASE + next(self._uid_counter) % _UID_SPAN
         return uid, uid
 
+    # -- Prewarmable (glasshouse.core.execution): the server's warm pool ----------------
+    def prewarm(self) -> SandboxRun:
+        """One run's resources made ahead; any spec can use it (network is set at start)."""
+        return self.prepare_run()
+
+    def start_prewarmed(
+        self,
+        slot: SandboxRun,
+        spec: ExecutionSpec,
+        stdout: Sink | None = None,
+        stderr: Sink | None = None,
+    ) -> ProcessHandle:
+        return self.start(spec, stdout, stderr, run=slot)
+
+    def discard(self, slot: SandboxRun) -> None:
+        slot.close()
+
     # -- lifecycle ----------------------------------------------------------------------
     def start(
         self,
