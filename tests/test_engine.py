@@ -117,3 +117,11 @@ def test_kill_all_kills_in_flight_runs() -> None:
         pass
     t.join(10)
     assert box["run"].result.error == "killed: shutdown"
+
+
+def test_guest_profile_without_a_guest_says_so() -> None:
+    run = Engine(FakeBackend(), profile="guest").run(ExecutionSpec(["true"]))
+    report = run.receipt.observation.observers[0]
+    assert report.name == "guest" and not report.available
+    assert "reported no guest-side events" in report.reason
+    assert run.receipt.provenance == "none"

@@ -457,6 +457,15 @@ class Engine:
                         result.details["cleanup_error"] = cleanup_error
         if result.guest_observation is not None:
             observations.append(result.guest_observation)
+        elif self.profile in ("guest", "combined"):
+            observations.append(
+                Observation.unavailable(
+                    "guest",
+                    "guest",
+                    f"backend {self.backend.name} reported no guest-side events"
+                    + ("" if result.error is None else f" ({result.error})"),
+                )
+            )
         return result
 
     def kill_all(self, reason: str = "shutdown") -> int:
