@@ -91,7 +91,7 @@ GOLDEN_FIRED = {
     "denied-ptrace": ["/syscalls/denied/0"],
     "dns-v6": ["/network/attempts/2"],
     "etc-writes": ["/filesystem/renames/0", "/filesystem/writes/1"],
-    "failed": ["/outcome"],
+    "failed": ["/outcome/exit_code"],
     "fork-storm": ["/syscalls/counts/clone"],
     "https": ["/network/attempts/1"],
     "public-egress": ["", "/network/attempts/0", "/network/attempts/1", "/network/attempts/2"],

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from glasshouse.cli import _trust_run
 from glasshouse.cli._util import SIZE, fail
 
 _PROFILES = ("disabled", "host", "guest", "combined")
@@ -159,6 +160,35 @@ def _summary(run: Any, receipt_path: Path) -> str:
     metavar="NAME",
     help="Copy a workspace file back after the run (isolating backends).",
 )
+@click.option(
+    "--redact",
+    is_flag=True,
+    help="Replace secrets (tokens, keys, passwords) in the receipt by salted digests.",
+)
+@click.option(
+    "--redact-rules",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    callback=_trust_run.load_rules_option,
+    help="YAML redaction rules (implies --redact); see docs/trust.md.",
+)
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_trust_run.load_policy_option,
+    help="Evaluate this YAML policy; the verdict goes into the receipt (exit code unchanged).",
+)
+@click.option(
+    "--sign",
+    metavar="KEY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_trust_run.load_key_option,
+    help="Sign the receipt with this Ed25519 private key (writes a DSSE envelope).",
+)
+@click.option(
+    "--envelope",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where --sign writes the envelope (default: beside the receipt, *.dsse.json).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo output or print the summary.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for Glasshouse's own errors.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -179,6 +209,11 @@ def run(
     stdin_path: str | None,
     files: tuple[str, ...],
     outputs: tuple[str, ...],
+    redact: bool,
+    redact_rules: Any,
+    policy: Any,
+    sign: Any,
+    envelope: Path | None,
     quiet: bool,
     debug: bool,
     command: tuple[str, ...],
@@ -276,7 +311,7 @@ def _run(**opts: Any) -> None:
 
 #: Receipt post-processing steps (redaction, policy, ...) added by other parts:
 #: ``hook(receipt_data, cli_options) -> receipt_data``; they run before the receipt is written.
-_RECEIPT_HOOKS: list[Any] = []
+_RECEIPT_HOOKS: list[Any] = [*_trust_run.HOOKS]
 
 
 def _writer(stream: Any) -> Any:

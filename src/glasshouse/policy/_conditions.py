@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glasshouse.policy._glob import GlobError, compile_glob
+from glasshouse.policy._net import parse_endpoint
 from glasshouse.policy._yaml import Node
 from glasshouse.policy.models import Evidence
 
@@ -258,25 +259,6 @@ class FileMatch(Condition):
         return cls(paths=_globs(fields["path"], True), ops=ops)
 
 
-def parse_endpoint(dst: Any) -> tuple[Any, int | None]:
-    """``"1.2.3.4:443"``, ``"[::1]:80"``, ``"::1"`` -> (ip address or None, port or None)."""
-    if not isinstance(dst, str):
-        return None, None
-    host, port = dst, None
-    if dst.startswith("["):
-        close = dst.find("]")
-        host = dst[1:close] if close > 0 else dst
-        rest = dst[close + 1 :] if close > 0 else ""
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-    elif dst.count(":") == 1:
-        host, _, p = dst.partition(":")
-        port = int(p) if p.isdigit() else None
-    try:
-        return ipaddress.ip_address(host), port
-    except ValueError:
-        return None, port
-
-
 @dataclass(frozen=True)
 class NetworkMatch(Condition):
     """A connection attempt, send or bind whose destination/protocol/result all match."""
@@ -491,9 +473,17 @@ class OutcomeMatch(Condition):
                 continue
             if not test(wanted):
                 return None
-            found.append(
-                Evidence(_ptr("outcome", key) if key else "/outcome", out.get(key) if key else out)
-            )
+            if key is None:  # 'failed': point at what made the run fail (or succeed)
+                key = (
+                    "timed_out"
+                    if timed
+                    else "signal"
+                    if sig is not None
+                    else "error"
+                    if err
+                    else "exit_code"
+                )
+            found.append(Evidence(_ptr("outcome", key), out.get(key)))
         return found
 
     def canonical(self) -> Any:
