@@ -110,7 +110,8 @@ def _host_observers(profile: str) -> list[Any]:
     except ImportError as exc:
         return [_Unavailable("ebpf", "host", f"host observer not in this build: {exc}")]
     try:
-        return [host_observer()]
+        # eBPF or nothing: the strace fallback would ptrace every run of a busy server.
+        return [host_observer(fallback=False)]
     except Exception as exc:
         return [_Unavailable("ebpf", "host", str(exc))]
 
