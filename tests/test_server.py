@@ -196,6 +196,8 @@ BAD_RUNS = [
     ("file content type", b'{"code": "1", "files": {"a": 1}}', 422, "invalid_request"),
     ("empty file name", b'{"code": "1", "files": {"": "y"}}', 422, "invalid_request"),
     ("dot segment", b'{"code": "1", "files": {"a/./b": "y"}}', 422, "invalid_request"),
+    # was a 500 with the process backend (the server's own workspace could not be made)
+    ("file and dir", b'{"code": "1", "files": {"a": "1", "a/b": "2"}}', 422, "invalid_request"),
 ]
 
 

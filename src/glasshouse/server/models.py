@@ -105,6 +105,11 @@ class RunRequest(_Strict):
                     f"file name must be a relative path whose parts do not start with '.': {name!r}"
                 )
             _utf8(content, f"files[{name!r}]")
+        for name in value:
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                if "/".join(parts[:i]) in value:
+                    raise ValueError(f"{'/'.join(parts[:i])!r} is both a file and a directory")
         return value
 
 
