@@ -174,3 +174,38 @@ def test_append_writes_the_index(pristine: tuple[Path, list[str]]) -> None:
     lines = [json.loads(x) for x in (d / INDEX).read_text().splitlines()]
     assert [x["id"] for x in lines] == ids
     assert [x["sequence"] for x in lines] == list(range(N))
+
+
+def test_signed_log_catches_a_consistent_forgery(tmp_path: Path) -> None:
+    """An attacker who re-seals, re-links and rewrites HEAD and INDEX cannot re-sign."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    log = ReceiptLog(tmp_path, signing_key=key)
+    ids = [
+        log.append(Receipt.model_validate(real_receipt(["sh", "-c", f"exit {i}"]))).execution_id
+        for i in range(3)
+    ]
+    assert all((tmp_path / f"{rid}.dsse.json").exists() for rid in ids)
+    assert verify_log(tmp_path, key=key.public_key()).ok
+    # forge: change the first receipt's exit code, then re-seal and re-link the whole chain
+    prev = None
+    lines = []
+    for seq, rid in enumerate(ids):
+        data = _load(tmp_path, rid)
+        if seq == 0:
+            data["outcome"]["exit_code"] = 42
+        data.update(previous_digest=prev, digest=None)
+        data = seal_data(data)
+        _save(tmp_path, rid, data, reseal=False)
+        prev = data["digest"]
+        lines.append(json.dumps({"sequence": seq, "id": rid, "digest": prev}))
+    (tmp_path / INDEX).write_text("\n".join(lines) + "\n")
+    (tmp_path / "HEAD").write_text(json.dumps({"sequence": 2, "digest": prev, "id": ids[-1]}))
+    assert verify_log(tmp_path).ok  # without the key, a consistent forgery passes
+    report = verify_log(tmp_path, key=key.public_key())
+    assert report.named("signature") == set(ids), report.problems
+    (tmp_path / f"{ids[1]}.dsse.json").unlink()
+    assert ids[1] in verify_log(tmp_path, key=key.public_key()).named("unsigned")
+    other = Ed25519PrivateKey.generate().public_key()
+    assert verify_log(tmp_path, key=other).named("signature") >= {ids[0], ids[2]}

@@ -94,8 +94,14 @@ def verify(envelope: Path, key_path: Path, receipt_path: Path | None, as_json: b
 
 @click.command("verify-log")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    "key_path",
+    type=_EXISTING,
+    help="Public key: every receipt must also carry a valid signed envelope.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_log(directory: Path, as_json: bool) -> None:
+def verify_log(directory: Path, key_path: Path | None, as_json: bool) -> None:
     """Check a receipt log: name every modified, deleted, inserted or reordered receipt.
 
     Exit 0 when the log is intact, 1 otherwise.
@@ -104,7 +110,15 @@ def verify_log(directory: Path, as_json: bool) -> None:
 
     from glasshouse.receipt.verify_log import verify_log as check
 
-    report = check(directory)
+    key = None
+    if key_path is not None:
+        from glasshouse.receipt.sign import KeyFileError, load_public_key
+
+        try:
+            key = load_public_key(key_path)
+        except KeyFileError as exc:
+            fail(str(exc), 2)
+    report = check(directory, key=key)
     if as_json:
         click.echo(
             json.dumps(

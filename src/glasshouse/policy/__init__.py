@@ -11,7 +11,7 @@ Evaluation only reads a receipt; it never changes how a command ran or its exit 
 
 from __future__ import annotations
 
-from glasshouse.policy.evaluate import apply_verdict, evaluate
+from glasshouse.policy.evaluate import apply_verdict, evaluate, receipt_hook
 from glasshouse.policy.load import load_policy, parse_policy
 from glasshouse.policy.models import Evidence, Policy, PolicyError, Rule, RuleResult, Verdict
 
@@ -26,4 +26,5 @@ __all__ = [
     "evaluate",
     "load_policy",
     "parse_policy",
+    "receipt_hook",
 ]

@@ -7,6 +7,7 @@ not matter (rules are evaluated and reported sorted by id, evidence sorted by it
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.policy.models import Evidence, Policy, RuleResult, Verdict
@@ -63,3 +64,13 @@ def apply_verdict(data: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
     out["policy"] = verdict.to_dict()
     out["digest"] = None
     return out
+
+
+def receipt_hook(policy: Policy) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``hook(receipt_data) -> receipt_data`` that evaluates ``policy`` and records the
+    verdict (for the server's ``ServerConfig.receipt_hooks``)."""
+
+    def hook(data: dict[str, Any]) -> dict[str, Any]:
+        return apply_verdict(data, evaluate(policy, data))
+
+    return hook

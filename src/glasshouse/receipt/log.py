@@ -6,7 +6,8 @@ digest covers the link. Files are ``<execution_id>.json``, written atomically; `
 holds the last sequence number and digest so appends do not rescan the directory.
 ``INDEX`` is an append-only journal, one JSON line ``{"sequence", "id", "digest"}`` per
 append: it lets verification name a deleted receipt by its id and tell a reordered one from a
-modified one.
+modified one. With a signing key, ``<execution_id>.dsse.json`` beside each receipt is its
+signed envelope (:mod:`glasshouse.receipt.sign`): the signature covers the chain links too.
 Verification (modified, deleted, inserted or reordered receipts) lives in
 :mod:`glasshouse.receipt.verify_log`.
 """
@@ -18,6 +19,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 from glasshouse.receipt.canonical import seal
 from glasshouse.receipt.model import Receipt
@@ -32,10 +34,13 @@ INDEX = "INDEX"
 class ReceiptLog:
     """Append-only, hash-linked receipt directory. Thread-safe within one process."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], signing_key: Any = None) -> None:
+        """``signing_key`` (an Ed25519 private key, optional): every appended receipt also
+        gets ``<execution_id>.dsse.json``, its signed envelope, covering its chain links."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.signing_key = signing_key
 
     def path_for(self, execution_id: str) -> Path:
         if not RECEIPT_ID.match(execution_id):
@@ -75,10 +80,22 @@ class ReceiptLog:
                 )
             )
             write_receipt(linked, self.path_for(linked.execution_id))
+            if self.signing_key is not None:
+                self._sign(linked)
             self._journal(sequence, linked)
             head = {"sequence": sequence, "digest": linked.digest, "id": linked.execution_id}
             write_atomic(self.dir / HEAD, json.dumps(head).encode())
             return linked
+
+    def envelope_path_for(self, execution_id: str) -> Path:
+        return self.path_for(execution_id).with_suffix(".dsse.json")
+
+    def _sign(self, receipt: Receipt) -> None:
+        from glasshouse.receipt.sign import sign_receipt
+
+        envelope = sign_receipt(receipt, self.signing_key)
+        path = self.envelope_path_for(receipt.execution_id)
+        write_atomic(path, (json.dumps(envelope, indent=2) + "\n").encode())
 
     def _journal(self, sequence: int, receipt: Receipt) -> None:
         line = json.dumps(

@@ -221,6 +221,21 @@ def redact_receipt(data: dict[str, Any], redactor: Redactor | None = None) -> di
     return (redactor or Redactor.from_env()).redact_receipt(data)
 
 
+def receipt_hook(redactor: Redactor | None = None) -> Any:
+    """``hook(receipt_data) -> receipt_data`` redacting each receipt with a fresh per-run salt
+    (or the configured one), for the server's ``ServerConfig.receipt_hooks``."""
+
+    def hook(data: dict[str, Any]) -> dict[str, Any]:
+        if redactor is None:
+            return Redactor.from_env().redact_receipt(data)
+        if redactor.salt_configured:
+            return redactor.redact_receipt(data)
+        fresh = Redactor(redactor.rules, argv_flags=redactor.argv_flags)
+        return fresh.redact_receipt(data)
+
+    return hook
+
+
 def load_rules(path: str | os.PathLike[str]) -> Redactor:
     """A Redactor from a YAML file::
 

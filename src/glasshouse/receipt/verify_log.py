@@ -17,8 +17,10 @@ From their disagreements :func:`verify_log` reports, per receipt, one of:
 * ``reordered``: a receipt now sits at another position than the one it was appended at;
 
 plus ``unreadable`` files and ``head``/``index`` problems. A writer able to rewrite every
-file, ``HEAD`` and ``INDEX`` consistently can forge a whole log: that needs a signature over
-``HEAD`` (see docs/trust.md), which this check does not assume.
+file, ``HEAD`` and ``INDEX`` consistently can forge a whole log unless receipts are signed:
+with a key, each receipt's envelope (its signature covers ``sequence`` and
+``previous_digest``) must verify, so only dropping the newest receipts stays undetectable
+without an external copy of ``HEAD`` (see docs/trust.md).
 """
 
 from __future__ import annotations
@@ -33,7 +35,17 @@ from typing import Any, Literal
 from glasshouse.receipt.canonical import compute_digest
 from glasshouse.receipt.log import HEAD, INDEX, RECEIPT_ID
 
-ProblemKind = Literal["modified", "deleted", "inserted", "reordered", "unreadable", "head", "index"]
+ProblemKind = Literal[
+    "modified",
+    "deleted",
+    "inserted",
+    "reordered",
+    "unreadable",
+    "head",
+    "index",
+    "unsigned",
+    "signature",
+]
 
 
 @dataclass(frozen=True)
@@ -111,13 +123,17 @@ class _Problems:
         return (kind, str(entry.execution_id or entry.file)) in self._seen
 
 
-def verify_log(directory: str | os.PathLike[str]) -> LogReport:
-    """Check every receipt, the chain, ``HEAD`` and ``INDEX`` of a receipt log directory."""
+def verify_log(directory: str | os.PathLike[str], key: Any = None) -> LogReport:
+    """Check every receipt, the chain, ``HEAD`` and ``INDEX`` of a receipt log directory.
+
+    With ``key`` (an Ed25519 public key), every receipt must also have a ``.dsse.json``
+    envelope signed by it that carries exactly that receipt (``unsigned``/``signature``).
+    """
     root = Path(directory)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a directory")
     problems = _Problems()
-    entries = _scan(root, problems)
+    entries = _scan(root, problems, key)
     head = _read_head(root, problems)
     index = _read_index(root, problems)
 
@@ -187,7 +203,7 @@ def verify_log(directory: str | os.PathLike[str]) -> LogReport:
     )
 
 
-def _scan(root: Path, problems: _Problems) -> list[_Entry]:
+def _scan(root: Path, problems: _Problems, key: Any = None) -> list[_Entry]:
     entries: list[_Entry] = []
     for name in sorted(os.listdir(root)):
         if not name.endswith(".json") or name.startswith(".") or name.endswith(".dsse.json"):
@@ -227,8 +243,27 @@ def _scan(root: Path, problems: _Problems) -> list[_Entry]:
                 f"the file holds receipt {rid!r}, not {name.removesuffix('.json')!r}",
                 entry,
             )
+        if key is not None:
+            _check_signature(root, name, data, entry, key, problems)
         entries.append(entry)
     return entries
+
+
+def _check_signature(
+    root: Path, name: str, data: dict[str, Any], entry: _Entry, key: Any, problems: _Problems
+) -> None:
+    from glasshouse.receipt.sign import VerificationError, verify_envelope
+
+    envelope = root / (name.removesuffix(".json") + ".dsse.json")
+    try:
+        raw = envelope.read_bytes()
+    except OSError:
+        problems.add("unsigned", f"no signed envelope ({envelope.name})", entry)
+        return
+    try:
+        verify_envelope(raw, key, receipt=data)
+    except VerificationError as exc:
+        problems.add("signature", exc.diagnostic(), entry)
 
 
 def _read_head(root: Path, problems: _Problems) -> tuple[int, str | None, str | None] | None:

@@ -73,6 +73,8 @@ class ServerConfig:
     token: str | None = None
     #: Receipt post-processing (redaction, policy, signing...): run before the log append.
     receipt_hooks: list[ReceiptHook] = field(default_factory=list)
+    #: Ed25519 private key: each stored receipt also gets its signed ``.dsse.json`` envelope.
+    signing_key: Any = None
     #: Options passed to ``glasshouse.backends.create``.
     backend_options: dict[str, Any] = field(default_factory=dict)
 
@@ -158,7 +160,7 @@ class Runner:
             observers=_host_observers(config.profile),
             profile=config.profile,
         )
-        self.log = ReceiptLog(config.receipts_dir)
+        self.log = ReceiptLog(config.receipts_dir, signing_key=config.signing_key)
         self.index = ReceiptIndex(self.log.dir)
         self.metrics = Metrics(self.backend_name)
         self._executor = concurrent.futures.ThreadPoolExecutor(

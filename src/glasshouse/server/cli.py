@@ -125,6 +125,16 @@ def read_token(path: Path) -> str:
     help="On SIGTERM, seconds in-flight runs get to finish before they are killed.",
 )
 @click.option(
+    "--signing-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Ed25519 private key (glasshouse keys generate): sign every stored receipt.",
+)
+@click.option(
+    "--policy",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML policy evaluated over every receipt (the verdict is recorded, never enforced).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -155,6 +165,7 @@ def _config_from_options(options: dict[str, Any]) -> Any:
             "add --allow-unsandboxed to accept that"
         )
     pool_size = options["pool_size"]
+    hooks, signing_key = _trust_options(options)
     return ServerConfig(
         backend=options["backend"],
         receipts_dir=options["receipts_dir"],
@@ -170,7 +181,30 @@ def _config_from_options(options: dict[str, Any]) -> Any:
         pids=options["pids"],
         shutdown_grace_s=options["shutdown_grace"],
         token=token,
+        receipt_hooks=hooks,
+        signing_key=signing_key,
     )
+
+
+def _trust_options(options: dict[str, Any]) -> tuple[list[Any], Any]:
+    """--policy -> a receipt hook; --signing-key -> the loaded key (fail fast on bad files)."""
+    hooks: list[Any] = []
+    signing_key = None
+    if options.get("policy"):
+        from glasshouse.policy import PolicyError, load_policy, receipt_hook
+
+        try:
+            hooks.append(receipt_hook(load_policy(options["policy"])))
+        except PolicyError as exc:
+            raise click.BadParameter(exc.diagnostic(), param_hint="--policy") from exc
+    if options.get("signing_key"):
+        from glasshouse.receipt.sign import KeyFileError, load_private_key
+
+        try:
+            signing_key = load_private_key(options["signing_key"])
+        except KeyFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="--signing-key") from exc
+    return hooks, signing_key
 
 
 def serve(config: Any, host: str, port: int, log_level: str = "info") -> None:
