@@ -25,6 +25,11 @@ from glasshouse.observe.ebpf import _decode, _libbpf
 OBJECT = "exec.o"
 PROGRAMS = ("gh_fork", "gh_exec", "gh_exit", "gh_sys_enter", "gh_sys_exit")
 DEFAULT_RINGBUF_BYTES = 64 << 20
+#: The kernel wakes the reader once this much is waiting; else the reader's 50 ms poll
+#: (or a drain) picks records up. One wake-up per record would cost a context switch each.
+_WAKEUP_BYTES = 256 << 10
+_POLL_S = 0.05
+_TRACK = struct.Struct("<II")
 _U32 = struct.Struct("<I")
 _PACKAGE_OBJECTS = os.path.join(os.path.dirname(__file__), "objects")
 
@@ -86,6 +91,7 @@ class EbpfObserver:
         self._lock = threading.Lock()
         self._sessions: dict[int, EbpfSession] = {}
         self._orphans = 0  # records whose session was already gone
+        self._gen = 0  # session generations: unique per session (slots are reused)
         self._closed = False
         self._barrier_req = 0
         self._barrier_done = 0
@@ -109,14 +115,14 @@ class EbpfObserver:
         except _libbpf.LibbpfError as exc:
             raise ObserverUnavailable(f"cannot open BPF object {self.object_path}: {exc}") from None
         try:
-            obj.set_rodata(_U32.pack(1 if self.capture_argv else 0) + bytes(4))
+            obj.set_rodata(struct.pack("<II", 1 if self.capture_argv else 0, _WAKEUP_BYTES))
             obj.set_max_entries("events", _round_pow2(max(ringbuf_bytes, 1 << 16)))
             self._ncpu = _libbpf.possible_cpus()
             obj.set_max_entries("scratch", 2 * self._ncpu)
             obj.load()
             for prog in PROGRAMS:
                 obj.attach(prog)
-            self._tracked = obj.map("tracked", 4, 4)
+            self._tracked = obj.map("tracked", 4, 8)
             self._stats = obj.map("stats", 4, 8 * self._ncpu)
             events_fd = obj.map("events", 4, 4).fd
             self._prog_fds = [obj.prog_fd(p) for p in PROGRAMS]
@@ -151,7 +157,7 @@ class EbpfObserver:
         if session is None:
             self._orphans += 1
         else:
-            session.data.records.append(rec)
+            session.pending.append(rec)
 
     def _reader(self) -> None:
         # epoll on libbpf's ring-buffer epoll fd plus our wake-up pipe: records are handed
@@ -166,19 +172,28 @@ class EbpfObserver:
                 if self._paused.is_set():
                     ep.poll(0.01)  # a stalled consumer (tests) still answers drain barriers
                 else:
-                    ep.poll(1.0)
+                    ep.poll(_POLL_S)
                     rb.consume()
+                    self._fold_pending()
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
                 with self._cond:
                     want = self._barrier_req
                 if want != self._barrier_done:
                     rb.consume()
+                    self._fold_pending()
                     with self._cond:
                         self._barrier_done = want
                         self._cond.notify_all()
         finally:
             ep.close()
+
+    def _fold_pending(self) -> None:
+        # On the reader thread only: records are appended and folded by the same thread.
+        for session in list(self._sessions.values()):
+            if session.pending:
+                batch, session.pending = session.pending, []
+                session.folder.feed(batch)
 
     def _wake(self) -> None:
         if self._wake_w < 0:
@@ -216,10 +231,14 @@ class EbpfObserver:
             zero = bytes(8 * self._ncpu)
             for i in range(_decode.STAT_STRIDE):
                 self._stats.update(_U32.pack(slot * _decode.STAT_STRIDE + i), zero)
+            self._gen += 1
             session = EbpfSession(self, slot, root_pid)
+            session.gen = self._gen
             self._sessions[slot] = session
         try:
-            self._tracked.update(_U32.pack(root_pid), _U32.pack(slot | _decode.PENDING))
+            self._tracked.update(
+                _U32.pack(root_pid), _TRACK.pack(slot | _decode.PENDING, session.gen)
+            )
         except _libbpf.LibbpfError as exc:
             with self._lock:
                 self._sessions.pop(slot, None)
@@ -230,7 +249,7 @@ class EbpfObserver:
         out = []
         for key in self._tracked.all_keys():
             value = self._tracked.lookup(key)
-            if value is not None and (_U32.unpack(value)[0] & ~_decode.PENDING) == slot:
+            if value is not None and (_TRACK.unpack(value)[0] & ~_decode.PENDING) == slot:
                 out.append(_U32.unpack(key)[0])
         return out
 
@@ -262,7 +281,8 @@ class EbpfObserver:
         misses = self._recursion_misses() - session.misses_at_start
         with self._lock:
             self._sessions.pop(session.slot, None)
-        tree, fs, net, sys_, res, nrec, _ = _decode.fold(session.data, counters)
+        tree, fs, net, sys_, res = session.folder.result(counters)
+        nrec = session.folder.records
         emitted = counters.get(_decode.STAT_EMITTED, 0)
         lost = counters.get(_decode.STAT_LOST, 0) + max(0, emitted - nrec) + max(0, misses)
         obs = Observation(
@@ -293,13 +313,11 @@ class EbpfSession:
     def __init__(self, observer: EbpfObserver, slot: int, root_pid: int) -> None:
         self.observer = observer
         self.slot = slot
+        self.gen = 0
         self.root_pid = root_pid
         self.misses_at_start = observer._recursion_misses()
-        self.data = _decode.SessionData(
-            root_pid=root_pid,
-            root_ppid=_ppid(root_pid),
-            syscall_names=observer._syscalls,
-        )
+        self.folder = _decode.Folder(root_pid, _ppid(root_pid), observer._syscalls)
+        self.pending: list[bytes] = []  # records not folded yet (reader thread only)
         self._stopped = False
 
     def stop(self, linger: float = 1.0) -> Observation:

@@ -14,7 +14,6 @@ import posixpath
 import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from glasshouse.receipt.model import (
     FailedFileOp,
@@ -130,23 +129,6 @@ def protocol(kind: int, family_name: str) -> str:
     return _SOCK_TYPES.get(sock_type, f"type{sock_type}")
 
 
-@dataclass
-class _Proc:
-    node: ProcessNode
-    order: int
-
-
-@dataclass
-class SessionData:
-    """What one run's records and counters fold into."""
-
-    root_pid: int
-    root_ppid: int
-    syscall_names: dict[int, str]
-    mono_to_wall_ns: int = field(default_factory=lambda: time.time_ns() - time.monotonic_ns())
-    records: list[bytes] = field(default_factory=list)
-
-
 def _ts(mono_ns: int, offset: int) -> str:
     import datetime as _dt
 
@@ -166,24 +148,39 @@ class _Dedup:
             self.items.append(item)
 
 
-def fold(
-    data: SessionData, counters: dict[int, int]
-) -> tuple[list[ProcessNode], Filesystem, Network, Syscalls, Resources, int, int]:
-    """Fold records + kernel counters -> (tree, fs, net, syscalls, resources, events, trunc)."""
-    procs: dict[int, _Proc] = {}
-    procs[data.root_pid] = _Proc(ProcessNode(pid=data.root_pid, ppid=data.root_ppid), 0)
-    reads, writes, deletes, mkdirs = _Dedup(), _Dedup(), _Dedup(), _Dedup()
-    renames, links, failed = _Dedup(), _Dedup(), _Dedup()
-    attempts, binds = _Dedup(), _Dedup()
-    sends: dict[tuple[str, str], int] = {}
-    bind_by_fd: dict[tuple[int, int], NetworkBind] = {}
-    max_rss = 0
-    cpu_ns = 0
-    names = data.syscall_names
-    off = data.mono_to_wall_ns
-    truncated_argv = 0
+class Folder:
+    """Folds one session's records, incrementally (``feed``), into receipt sections; the
+    reader hands records over in batches, so memory holds the folded state, not every
+    record. ``result`` adds the kernel's per-session counters."""
 
-    for rec in data.records:
+    def __init__(self, root_pid: int, root_ppid: int, syscall_names: dict[int, str]) -> None:
+        self.root_pid = root_pid
+        self.names = syscall_names
+        self.offset = time.time_ns() - time.monotonic_ns()  # CLOCK_MONOTONIC -> wall
+        self.procs: dict[int, ProcessNode] = {root_pid: ProcessNode(pid=root_pid, ppid=root_ppid)}
+        self.reads, self.writes, self.deletes, self.mkdirs = _Dedup(), _Dedup(), _Dedup(), _Dedup()
+        self.renames, self.links, self.failed = _Dedup(), _Dedup(), _Dedup()
+        self.attempts, self.binds = _Dedup(), _Dedup()
+        self.sends: dict[tuple[str, str], int] = {}
+        self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}
+        self.max_rss = 0
+        self.cpu_ns = 0
+        self.records = 0
+        self._raw_seen: set[bytes] = set()  # FILE records already folded, byte for byte
+
+    def feed(self, records: Iterable[bytes]) -> None:
+        for rec in records:
+            self.records += 1
+            if rec[0] == EV_FILE:
+                # identical file records (say a loop retrying a missing path) fold to one
+                # entry: skip them before any decoding (the header's ts/tid/pid differ).
+                key = rec[0:4] + rec[24:36] + rec[40:]
+                if key in self._raw_seen:
+                    continue
+                self._raw_seen.add(key)
+            self._one(rec)
+
+    def _one(self, rec: bytes) -> None:
         etype, flags, _slot, tgid, _tid, ts, ret, nr, arg0, arg1, l0, l1, l2, l3 = HDR.unpack_from(
             rec
         )
@@ -195,22 +192,22 @@ def fold(
         s2 = rec[p : p + l2]
         p += l2
         s3 = rec[p : p + l3]
+        procs = self.procs
 
         if etype == EV_FORK:
             parent = procs.get(tgid)
             node = ProcessNode(pid=nr, ppid=arg0 or tgid, forked_only=True)
-            node.started_at = _ts(ts, off)
+            node.started_at = _ts(ts, self.offset)
             if parent is not None:
-                node.exe = parent.node.exe
-                node.argv = list(parent.node.argv)
-                node.working_dir = parent.node.working_dir
-                node.argv_truncated = parent.node.argv_truncated
-            procs[nr] = _Proc(node, len(procs))
+                node.exe = parent.exe
+                node.argv = list(parent.argv)
+                node.working_dir = parent.working_dir
+                node.argv_truncated = parent.argv_truncated
+            procs[nr] = node
         elif etype == EV_EXEC:
-            proc = procs.get(tgid)
-            if proc is None:
-                proc = procs[tgid] = _Proc(ProcessNode(pid=tgid, ppid=nr), len(procs))
-            node = proc.node
+            node = procs.get(tgid)
+            if node is None:
+                node = procs[tgid] = ProcessNode(pid=tgid, ppid=nr)
             cwd = _dir(s1)
             node.working_dir = cwd
             node.exe = normalize(_text(s0), cwd) if s0 else None
@@ -218,146 +215,147 @@ def fold(
                 argv = s2[:-1] if s2.endswith(b"\0") else s2
                 node.argv = [a.decode("utf-8", "backslashreplace") for a in argv.split(b"\0")]
             node.argv_truncated = bool(flags & F_TRUNC[2])
-            truncated_argv += node.argv_truncated
             node.forked_only = False
             if node.started_at is None:
-                node.started_at = _ts(ts, off)
-            if tgid != data.root_pid:
+                node.started_at = _ts(ts, self.offset)
+            if tgid != self.root_pid:
                 node.ppid = nr
         elif etype == EV_EXIT:
-            proc = procs.get(tgid)
-            if proc is None:
-                proc = procs[tgid] = _Proc(ProcessNode(pid=tgid, ppid=0), len(procs))
+            node = procs.get(tgid)
+            if node is None:
+                node = procs[tgid] = ProcessNode(pid=tgid, ppid=0)
             status = ret & 0xFFFF
             if status & 0x7F:
-                proc.node.signal = status & 0x7F
+                node.signal = status & 0x7F
             else:
-                proc.node.exit_code = (status >> 8) & 0xFF
-            proc.node.ended_at = _ts(ts, off)
-            max_rss = max(max_rss, arg0)
-            cpu_ns += arg1
+                node.exit_code = (status >> 8) & 0xFF
+            node.ended_at = _ts(ts, self.offset)
+            self.max_rss = max(self.max_rss, arg0)
+            self.cpu_ns += arg1
         elif etype == EV_FILE:
-            op = names.get(nr, f"syscall_{nr}")
-            path1 = _text(s0)
-            base1 = _dir(s1) if flags & F_DIR1 else None
-            path2 = _text(s2)
-            base2 = _dir(s3) if flags & F_DIR3 else None
-            if op in ("symlink", "symlinkat"):
-                target, where = path1, normalize(path2, base2)
-            else:
-                target = normalize(path1, base1) if (s0 or base1) else ""
-                where = normalize(path2, base2) if l2 else ""
-            if ret < 0:
-                shown = f"{target} -> {where}" if where else target
-                failed.add((op, shown, ret), FailedFileOp(op=op, path=shown, errno=_errname(ret)))
-                continue
-            if op in ("open", "openat", "openat2"):
-                if arg1 & _O_PATH:
-                    continue
-                acc = arg1 & _O_ACCMODE
-                if acc in (0, _O_RDWR):
-                    reads.add(target, target)
-                if acc in (_O_WRONLY, _O_RDWR) or arg1 & (_O_CREAT | _O_TRUNC):
-                    writes.add(target, target)
-            elif op in ("creat", "truncate", "ftruncate"):
-                writes.add(target, target)
-            elif op in ("unlink", "unlinkat", "rmdir"):
-                deletes.add(target, target)
-            elif op in ("rename", "renameat", "renameat2"):
-                renames.add((target, where), Rename(src=target, dst=where))
-            elif op in ("link", "linkat"):
-                links.add((target, where, "h"), Link(target=target, path=where, kind="hard"))
-            elif op in ("symlink", "symlinkat"):
-                links.add((target, where, "s"), Link(target=target, path=where, kind="symbolic"))
-            elif op in ("mkdir", "mkdirat"):
-                mkdirs.add(target, target)
-            # chdir/fchdir/execve(at): only their failures are recorded (above)
+            self._file(flags, ret, nr, arg1, s0, s1, s2, s3, l2)
         elif etype == EV_NET:
-            op = names.get(nr, f"syscall_{nr}")
-            addr = sockaddr(s0)
-            if op == "listen":
-                bound = bind_by_fd.get((tgid, arg0))
-                if bound is not None and ret == 0:
-                    bound.listening = True
-                    if addr and addr[0] != "unix":
-                        bound.addr = addr[1]
-                elif addr is not None and ret == 0:
-                    b = NetworkBind(addr=addr[1], protocol=protocol(arg1, addr[0]), listening=True)
-                    binds.add(id(b), b)
-                continue
-            if addr is None:
-                continue
-            fam, dst = addr
-            proto = protocol(arg1, fam)
-            if op == "connect":
-                result = _CONNECT_RESULTS.get(-ret if ret < 0 else 0, _errname(ret).lower())
-                key = (dst, proto, result, fam, tgid)
-                attempts.add(
-                    key,
-                    NetworkAttempt(dst=dst, protocol=proto, result=result, family=fam, pid=tgid),
-                )
-            elif op == "bind":
-                if ret < 0:
-                    key = (dst, proto, "bind:" + _errname(ret), fam, tgid)
-                    attempts.add(
-                        key,
-                        NetworkAttempt(
-                            dst=dst,
-                            protocol=proto,
-                            result="bind_failed:" + _errname(ret).lower(),
-                            family=fam,
-                            pid=tgid,
-                        ),
-                    )
-                    continue
-                b = NetworkBind(addr=dst, protocol=proto)
-                bind_by_fd[(tgid, arg0)] = b
-                binds.add(id(b), b)
-            elif op in ("sendto", "sendmsg"):
-                if ret < 0:
-                    key = (dst, proto, "send:" + _errname(ret), fam, tgid)
-                    attempts.add(
-                        key,
-                        NetworkAttempt(
-                            dst=dst,
-                            protocol=proto,
-                            result="send_failed:" + _errname(ret).lower(),
-                            family=fam,
-                            pid=tgid,
-                        ),
-                    )
-                else:
-                    sends[(dst, proto)] = sends.get((dst, proto), 0) + ret
+            self._net(tgid, ret, nr, arg0, arg1, s0)
 
-    tree = [p.node for p in sorted(procs.values(), key=lambda p: p.order)]
-    fs = Filesystem(
-        reads=reads.items,
-        writes=writes.items,
-        deletes=deletes.items,
-        renames=renames.items,
-        links=links.items,
-        mkdirs=mkdirs.items,
-        failed=failed.items,
-    )
-    net = Network(
-        attempts=attempts.items,
-        bytes_sent=counters.get(STAT_TX, 0),
-        bytes_received=counters.get(STAT_RX, 0),
-        binds=binds.items,
-        sends=[NetworkSend(dst=d, protocol=pr, bytes=n) for (d, pr), n in sends.items()],
-    )
-    counts: dict[str, int] = {}
-    for nr, n in counters.items():
-        if nr < NR_SYSCALLS and n:
-            name = names.get(nr, f"syscall_{nr}")
-            counts[name] = counts.get(name, 0) + n
-    if counters.get(STAT_UNKNOWN_NR):
-        counts["unknown"] = counters[STAT_UNKNOWN_NR]
-    syscalls = Syscalls(counts=dict(sorted(counts.items())))
-    resources = Resources(
-        max_rss_kb=max_rss or None, cpu_time_ms=round(cpu_ns / 1e6) if cpu_ns else None
-    )
-    return tree, fs, net, syscalls, resources, len(data.records), truncated_argv
+    def _file(
+        self,
+        flags: int,
+        ret: int,
+        nr: int,
+        arg1: int,
+        s0: bytes,
+        s1: bytes,
+        s2: bytes,
+        s3: bytes,
+        l2: int,
+    ) -> None:
+        op = self.names.get(nr, f"syscall_{nr}")
+        path1 = _text(s0)
+        base1 = _dir(s1) if flags & F_DIR1 else None
+        path2 = _text(s2)
+        base2 = _dir(s3) if flags & F_DIR3 else None
+        if op in ("symlink", "symlinkat"):
+            target, where = path1, normalize(path2, base2)
+        else:
+            target = normalize(path1, base1) if (s0 or base1) else ""
+            where = normalize(path2, base2) if l2 else ""
+        if ret < 0:
+            shown = f"{target} -> {where}" if where else target
+            self.failed.add((op, shown, ret), FailedFileOp(op=op, path=shown, errno=_errname(ret)))
+            return
+        if op in ("open", "openat", "openat2"):
+            if arg1 & _O_PATH:
+                return
+            acc = arg1 & _O_ACCMODE
+            if acc in (0, _O_RDWR):
+                self.reads.add(target, target)
+            if acc in (_O_WRONLY, _O_RDWR) or arg1 & (_O_CREAT | _O_TRUNC):
+                self.writes.add(target, target)
+        elif op in ("creat", "truncate", "ftruncate"):
+            self.writes.add(target, target)
+        elif op in ("unlink", "unlinkat", "rmdir"):
+            self.deletes.add(target, target)
+        elif op in ("rename", "renameat", "renameat2"):
+            self.renames.add((target, where), Rename(src=target, dst=where))
+        elif op in ("link", "linkat"):
+            self.links.add((target, where, "h"), Link(target=target, path=where, kind="hard"))
+        elif op in ("symlink", "symlinkat"):
+            self.links.add((target, where, "s"), Link(target=target, path=where, kind="symbolic"))
+        elif op in ("mkdir", "mkdirat"):
+            self.mkdirs.add(target, target)
+        # chdir/fchdir/execve(at): only their failures are recorded (above)
+
+    def _net(self, tgid: int, ret: int, nr: int, fd: int, kind: int, s0: bytes) -> None:
+        op = self.names.get(nr, f"syscall_{nr}")
+        addr = sockaddr(s0)
+        if op == "listen":
+            bound = self.bind_by_fd.get((tgid, fd))
+            if bound is not None and ret == 0:
+                bound.listening = True
+                if addr and addr[0] != "unix":
+                    bound.addr = addr[1]
+            elif addr is not None and ret == 0:
+                b = NetworkBind(addr=addr[1], protocol=protocol(kind, addr[0]), listening=True)
+                self.binds.add(id(b), b)
+            return
+        if addr is None:
+            return
+        fam, dst = addr
+        proto = protocol(kind, fam)
+        if op == "connect":
+            result = _CONNECT_RESULTS.get(-ret if ret < 0 else 0, _errname(ret).lower())
+            self._attempt(dst, proto, result, fam, tgid)
+        elif op == "bind":
+            if ret < 0:
+                self._attempt(dst, proto, "bind_failed:" + _errname(ret).lower(), fam, tgid)
+                return
+            b = NetworkBind(addr=dst, protocol=proto)
+            self.bind_by_fd[(tgid, fd)] = b
+            self.binds.add(id(b), b)
+        elif op in ("sendto", "sendmsg"):
+            if ret < 0:
+                self._attempt(dst, proto, "send_failed:" + _errname(ret).lower(), fam, tgid)
+            else:
+                self.sends[(dst, proto)] = self.sends.get((dst, proto), 0) + ret
+
+    def _attempt(self, dst: str, proto: str, result: str, fam: str, pid: int) -> None:
+        self.attempts.add(
+            (dst, proto, result, fam, pid),
+            NetworkAttempt(dst=dst, protocol=proto, result=result, family=fam, pid=pid),
+        )
+
+    def result(
+        self, counters: dict[int, int]
+    ) -> tuple[list[ProcessNode], Filesystem, Network, Syscalls, Resources]:
+        fs = Filesystem(
+            reads=self.reads.items,
+            writes=self.writes.items,
+            deletes=self.deletes.items,
+            renames=self.renames.items,
+            links=self.links.items,
+            mkdirs=self.mkdirs.items,
+            failed=self.failed.items,
+        )
+        net = Network(
+            attempts=self.attempts.items,
+            bytes_sent=counters.get(STAT_TX, 0),
+            bytes_received=counters.get(STAT_RX, 0),
+            binds=self.binds.items,
+            sends=[NetworkSend(dst=d, protocol=pr, bytes=n) for (d, pr), n in self.sends.items()],
+        )
+        counts: dict[str, int] = {}
+        for nr, n in counters.items():
+            if nr < NR_SYSCALLS and n:
+                name = self.names.get(nr, f"syscall_{nr}")
+                counts[name] = counts.get(name, 0) + n
+        if counters.get(STAT_UNKNOWN_NR):
+            counts["unknown"] = counters[STAT_UNKNOWN_NR]
+        resources = Resources(
+            max_rss_kb=self.max_rss or None,
+            cpu_time_ms=round(self.cpu_ns / 1e6) if self.cpu_ns else None,
+        )
+        tree = list(self.procs.values())
+        return tree, fs, net, Syscalls(counts=dict(sorted(counts.items()))), resources
 
 
 def load_syscall_names(dirs: Iterable[str]) -> dict[int, str]:

@@ -27,8 +27,13 @@
 #define GH_SOCKADDR_MAX 112      /* sizeof(struct sockaddr_un) rounded up */
 #define GH_DATA_MAX (65536 - 56) /* the whole record is 64 KiB: masks bound offsets */
 
-/* The tracked map's value: the session slot, and whether the root already exec'd. */
+/* The tracked map's value: the session slot (and whether the root already exec'd), and the
+ * session's generation (unique per session, never reused, unlike slots). */
 #define GH_PENDING 0x80000000u   /* root seeded, first exec not seen yet: ignore syscalls */
+struct gh_track {
+	unsigned int slot;
+	unsigned int gen;
+};
 
 enum gh_event_type {
 	GH_EV_FORK = 1,   /* a tracked process created a process (not a thread) */

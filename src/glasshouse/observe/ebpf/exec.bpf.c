@@ -31,17 +31,33 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by the loader before load (.rodata, frozen: the verifier prunes what is off). */
 struct gh_config {
 	u32 capture_argv;
-	u32 reserved;
+	u32 wakeup_bytes; /* wake the reader only once this much is waiting (batching) */
 };
-const volatile struct gh_config cfg = {.capture_argv = 1};
+const volatile struct gh_config cfg = {.capture_argv = 1, .wakeup_bytes = 1 << 20};
 
-/* tgid -> session slot (| GH_PENDING until the root's first exec). */
+/* tgid -> its session: slot (| GH_PENDING until the root's first exec) and generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, u32);
-	__type(value, u32);
+	__type(value, struct gh_track);
 } tracked SEC(".maps");
+
+/* Files a session already reported opening, by (dentry, mount, access class): a workload
+ * that opens the same file 200,000 times costs one record, not 200,000. LRU: an evicted
+ * entry only means a duplicate record, which user space folds away. */
+struct seen_key {
+	u64 dentry;
+	u64 mnt;
+	u32 gen;
+	u32 cls;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct seen_key);
+	__type(value, u8);
+} seen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -86,11 +102,20 @@ static __always_inline void stat_add(u32 slot, u32 what, u64 n)
 		*c += n;
 }
 
+/* Batch reader wake-ups: one per record would cost a context switch per event. The reader
+ * also polls every 50 ms and drains on demand, so nothing waits longer than that. */
+static __always_inline u64 wake_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes
+		       ? BPF_RB_FORCE_WAKEUP
+		       : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void emit(struct gh_event *e, u32 size)
 {
 	/* sizeof(*e) is 65536: the mask is a no-op for every real size and bounds the length
 	 * for the verifier (a compare-and-clamp gets reordered by clang) */
-	if (bpf_ringbuf_output(&events, e, size & (sizeof(*e) - 1), 0))
+	if (bpf_ringbuf_output(&events, e, size & (sizeof(*e) - 1), wake_flags()))
 		stat_add(e->slot, GH_STAT_LOST, 1);
 	else
 		stat_add(e->slot, GH_STAT_EMITTED, 1);
@@ -220,11 +245,11 @@ int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
 	u32 ctgid = BPF_CORE_READ(child, tgid);
 	if (ptgid == ctgid) /* a thread, not a process */
 		return 0;
-	u32 *v = bpf_map_lookup_elem(&tracked, &ptgid);
+	struct gh_track *v = bpf_map_lookup_elem(&tracked, &ptgid);
 	if (!v)
 		return 0;
-	u32 val = *v;
-	u32 slot = val & ~GH_PENDING;
+	struct gh_track val = *v;
+	u32 slot = val.slot & ~GH_PENDING;
 	if (bpf_map_update_elem(&tracked, &ctgid, &val, BPF_ANY)) {
 		stat_add(slot, GH_STAT_LOST, 1); /* tracked map full: this child is unobserved */
 		return 0;
@@ -238,7 +263,7 @@ int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
 	e->tgid = ptgid;
 	e->nr = ctgid;
 	e->arg0 = BPF_CORE_READ(child, real_parent, tgid);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wake_flags());
 	stat_add(slot, GH_STAT_EMITTED, 1);
 	return 0;
 }
@@ -247,12 +272,12 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	u32 tgid = BPF_CORE_READ(p, tgid);
-	u32 *v = bpf_map_lookup_elem(&tracked, &tgid);
+	struct gh_track *v = bpf_map_lookup_elem(&tracked, &tgid);
 	if (!v)
 		return 0;
-	u32 slot = *v & ~GH_PENDING;
-	if (*v & GH_PENDING)
-		*v = slot; /* the root's first exec: the workload starts here */
+	u32 slot = v->slot & ~GH_PENDING;
+	if (v->slot & GH_PENDING)
+		v->slot = slot; /* the root's first exec: the workload starts here */
 	struct gh_event *e = scratch_event(1);
 	if (!e)
 		return 0;
@@ -311,12 +336,12 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(gh_exit, struct task_struct *p)
 {
 	u32 tgid = BPF_CORE_READ(p, tgid);
-	u32 *v = bpf_map_lookup_elem(&tracked, &tgid);
+	struct gh_track *v = bpf_map_lookup_elem(&tracked, &tgid);
 	if (!v)
 		return 0;
 	if (BPF_CORE_READ(p, signal, live.counter) != 0) /* other threads live on */
 		return 0;
-	u32 slot = *v & ~GH_PENDING;
+	u32 slot = v->slot & ~GH_PENDING;
 	bpf_map_delete_elem(&tracked, &tgid);
 	struct gh_event *e = bpf_ringbuf_reserve(&events, GH_HDR_SIZE, 0);
 	if (!e) {
@@ -329,7 +354,7 @@ int BPF_PROG(gh_exit, struct task_struct *p)
 	e->arg0 = BPF_CORE_READ(p, signal, maxrss) * (4096 / 1024);
 	e->arg1 = BPF_CORE_READ(p, signal, utime) + BPF_CORE_READ(p, signal, stime) +
 		  BPF_CORE_READ(p, utime) + BPF_CORE_READ(p, stime);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wake_flags());
 	stat_add(slot, GH_STAT_EMITTED, 1);
 	return 0;
 }
@@ -340,11 +365,11 @@ SEC("raw_tp/sys_enter")
 int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	u32 *v = bpf_map_lookup_elem(&tracked, &tgid);
+	struct gh_track *v = bpf_map_lookup_elem(&tracked, &tgid);
 	if (!v)
 		return 0;
 	long nr = ctx->args[1];
-	u32 val = *v;
+	u32 val = v->slot;
 	if ((val & GH_PENDING) && nr != __NR_execve)
 		return 0; /* still Glasshouse's own pre-exec code in the gated child */
 	u32 slot = val & ~GH_PENDING;
@@ -359,10 +384,11 @@ SEC("raw_tp/sys_exit")
 int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	u32 *v = bpf_map_lookup_elem(&tracked, &tgid);
-	if (!v || (*v & GH_PENDING))
+	struct gh_track *v = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!v || (v->slot & GH_PENDING))
 		return 0;
-	u32 slot = *v;
+	u32 slot = v->slot;
+	u32 gen = v->gen;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	long ret = ctx->args[1];
 	long nr = BPF_CORE_READ(regs, orig_ax);
@@ -388,7 +414,7 @@ int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 			stat_add(slot, GH_STAT_RX, ret);
 		return 0;
 	}
-	if (fs_exit(ctx, regs, nr, ret, slot))
+	if (fs_exit(ctx, regs, nr, ret, slot, gen))
 		return 0;
 	net_exit(ctx, regs, nr, ret, slot);
 	return 0;

@@ -145,17 +145,34 @@ static __always_inline u32 fs_path(struct gh_event *e, u32 off, int s, const cha
 }
 
 static __always_inline bool fs_exit(struct bpf_raw_tracepoint_args *ctx, struct pt_regs *regs,
-				    long nr, long ret, u32 slot)
+				    long nr, long ret, u32 slot, u32 gen)
 {
 	struct fs_args a;
 	if (!fs_decode(regs, nr, &a))
 		return false;
 	if ((nr == __NR_execve || nr == __NR_execveat) && ret == 0)
 		return true; /* a successful exec is reported by sched_process_exec */
+	struct task_struct *task = (void *)bpf_get_current_task();
+	bool is_open = nr == __NR_open || nr == __NR_openat || nr == __NR_openat2 || nr == __NR_creat;
+	if (is_open && ret >= 0) {
+		if (a.flags & 010000000) /* O_PATH: a lookup, not a read or a write */
+			return true;
+		struct file *f = fd_file(task, (int)ret);
+		if (f) {
+			struct seen_key k = {};
+			k.dentry = (u64)BPF_CORE_READ(f, f_path.dentry);
+			k.mnt = (u64)BPF_CORE_READ(f, f_path.mnt);
+			k.gen = gen;
+			k.cls = (a.flags & 3) | ((a.flags & (0100 | 01000)) ? 4 : 0);
+			u8 one = 1;
+			if (bpf_map_lookup_elem(&seen, &k))
+				return true; /* this session already reported this file this way */
+			bpf_map_update_elem(&seen, &k, &one, BPF_ANY);
+		}
+	}
 	struct gh_event *e = scratch_event(0);
 	if (!e)
 		return true;
-	struct task_struct *task = (void *)bpf_get_current_task();
 	init_event(e, GH_EV_FILE, slot);
 	e->nr = nr;
 	e->ret = ret;

@@ -1,0 +1,234 @@
+"""Host observation overhead and throughput: traced vs untraced in the same run.
+
+    .venv/bin/python bench/observe.py [--rounds 7] [--quick]
+
+Cases (issue 4 goals in brackets), each run through the Engine with the process backend,
+once with the eBPF observer attached and once without, interleaved:
+  python imports     an import-heavy Python start                         [<= 1.10x]
+  1000 fork+exec     sh loop running /bin/true 1,000 times                [<= 1.10x]
+  200k opens         a C loop: open+close the same file 200,000 times     [<= 1.50x]
+  relative opens     the same with a relative path (the in-kernel cwd walk)
+  unrelated process  the 200k-open loop run OUTSIDE any observed run while the observer
+                     is attached and an observed run is in flight, vs. observer unloaded
+                                                                          [<= 1.05x]
+Throughput: a C generator makes failed openat() calls (one record each) at a fixed rate
+for 3 s per step; the table shows records lost per step and where loss begins
+[zero lost at 100,000 events/s]. Needs root, BTF and the built object (scripts/build-ebpf.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleave, print_table, summary
+
+from glasshouse.backends import create
+from glasshouse.core.execution import Engine, ExecutionSpec
+
+OPEN_LOOP_C = r"""
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long n = atol(argv[2]);
+    for (long i = 0; i < n; i++) {
+        int fd = open(argv[1], O_RDONLY);
+        if (fd >= 0) close(fd);
+    }
+    return 0;
+}
+"""
+
+RATE_C = r"""
+#include <fcntl.h>
+#include <stdlib.h>
+#include <time.h>
+#include <stdio.h>
+static double now(void) {
+    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+int main(int argc, char **argv) {
+    double rate = atof(argv[1]), secs = atof(argv[2]);
+    double t0 = now(); long done = 0;
+    for (;;) {
+        double t = now() - t0;
+        if (t >= secs) break;
+        long due = (long)(t * rate);
+        if (due > done + 1000) due = done + 1000; /* re-check the clock every 1000 */
+        while (done < due) { open("/nonexistent-glasshouse-bench/x", O_RDONLY); done++; }
+    }
+    printf("%ld %.3f\n", done, now() - t0);
+    return 0;
+}
+"""
+
+IMPORTS = (
+    "import json, email.parser, http.client, asyncio, decimal, unittest, xml.dom.minidom, "
+    "sqlite3, argparse, logging.handlers, urllib.request, csv, zipfile, tarfile, statistics"
+)
+
+
+def compile_c(src: str, out: Path) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        sys.exit("no C compiler (cc/gcc/clang) for the benchmark helpers")
+    c = out.with_suffix(".c")
+    c.write_text(src)
+    subprocess.run([cc, "-O2", "-o", str(out), str(c)], check=True)
+    return out
+
+
+def engine_time(engine: Engine, argv: list[str], cwd: str) -> float:
+    t0 = time.perf_counter()
+    run = engine.run(ExecutionSpec(argv=argv, cwd=cwd, timeout=300))
+    took = time.perf_counter() - t0
+    if run.result.exit_code != 0:
+        sys.exit(f"benchmark workload failed: {argv}: {run.result}")
+    for o in run.observations:
+        if o.events_lost:
+            print(f"  (lost {o.events_lost} events in {argv[0]})", file=sys.stderr)
+    return took
+
+
+def plain_time(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and steps")
+    args = ap.parse_args()
+    rounds = 3 if args.quick else args.rounds
+
+    from glasshouse.core.profiling import ObserverUnavailable
+    from glasshouse.observe.ebpf import EbpfObserver
+
+    t0 = time.perf_counter()
+    try:
+        observer = EbpfObserver()
+    except ObserverUnavailable as exc:
+        sys.exit(f"eBPF observer unavailable: {exc}")
+    load_ms = (time.perf_counter() - t0) * 1000
+    print(f"eBPF observer load + attach: {load_ms:.0f} ms (once per process)\n")
+
+    backend = create("process")
+    traced = Engine(backend, observers=[observer], profile="host")
+    untraced = Engine(backend, profile="disabled")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        open_loop = str(compile_c(OPEN_LOOP_C, work / "open_loop"))
+        rate_gen = str(compile_c(RATE_C, work / "rate_gen"))
+        target = work / "target.txt"
+        target.write_text("x")
+        py = os.path.realpath(sys.executable)
+        workloads = {
+            "python imports": [py, "-c", IMPORTS],
+            "1000 fork+exec": [
+                "/bin/sh",
+                "-c",
+                "i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done",
+            ],
+            "200k opens": [open_loop, str(target), "200000"],
+            "200k relative opens": [open_loop, "target.txt", "200000"],
+        }
+        cases = {}
+        for name, argv in workloads.items():
+            cases[f"{name} | untraced"] = lambda a=argv: engine_time(untraced, a, tmp)
+            cases[f"{name} | traced"] = lambda a=argv: engine_time(traced, a, tmp)
+        samples = interleave(cases, rounds, warmup=1)
+        goals = {
+            "python imports": 1.10,
+            "1000 fork+exec": 1.10,
+            "200k opens": 1.5,
+            "200k relative opens": 1.5,
+        }
+        rows = []
+        for name in workloads:
+            u = summary(samples[f"{name} | untraced"])["median"]
+            t = summary(samples[f"{name} | traced"])["median"]
+            ratio = t / u
+            rows.append(
+                (
+                    name,
+                    f"{u * 1000:.0f}",
+                    f"{t * 1000:.0f}",
+                    f"{ratio:.2f}x",
+                    f"<= {goals[name]:.2f}x",
+                    "OK" if ratio <= goals[name] else "OVER",
+                )
+            )
+
+        # An unrelated process while an observed run is in flight, vs observer unloaded.
+        unrelated = [open_loop, str(target), "200000"]
+        holder = subprocess.Popen(["sleep", "3600"])  # keeps a session open (tracked tree)
+        session = observer.start(holder.pid)
+        attached = [plain_time(unrelated) for _ in range(rounds)]
+        holder.kill()
+        holder.wait()
+        session.stop(linger=0)
+        observer.close()
+        detached = [plain_time(unrelated) for _ in range(rounds)]
+        u = summary(detached)["median"]
+        t = summary(attached)["median"]
+        rows.append(
+            (
+                "unrelated 200k opens",
+                f"{u * 1000:.0f}",
+                f"{t * 1000:.0f}",
+                f"{t / u:.2f}x",
+                "<= 1.05x",
+                "OK" if t / u <= 1.05 else "OVER",
+            )
+        )
+        print(f"Overhead, median of {rounds} interleaved rounds, {os.cpu_count()} cores")
+        print_table(rows, ("workload", "untraced ms", "traced ms", "ratio", "goal", ""))
+
+        # Throughput: where does loss begin?
+        print("\nThroughput: failed openat() at a fixed rate for 3 s, one record each")
+        steps = [50_000, 100_000, 200_000] if args.quick else [50_000, 100_000, 200_000, 400_000]
+        steps.append(0)  # 0 = as fast as possible
+        observer = EbpfObserver()
+        engine = Engine(backend, observers=[observer], profile="host")
+        rows = []
+        first_loss = None
+        for rate in steps:
+            r = engine.run(
+                ExecutionSpec(argv=[rate_gen, str(rate or 1e9), "3"], cwd=tmp, timeout=60)
+            )
+            done, secs = r.result.stdout.data.split()
+            achieved = int(done) / float(secs)
+            obs = r.observations[0]
+            lost = obs.events_lost
+            if lost and first_loss is None:
+                first_loss = achieved
+            rows.append(
+                (
+                    "max" if rate == 0 else f"{rate:,}",
+                    f"{achieved:,.0f}",
+                    f"{obs.events:,}",
+                    f"{lost:,}",
+                )
+            )
+        observer.close()
+        print_table(rows, ("target ev/s", "achieved ev/s", "records", "lost"))
+        if first_loss is None:
+            print("no loss at any rate tried (the generator's maximum included)")
+        else:
+            print(f"loss begins near {first_loss:,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
