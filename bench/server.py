@@ -197,7 +197,10 @@ def main() -> int:
         server = _Server(
             name,
             [
-                *("--max-concurrency", str(opts.max_concurrency), "--queue", "64"),
+                # queue sized so the c=16 phase fills it exactly: /health is then sampled
+                # with every place taken (a 17th request would get 429)
+                *("--max-concurrency", str(opts.max_concurrency)),
+                *("--queue", str(max(0, max(CONCURRENCY) - opts.max_concurrency))),
                 *("--profile", opts.profile),
             ],
         )
@@ -223,7 +226,9 @@ def main() -> int:
                 per[c] = {"p50": p50, "p95": p95, "rps": rps, "errors": err}
                 if health:
                     per[c]["health_p50_ms"] = statistics.median(health) * 1000
+                    per[c]["health_p95_ms"] = pct(health, 95) * 1000
                     per[c]["health_max_ms"] = max(health) * 1000
+                    per[c]["health_samples"] = len(health)
                 rows.append(
                     (
                         f"server/{name}",
@@ -249,7 +254,8 @@ def main() -> int:
         top = per.get(max(CONCURRENCY)) if isinstance(per, dict) else None
         if top and "health_p50_ms" in top:
             print(
-                f"# {name}: /health while the queue was full: p50 {top['health_p50_ms']:.1f} ms,"
+                f"# {name}: /health while the queue was full ({top['health_samples']} samples):"
+                f" p50 {top['health_p50_ms']:.1f} ms, p95 {top['health_p95_ms']:.1f} ms,"
                 f" max {top['health_max_ms']:.1f} ms; pool {per.get('pool')}"
             )
     if opts.json:

@@ -47,6 +47,11 @@ class Metrics:
                 if seconds <= bound:
                     self._bucket_counts[i] += 1
 
+    def mean_seconds(self, default: float = 1.0) -> float:
+        """Mean run duration so far (``default`` before the first run)."""
+        with self._lock:
+            return self._sum / self._count if self._count else default
+
     def reject(self, reason: str) -> None:
         with self._lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1

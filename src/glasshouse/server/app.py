@@ -337,7 +337,6 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
 
 def _retry_after(runner: Runner) -> int:
     """Seconds until a place is likely free: the mean run time times the queue's turns."""
-    m = runner.metrics
-    mean = (m._sum / m._count) if m._count else 1.0
+    mean = runner.metrics.mean_seconds()
     turns = 1 + runner.queued / max(1, runner.config.max_concurrency)
     return max(1, min(60, math.ceil(mean * turns)))
