@@ -166,6 +166,11 @@ def test_categories() -> None:
     assert exec_category("/opt/x/thing") == "other"
     assert file_category("/w/a", "/w") == "workspace" and file_category("/wx", "/w") == "other"
     assert file_category("/proc/self/maps", None) == "proc"
+    assert (
+        file_category("/dev/shm/x", None) == "temp" and file_category("/dev/null", None) == "device"
+    )
+    assert file_category("/var/lib/dpkg/s", None) == "system"
+    assert file_category("/var/log/syslog", None) == "other" and file_category("/", None) == "other"
     assert net_category("[::1]:80") == "loopback" and net_category("unix:/x") == "other"
     assert net_category("192.168.1.1:1") == "private" and net_category("1.1.1.1:53") == "public"
 

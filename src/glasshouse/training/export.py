@@ -23,11 +23,12 @@ behaviours (capped at :data:`MAX_BEHAVIOURS`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from glasshouse.core.version import RECEIPT_VERSION
@@ -114,8 +115,12 @@ class ExportStats:
     problems: list[str] = field(default_factory=list)
 
 
-def exec_category(exe: str | None, argv0: str | None = None) -> str:
-    name = PurePosixPath(exe or argv0 or "").name.lower()
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _exec_category_of(name: str) -> str:
     base = name.rstrip("0123456789.")  # python3.11 -> python, pip3 -> pip
     for category, names in EXEC_CATEGORIES.items():
         if name in names or base in names:
@@ -123,26 +128,43 @@ def exec_category(exe: str | None, argv0: str | None = None) -> str:
     return "other"
 
 
+def exec_category(exe: str | None, argv0: str | None = None) -> str:
+    return _exec_category_of(_basename(exe or argv0 or "").lower())
+
+
+_TOP_LEVEL = {p.split("/")[1]: c for c, ps in _FILE_PREFIXES for p in ps if p.count("/") == 1}
+_TWO_LEVEL = {p: c for c, ps in _FILE_PREFIXES for p in ps if p.count("/") == 2}
+
+
 def file_category(path: str, workspace: str | None) -> str:
     if workspace and workspace != "/" and (path == workspace or path.startswith(workspace + "/")):
         return "workspace"
     if not path.startswith("/"):
         return "workspace"
-    for category, prefixes in _FILE_PREFIXES:
-        if any(path == p or path.startswith(p + "/") for p in prefixes):
-            return category
-    return "other"
+    parts = path.split("/", 3)
+    if len(parts) > 2:
+        two = _TWO_LEVEL.get(f"/{parts[1]}/{parts[2]}")
+        if two is not None:
+            return two
+    return _TOP_LEVEL.get(parts[1], "other")
+
+
+@functools.lru_cache(maxsize=16384)
+def _endpoint(dst: str) -> tuple[str, int | None]:
+    ip, port = parse_endpoint(dst)
+    if ip is None:
+        category = "other"
+    elif ip.is_loopback:
+        category = "loopback"
+    elif ip.is_private or ip.is_link_local:
+        category = "private"
+    else:
+        category = "public" if ip.is_global else "other"
+    return category, port
 
 
 def net_category(dst: Any) -> str:
-    ip, _ = parse_endpoint(dst)
-    if ip is None:
-        return "other"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_private or ip.is_link_local:
-        return "private"
-    return "public" if ip.is_global else "other"
+    return _endpoint(dst)[0] if isinstance(dst, str) else "other"
 
 
 class _FirstSeen:
@@ -200,7 +222,8 @@ def record_for(
         )
         execs["total"] += 1
         execs[category] += 1
-        name = PurePosixPath(node.get("exe") or (argv[0] if argv else "") or "?").name
+        first = argv[0] if argv and isinstance(argv[0], str) else ""
+        name = _basename(node.get("exe") or first) or "?"
         behaviours.add(f"exec:{name}")
 
     workspace = _d(tree[0]).get("working_dir") if tree else None
@@ -217,13 +240,13 @@ def record_for(
     network = {"total": 0, **dict.fromkeys(NET_CATEGORIES, 0), "tcp": 0, "udp": 0}
     for attempt in _l(net.get("attempts")):
         attempt = _d(attempt)
-        category = net_category(attempt.get("dst"))
+        dst = attempt.get("dst")
+        category, port = _endpoint(dst) if isinstance(dst, str) else ("other", None)
         proto = str(attempt.get("protocol") or "").lower()
         network["total"] += 1
         network[category] += 1
         if proto in ("tcp", "udp"):
             network[proto] += 1
-        _, port = parse_endpoint(attempt.get("dst"))
         behaviours.add(f"net:{category}:{proto or '?'}/{port if port is not None else '?'}")
 
     counts = _d(_d(receipt.get("syscalls")).get("counts"))
