@@ -31,7 +31,7 @@ kernel_key() {
 }
 rootfs_key() {
   { echo "recipe=$ROOTFS_RECIPE py=$(/usr/bin/python3 -VV) dash=$(dpkg-query -W -f='${Version}' dash)"
-    cat src/glasshouse/guest/init/*.py src/glasshouse/guest/rootfs.list; } | _hash
+    cat src/glasshouse/guest/init/*.py src/glasshouse/guest/rootfs.list src/glasshouse/guest/transport.py src/glasshouse/guest/mkrootfs.py; } | _hash
 }
 
 need_kernel() { [ ! -s "$GUEST/kernel-$(kernel_key)/vmlinux" ]; }
@@ -142,6 +142,19 @@ m = {"kernel": k, "kernel_digest": digest(k), "rootfs": r, "rootfs_digest": dige
 with open(out + ".tmp", "w") as f:
     json.dump(m, f, indent=1)
 os.replace(out + ".tmp", out)
+# Drop artifacts of older recipes (and snapshots of them): the cache holds one generation.
+import glob, shutil
+d = os.path.dirname(out)
+for p in glob.glob(os.path.join(d, "rootfs-*.ext4")) + glob.glob(os.path.join(d, "kernel-*")):
+    if p not in (r, os.path.dirname(k)) and ".tmp" not in p:
+        shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+for p in glob.glob(os.path.join(d, "snapshot-*")):
+    try:
+        meta = json.load(open(os.path.join(p, "meta.json")))
+    except (OSError, ValueError):
+        continue
+    if (meta.get("kernel_digest"), meta.get("rootfs_digest")) != (m["kernel_digest"], m["rootfs_digest"]):
+        shutil.rmtree(p, ignore_errors=True)
 PY
 }
 

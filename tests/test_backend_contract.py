@@ -33,9 +33,15 @@ class BackendCase:
 
 
 _SANDBOX, _GVISOR = "glasshouse.backends.sandbox", "glasshouse.backends.gvisor"
+_MICROVM = "glasshouse.backends.microvm"
 BACKENDS = [
     pytest.param(BackendCase("fake", lambda: create("fake"), real=False), id="fake"),
     pytest.param(BackendCase("process", lambda: create("process")), id="process"),
+    pytest.param(
+        BackendCase("microvm", lambda: create("microvm"), probe=_MICROVM, slow=True),
+        id="microvm",
+        marks=pytest.mark.vm,
+    ),
     pytest.param(BackendCase("sandbox", lambda: create("sandbox"), probe=_SANDBOX), id="sandbox"),
     pytest.param(BackendCase("gvisor", lambda: create("gvisor"), probe=_GVISOR), id="gvisor"),
 ]

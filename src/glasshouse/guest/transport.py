@@ -28,6 +28,8 @@ VSOCK_PORT = 52
 SERIAL_PREFIX = b"GHFRAME "
 #: Printed on the console by the guest when it is ready for a request.
 READY_LINE = b"GH-READY"
+#: Written by the host to a restored guest's console: "start listening on vsock now".
+WAKE_LINE = b"GH-WAKE"
 #: Largest request the guest accepts (code, stdin and files).
 MAX_REQUEST = 64 << 20
 
@@ -77,9 +79,12 @@ def unb64(value: object, what: str, limit: int) -> bytes:
     if len(value) > (limit + 2) // 3 * 4:
         raise ProtocolError(f"{what} exceeds its {limit}-byte cap")
     try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
+        data = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
         raise ProtocolError(f"{what} is not valid base64") from None
+    if len(data) > limit:
+        raise ProtocolError(f"{what} exceeds its {limit}-byte cap")
+    return data
 
 
 # ----- result schema (guest -> host) ------------------------------------------------------

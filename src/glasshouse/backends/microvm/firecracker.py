@@ -12,6 +12,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -41,15 +43,56 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class FirecrackerVM:
-    """One Firecracker process in ``run_dir``. Not thread-safe except :meth:`kill`."""
+#: Where jails live: on the same filesystem as the image cache, so the (large) snapshot
+#: memory file and the rootfs are hard-linked into each jail, never copied.
+JAIL_BASE = Path(os.environ.get("GLASSHOUSE_JAIL_DIR", "/var/lib/glasshouse/jailer"))
+#: First host uid/gid of jailed VMMs; each VM gets a random one above it.
+JAIL_UID_BASE = 0x6B000000
 
-    def __init__(self, binary: str, run_dir: Path, rootfs: str) -> None:
+
+class FirecrackerVM:
+    """One Firecracker process. Not thread-safe except :meth:`kill`.
+
+    Without ``jailer`` the VMM runs as the caller with its working directory in ``run_dir``.
+    With it, Firecracker's jailer starts it chrooted in a fresh jail (``run_dir`` is ignored
+    and the jail's root is used), as a fresh unprivileged uid/gid, with its own /dev/kvm
+    node; the files the VM needs are hard-linked into the jail before it starts.
+    """
+
+    def __init__(self, binary: str, run_dir: Path, rootfs: str, jailer: str | None = None) -> None:
         self.binary = binary
-        self.run_dir = run_dir
+        self.jailer = jailer
         self.proc: subprocess.Popen[bytes] | None = None
         self.console: Console | None = None
-        os.symlink(rootfs, run_dir / ROOTFS_NAME)
+        self.jail_dir: Path | None = None
+        if jailer is not None:
+            self.jail_id = "gh-" + secrets.token_hex(8)
+            self.jail_dir = JAIL_BASE / Path(binary).name / self.jail_id
+            self.run_dir = self.jail_dir / "root"
+            self.run_dir.mkdir(parents=True, mode=0o755)
+            self.uid = JAIL_UID_BASE + secrets.randbelow(1 << 20)
+        else:
+            self.run_dir = run_dir
+        self._link(rootfs, ROOTFS_NAME)
+
+    def _link(self, src: str | Path, name: str) -> None:
+        if self.jailer is None:
+            os.symlink(src, self.run_dir / name)
+            return
+        try:
+            os.link(src, self.run_dir / name)
+        except OSError as exc:
+            raise BackendError(
+                f"cannot hard-link {src} into the jail {self.run_dir} ({exc}); the jail "
+                f"directory (GLASSHOUSE_JAIL_DIR) must be on the same filesystem as {src}"
+            ) from None
+
+    def path(self, src: str | Path, name: str) -> str:
+        """How the VMM names host file ``src``: itself outside a jail, a link inside one."""
+        if self.jailer is None:
+            return str(src)
+        self._link(src, name)
+        return "/" + name
 
     @property
     def pid(self) -> int | None:
@@ -57,8 +100,22 @@ class FirecrackerVM:
 
     def spawn(self) -> None:
         api = self.run_dir / API_NAME
+        fc_args = ["--api-sock", str(api), "--level", "Error"]
+        if self.jailer is None:
+            cmd = [self.binary, *fc_args]
+        else:
+            fc_args[1] = "/" + API_NAME
+            cmd = [
+                self.jailer,
+                "--id", self.jail_id,
+                "--exec-file", self.binary,
+                "--uid", str(self.uid),
+                "--gid", str(self.uid),
+                "--chroot-base-dir", str(JAIL_BASE),
+                "--", *fc_args,
+            ]  # fmt: skip
         self.proc = subprocess.Popen(
-            [self.binary, "--api-sock", str(api), "--level", "Error"],
+            cmd,
             cwd=self.run_dir,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -99,6 +156,7 @@ class FirecrackerVM:
             raise BackendError(f"firecracker API {method} {path} -> {resp.status}: {fault}")
 
     def boot(self, kernel: str, boot_args: str, mem_mib: int, vsock: bool = True) -> None:
+        kernel = self.path(kernel, "vmlinux")
         self.api("PUT", "/boot-source", {"kernel_image_path": kernel, "boot_args": boot_args})
         self.api(
             "PUT",
@@ -136,18 +194,27 @@ class FirecrackerVM:
         )
 
     def restore(self, snap_path: Path, mem_path: Path) -> None:
+        snap = self.path(snap_path, "vm.snap")
+        mem = self.path(mem_path, "vm.mem")
         self.api(
             "PUT",
             "/snapshot/load",
             {
-                "snapshot_path": str(snap_path),
+                "snapshot_path": snap,
                 # File-backed guest memory is mapped MAP_PRIVATE: clones share the page cache
                 # copy of the snapshot and only pay for the pages they write.
-                "mem_backend": {"backend_type": "File", "backend_path": str(mem_path)},
+                "mem_backend": {"backend_type": "File", "backend_path": mem},
                 "enable_diff_snapshots": False,
                 "resume_vm": True,
             },
         )
+        # The restored guest init waits for this line before it listens on vsock.
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(T.WAKE_LINE + b"\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise GuestFailure(f"cannot wake the restored guest: {exc}") from None
 
     def connect(self, timeout: float) -> socket.socket:
         """Open the guest agent's vsock port through Firecracker's UNIX-socket bridge."""
@@ -182,6 +249,8 @@ class FirecrackerVM:
 
     def close(self) -> None:
         stop_process(self.proc)
+        if self.jail_dir is not None:
+            shutil.rmtree(self.jail_dir, ignore_errors=True)
 
     def console_tail(self) -> str:
         return self.console.tail() if self.console is not None else ""

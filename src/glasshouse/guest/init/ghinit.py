@@ -20,16 +20,16 @@ The host trusts none of this: it parses the result strictly (glasshouse.guest.tr
 
 from __future__ import annotations
 
+# Only built-in modules at start-up: on kvm_pvm every page fault and file read runs in the
+# emulated guest kernel, so loading e.g. hashlib's libcrypto costs seconds of boot.
+import _socket
 import ctypes
 import fcntl
-import hashlib
 import os
-import resource
-import signal
-import socket
 import struct
 import sys
 import time
+from _sha256 import sha256
 
 sys.path.insert(0, "/usr/lib/glasshouse")
 import gh_transport as T
@@ -79,6 +79,9 @@ _WARM = (
     "abc",
     "numbers",
     "array",
+    "resource",
+    "io",
+    "builtins",
 )
 
 _RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
@@ -111,7 +114,7 @@ def _setup() -> None:
     _mount("tmpfs", "/tmp", "tmpfs", nosuid_nodev, "mode=1777")
     _mount("tmpfs", "/work", "tmpfs", nosuid_nodev, "mode=0777")
     _mount("tmpfs", "/run", "tmpfs", nosuid_nodev, "mode=0755")
-    socket.sethostname("glasshouse")
+    _socket.sethostname("glasshouse")
 
 
 def _warm() -> None:
@@ -146,14 +149,15 @@ def _cmdline() -> dict[str, str]:
 
 class _Vsock:
     def __init__(self) -> None:
-        self._listener = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-        self._listener.bind((socket.VMADDR_CID_ANY, T.VSOCK_PORT))
+        self._listener = _socket.socket(_socket.AF_VSOCK, _socket.SOCK_STREAM)
+        self._listener.bind((_socket.VMADDR_CID_ANY, T.VSOCK_PORT))
         self._listener.listen(1)
-        self._conn: socket.socket | None = None
+        self._conn: _socket.socket | None = None
 
     def receive(self) -> dict:
         while True:
-            conn, _ = self._listener.accept()
+            fd, _ = self._listener._accept()
+            conn = _socket.socket(fileno=fd)
             try:
                 header = _recv_exact(conn, T.HEADER.size)
                 body = _recv_exact(conn, T.decode_header(header, T.MAX_REQUEST))
@@ -168,10 +172,10 @@ class _Vsock:
     def send(self, frame: bytes) -> None:
         assert self._conn is not None
         self._conn.sendall(frame)
-        self._conn.shutdown(socket.SHUT_WR)
+        self._conn.shutdown(_socket.SHUT_WR)
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
+def _recv_exact(conn: _socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = conn.recv(min(n - len(buf), 1 << 20))
@@ -225,6 +229,21 @@ class _Serial:
             pass
 
 
+def _wait_wake() -> None:
+    """Announce READY (the host snapshots us now) and block until the wake line."""
+    import termios
+    import tty
+
+    fd = os.open("/dev/ttyS0", os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd, termios.TCSANOW)  # not TCSAFLUSH: that could drop an early wake line
+    _console(T.READY_LINE)
+    buf = b""
+    while T.WAKE_LINE not in buf:
+        chunk = os.read(fd, 256)
+        buf = (buf + chunk)[-256:]
+    os.close(fd)
+
+
 # ----- running the request ----------------------------------------------------------------
 
 
@@ -270,7 +289,7 @@ def _write_files(req: dict) -> None:
 
 
 def _stream(path: str, cap: int) -> dict:
-    h = hashlib.sha256()
+    h = sha256()
     kept = bytearray()
     size = 0
     with open(path, "rb") as f:
@@ -288,6 +307,8 @@ def _stream(path: str, cap: int) -> dict:
 
 
 def _limits_preexec(limits: dict):
+    import resource
+
     def apply() -> None:
         os.setsid()
         if limits.get("pids"):
@@ -343,6 +364,7 @@ def _run_inprocess(
 ) -> dict:
     import builtins
     import io
+    import resource
     import traceback
 
     for target, fd in enumerate(fds):
@@ -461,23 +483,35 @@ def _handle(req: dict) -> dict:
 
 
 def _empty_stream() -> dict:
-    return {"data": "", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "truncated": False}
+    return {"data": "", "size": 0, "sha256": sha256(b"").hexdigest(), "truncated": False}
 
 
 def main() -> None:
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if os.getpid() == 1:
         _setup()
     options = _cmdline()
     _console(f"gh: init up {_uptime()}".encode())
     if options.get("gh.warm") == "1":
+        # Snapshot boot: the snapshot is taken while we wait for the wake line on the
+        # console. Only then listen on vsock: Firecracker resets the vsock transport of a
+        # restored VM, which would kill a connection the host opened before the guest
+        # kernel processed that reset, but never a listener created after it.
         _warm()
         _console(f"gh: warm {_uptime()}".encode())
-    transport = _Serial() if options.get("gh.transport") == "serial" else _Vsock()
-    _console(T.READY_LINE)
+        _wait_wake()
+        transport = _Vsock()
+    else:
+        transport = _Serial() if options.get("gh.transport") == "serial" else _Vsock()
+        _console(T.READY_LINE)
+    t_listen = time.monotonic()
     try:
         req = transport.receive()
+        t_request = time.monotonic()
         result = _handle(req)
+        result["guest"]["ms"] = {
+            "listen_to_request": round((t_request - t_listen) * 1000, 1),
+            "handle": round((time.monotonic() - t_request) * 1000, 1),
+        }
     except Exception as exc:  # a broken request still gets an answer
         result = {
             "v": 1,

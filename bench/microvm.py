@@ -1,0 +1,162 @@
+"""microvm backend numbers, with baselines measured in the same run.
+
+    .venv/bin/python bench/microvm.py            # snapshot path + cold boot (minutes on kvm_pvm)
+    .venv/bin/python bench/microvm.py --no-cold  # skip the cold boot
+    .venv/bin/python bench/microvm.py --json     # one JSON object instead of the table
+
+Measures, for ``python3 -c 'print(2+2)'`` end to end through the Engine (request to result:
+fresh VM, entropy and clock fixed up, VM destroyed):
+  * latency from the warm snapshot (min/median/max over --runs),
+  * cold boot to result (Firecracker, one boot),
+  * host memory of a VMM (RSS and PSS) right after restore and while user code runs,
+  * runs/s at concurrency --concurrency,
+  * the same latency for the ``sandbox`` backend (if it works here) and ``process``,
+    and the ratios. Goals (issue 6): median <= 60 ms on kvm_pvm, >= 15 runs/s on 2 cores,
+    <= 16 MiB per VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from glasshouse.backends import create
+from glasshouse.backends.microvm import images
+from glasshouse.core.execution import Backend, BackendError, Engine, ExecutionSpec
+
+CODE = ["python3", "-c", "print(2+2)"]
+
+
+def _one(backend: Backend) -> float:
+    t0 = time.perf_counter()
+    run = Engine(backend).run(ExecutionSpec(argv=CODE, timeout=60))
+    dt = time.perf_counter() - t0
+    if run.result.stdout.data != b"4\n":
+        raise SystemExit(f"{backend.name}: wrong result: {run.result.error or run.result.stdout}")
+    return dt
+
+
+def _latency(backend: Backend, runs: int) -> dict[str, float]:
+    _one(backend)  # warm the host page cache of the snapshot files
+    times = [_one(backend) for _ in range(runs)]
+    return {
+        "min_ms": round(min(times) * 1000, 1),
+        "median_ms": round(statistics.median(times) * 1000, 1),
+        "max_ms": round(max(times) * 1000, 1),
+        "n": runs,
+    }
+
+
+def _mem_kib(pid: int) -> tuple[int, int]:
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def _memory(backend: Backend) -> dict[str, float]:
+    spec = ExecutionSpec(argv=["python3", "-c", "print(2+2); import time; time.sleep(1.5)"])
+    handle = backend.start(spec)
+    try:
+        assert handle.pid is not None
+        after_restore = _mem_kib(handle.pid)
+        backend.release(handle)
+        sample: list[tuple[int, int]] = []
+        timer = threading.Timer(0.8, lambda: sample.append(_mem_kib(handle.pid)))  # type: ignore[arg-type]
+        timer.start()
+        backend.wait(handle)
+        timer.join()
+    finally:
+        backend.cleanup(handle)
+    running = sample[0] if sample else (0, 0)
+    return {
+        "restored_rss_mib": round(after_restore[0] / 1024, 1),
+        "restored_pss_mib": round(after_restore[1] / 1024, 1),
+        "running_rss_mib": round(running[0] / 1024, 1),
+        "running_pss_mib": round(running[1] / 1024, 1),
+    }
+
+
+def _throughput(backend: Backend, total: int, concurrency: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda _: _one(backend), range(total)))
+    return round(total / (time.perf_counter() - t0), 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--throughput-runs", type=int, default=40)
+    ap.add_argument("--no-cold", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    runs = max(1, min(args.runs, 200))
+    total = max(1, min(args.throughput_runs, 400))
+
+    out: dict[str, Any] = {"host_kvm": images.kvm_kind()}
+    vm = create("microvm")
+    t0 = time.perf_counter()
+    vm.prepare()
+    out["prepare_s"] = round(time.perf_counter() - t0, 2)
+    snap = out["snapshot"] = _latency(vm, runs)
+    mem = out["memory"] = _memory(vm)
+    out["runs_per_s"] = _throughput(vm, total, args.concurrency)
+    out["concurrency"] = args.concurrency
+    if not args.no_cold:
+        cold = create("microvm", snapshot=False)
+        cold.prepare()
+        out["cold_boot_s"] = round(_one(cold), 2)
+    for name in ("sandbox", "process"):
+        try:
+            b = create(name)
+            b.prepare()
+            out[name] = _latency(b, runs)
+            out[f"ratio_vs_{name}"] = round(snap["median_ms"] / out[name]["median_ms"], 2)
+        except BackendError as exc:
+            out[name] = {"unavailable": str(exc)}
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"host: {out['host_kvm']}   prepare (snapshot cached or built): {out['prepare_s']} s")
+    print(
+        f"from snapshot, print(2+2) end to end: median {snap['median_ms']} ms "
+        f"(min {snap['min_ms']}, max {snap['max_ms']}, n={snap['n']})   goal <= 60 ms (kvm_pvm)"
+    )
+    if "cold_boot_s" in out:
+        print(f"cold boot to result (firecracker): {out['cold_boot_s']} s")
+    print(
+        f"VMM memory after restore: RSS {mem['restored_rss_mib']} MiB, "
+        f"PSS {mem['restored_pss_mib']} MiB; while running: RSS {mem['running_rss_mib']} MiB, "
+        f"PSS {mem['running_pss_mib']} MiB   goal <= 16 MiB"
+    )
+    print(f"throughput at concurrency {args.concurrency}: {out['runs_per_s']} runs/s   goal >= 15")
+    for name in ("sandbox", "process"):
+        base = out[name]
+        if "median_ms" in base:
+            ratio = out[f"ratio_vs_{name}"]
+            print(f"{name}: median {base['median_ms']} ms; microvm/{name} = {ratio}x")
+        else:
+            print(f"{name}: {base['unavailable']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The microvm backend with real VMs (marked ``vm``): skipped, with the probed reason, where
+this host cannot boot a guest. Most cases go through snapshot restore (one cold boot builds
+the snapshot, cached on disk); QEMU gets one cold boot."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from glasshouse.backends import create
+from glasshouse.core.execution import Engine, ExecutionSpec, Limits
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from glasshouse.backends import microvm
+
+    ok, why = microvm.probe()
+    if not ok:
+        pytest.skip(f"this host cannot boot microVM guests: {why}")
+    b = create("microvm")
+    b.prepare()
+    return b
+
+
+def _py(backend, code: str, **kw):
+    return Engine(backend).run(ExecutionSpec(argv=["python3", "-c", code], **kw))
+
+
+def _vmm_children() -> list[int]:
+    """Our child processes that are VMMs (firecracker or qemu)."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError):
+            continue
+        if ppid == me and ("firecracker" in comm or "qemu" in comm):
+            found.append(int(entry.name))
+    return found
+
+
+def test_print_from_snapshot_and_receipt_facts(backend) -> None:
+    run = _py(backend, "print(2+2)", timeout=30)
+    r = run.result
+    assert r.exit_code == 0, r.error
+    assert r.stdout.data == b"4\n"
+    rec = run.receipt
+    assert rec.execution.backend == "firecracker"
+    assert rec.execution.isolation == "vm"
+    details = r.details
+    assert details["vm_source"].startswith("snapshot:")
+    assert details["guest_kernel_digest"].startswith("sha256:")
+    assert details["guest_rootfs_digest"].startswith("sha256:")
+    assert details["vmm_pid"] == r.root_pid and r.root_pid is not None
+    assert details["guest_reported"]["crng_reseeded"] is True
+    assert r.network == "disabled"
+
+
+def test_restored_clones_get_fresh_entropy_and_clock(backend) -> None:
+    code = (
+        "import os, random, time, uuid;"
+        "print(os.urandom(16).hex(), random.getrandbits(64), uuid.uuid4(), time.time())"
+    )
+    outs = [_py(backend, code, timeout=30).result for _ in range(2)]
+    for r in outs:
+        assert r.exit_code == 0, r.error
+    a, b = (r.stdout.data.split() for r in outs)
+    assert a[0] != b[0], "two restores produced the same kernel random bytes"
+    assert a[1] != b[1], "two restores produced the same Python random state"
+    assert a[2] != b[2]
+    for fields in (a, b):
+        assert abs(float(fields[3]) - time.time()) < 120, "guest clock was not set on restore"
+
+
+def test_shell_command_runs_in_guest(backend) -> None:
+    run = Engine(backend).run(
+        ExecutionSpec(
+            argv=["sh", "-c", "cat in.txt; echo out > result.txt; uname -n"],
+            files={"in.txt": b"from-host\n"},
+            outputs=["result.txt"],
+            timeout=60,
+        )
+    )
+    r = run.result
+    assert r.exit_code == 0, r.error
+    assert r.stdout.data == b"from-host\nglasshouse\n"
+    assert r.outputs == {"result.txt": b"out\n"}
+    assert r.details["guest_mode"] == "exec"
+
+
+def test_timeout_kills_the_vm(backend) -> None:
+    run = _py(backend, "import time; time.sleep(60)", timeout=1)
+    assert run.result.timed_out
+    assert run.result.shell_exit_code() == 124
+    assert run.result.signal == 9
+    assert _vmm_children() == []
+
+
+def test_guest_that_never_answers(backend) -> None:
+    # PID 1 exits without a result: the guest kernel panics and the VMM exits.
+    run = _py(backend, "import os; os._exit(0)", timeout=60)
+    r = run.result
+    assert r.exit_code is None and not r.timed_out
+    assert "without sending a result" in (r.error or ""), r.error
+    assert run.receipt.outcome.error == r.error
+
+
+def _forge(payload: str) -> str:
+    # User code in the warm interpreter finds the agent's vsock connection and writes to it.
+    return (
+        "import gc, _socket, os\n"
+        "conns = [o for o in gc.get_objects() if isinstance(o, _socket.socket)]\n"
+        "conn = [c for c in conns if c.fileno() >= 0 and c.family == _socket.AF_VSOCK][-1]\n"
+        f"conn.sendall({payload})\n"
+        "conn.shutdown(1)\n"
+        "import time; time.sleep(30)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ("b'GH1' + (5).to_bytes(4, 'big') + b'hello'", "not UTF-8 JSON"),
+        ("b'GH1' + (1 << 31).to_bytes(4, 'big')", "exceeds"),
+        ("b'XXXXXXX'", "magic"),
+        ("b'GH1' + (100).to_bytes(4, 'big') + b'{}'", "closed the connection"),
+        ("b'GH1' + (2).to_bytes(4, 'big') + b'{}'", "version"),
+    ],
+)
+def test_guest_garbage_is_refused(backend, payload: str, message: str) -> None:
+    run = _py(backend, _forge(payload), timeout=30)
+    r = run.result
+    assert r.exit_code is None and not r.timed_out
+    assert message in (r.error or ""), r.error
+    assert _vmm_children() == []
+
+
+def test_output_flood_is_capped(backend) -> None:
+    n = 40 << 20
+    run = _py(backend, f"import sys; sys.stdout.write('x' * {n})", limits=Limits(output_bytes=1000))
+    out = run.result.stdout
+    assert run.result.exit_code == 0, run.result.error
+    assert out.truncated and out.size == n and out.data == b"x" * 1000
+    assert out.sha256 == hashlib.sha256(b"x" * n).hexdigest()
+
+
+def test_isolation_host_files_and_network(backend, tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("do not leak")
+    code = (
+        "import os, socket\n"
+        f"print(os.path.exists({str(secret)!r}), os.path.exists('/root/.bashrc'))\n"
+        "print(sorted(os.listdir('/sys/class/net')) if os.path.exists('/sys/class/net') else [])\n"
+        "try:\n"
+        "    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+        "    print('inet')\n"
+        "except OSError as e:\n"
+        "    print('no-inet', e.errno)\n"
+    )
+    r = _py(backend, code, timeout=30).result
+    assert r.exit_code == 0, r.error
+    lines = r.stdout.data.decode().splitlines()
+    assert lines[0] == "False False"
+    assert lines[1] in ("[]", "['lo']")
+    assert lines[2].startswith("no-inet")
+    asked = _py(backend, "print(1)", network=True).result
+    assert asked.error and "network" in asked.error
+
+
+def test_concurrent_restores(backend) -> None:
+    results = []
+
+    def one(i: int) -> None:
+        results.append(_py(backend, f"print({i} * 2)", timeout=60).result)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.stdout.data for r in results) == [b"0\n", b"2\n", b"4\n"]
+
+
+def test_twenty_runs_leave_nothing_behind(backend) -> None:
+    from glasshouse.backends.microvm import _vm
+
+    before_net = set(os.listdir("/sys/class/net"))
+    before_dirs = set(os.listdir(_vm.RUN_ROOT))
+    for i in range(20):
+        r = _py(backend, f"print({i})", timeout=30).result
+        assert r.stdout.data == f"{i}\n".encode(), r.error
+    assert _vmm_children() == []
+    assert set(os.listdir(_vm.RUN_ROOT)) == before_dirs  # no sockets or disk links left
+    assert set(os.listdir("/sys/class/net")) == before_net  # no tap devices
+
+
+@pytest.mark.slow
+def test_qemu_cold_boot_runs_python() -> None:
+    from glasshouse.backends.microvm import probe, qemu
+
+    ok, why = probe()
+    if not ok or qemu.qemu_binary() is None:
+        pytest.skip(f"cannot boot guests here: {why}")
+    b = create("qemu", boot_timeout=300)
+    run = Engine(b).run(ExecutionSpec(argv=["python3", "-c", "print(2+2)"], timeout=60))
+    r = run.result
+    assert r.exit_code == 0, r.error
+    assert r.stdout.data == b"4\n"
+    assert run.receipt.execution.backend == "qemu"
+    assert r.details["vm_source"] == "cold"
+    assert _vmm_children() == []
