@@ -415,6 +415,8 @@ const volatile struct { __u32 a, b; } cfg = {1, 0};
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 16); } events SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 2); __type(key, __u32);
          __type(value, struct gh_event); } scratch SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 2); __type(key, __u32);
+         __type(value, __u8); } maybe SEC(".maps");
 SEC("raw_tp/sys_enter")
 int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {

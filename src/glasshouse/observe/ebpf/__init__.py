@@ -119,10 +119,13 @@ class EbpfObserver:
             obj.set_max_entries("events", _round_pow2(max(ringbuf_bytes, 1 << 16)))
             self._ncpu = _libbpf.possible_cpus()
             obj.set_max_entries("scratch", 2 * self._ncpu)
+            self._maybe_size = _pid_max()
+            obj.set_max_entries("maybe", self._maybe_size)
             obj.load()
             for prog in PROGRAMS:
                 obj.attach(prog)
             self._tracked = obj.map("tracked", 4, 8)
+            self._maybe = obj.map("maybe", 4, 1)
             self._stats = obj.map("stats", 4, 8 * self._ncpu)
             events_fd = obj.map("events", 4, 4).fd
             self._prog_fds = [obj.prog_fd(p) for p in PROGRAMS]
@@ -239,6 +242,8 @@ class EbpfObserver:
             self._tracked.update(
                 _U32.pack(root_pid), _TRACK.pack(slot | _decode.PENDING, session.gen)
             )
+            if root_pid < self._maybe_size:
+                self._maybe.update(_U32.pack(root_pid), b"\x01")
         except _libbpf.LibbpfError as exc:
             with self._lock:
                 self._sessions.pop(slot, None)
@@ -276,6 +281,8 @@ class EbpfObserver:
             left = self._tracked_of(session.slot)
         for pid in left:
             self._tracked.delete(_U32.pack(pid))
+            if pid < self._maybe_size:
+                self._maybe.update(_U32.pack(pid), b"\x00")
         self._drain()
         counters = self._counters(session.slot)
         misses = self._recursion_misses() - session.misses_at_start
@@ -334,6 +341,14 @@ def _ppid(pid: int) -> int:
         return int(stat[stat.rindex(b")") + 2 :].split()[1])
     except (OSError, ValueError, IndexError):
         return os.getpid()
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return max(32768, min(int(f.read()), 1 << 22))
+    except (OSError, ValueError):
+        return 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
 
 
 def _round_pow2(n: int) -> int:

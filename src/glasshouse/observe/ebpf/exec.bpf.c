@@ -43,6 +43,29 @@ struct {
 	__type(value, struct gh_track);
 } tracked SEC(".maps");
 
+/* tgid -> 1 while tracked: an exact prefilter (indexed by the tgid itself, sized to
+ * pid_max by the loader). Array lookups are inlined by the verifier, so the syscall hooks
+ * of every untracked process on the host cost an index, not a hash lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4194304);
+	__type(key, u32);
+	__type(value, u8);
+} maybe SEC(".maps");
+
+static __always_inline bool maybe_tracked(u32 tgid)
+{
+	u8 *m = bpf_map_lookup_elem(&maybe, &tgid);
+	return !m || *m; /* beyond the array (pid_max raised after load): ask the hash */
+}
+
+static __always_inline void set_maybe(u32 tgid, u8 on)
+{
+	u8 *m = bpf_map_lookup_elem(&maybe, &tgid);
+	if (m)
+		*m = on;
+}
+
 /* Files a session already reported opening, by (dentry, mount, access class): a workload
  * that opens the same file 200,000 times costs one record, not 200,000. LRU: an evicted
  * entry only means a duplicate record, which user space folds away. */
@@ -254,6 +277,7 @@ int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
 		stat_add(slot, GH_STAT_LOST, 1); /* tracked map full: this child is unobserved */
 		return 0;
 	}
+	set_maybe(ctgid, 1);
 	struct gh_event *e = bpf_ringbuf_reserve(&events, GH_HDR_SIZE, 0);
 	if (!e) {
 		stat_add(slot, GH_STAT_LOST, 1);
@@ -343,6 +367,7 @@ int BPF_PROG(gh_exit, struct task_struct *p)
 		return 0;
 	u32 slot = v->slot & ~GH_PENDING;
 	bpf_map_delete_elem(&tracked, &tgid);
+	set_maybe(tgid, 0);
 	struct gh_event *e = bpf_ringbuf_reserve(&events, GH_HDR_SIZE, 0);
 	if (!e) {
 		stat_add(slot, GH_STAT_LOST, 1);
@@ -365,6 +390,8 @@ SEC("raw_tp/sys_enter")
 int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!maybe_tracked(tgid))
+		return 0;
 	struct gh_track *v = bpf_map_lookup_elem(&tracked, &tgid);
 	if (!v)
 		return 0;
@@ -384,6 +411,8 @@ SEC("raw_tp/sys_exit")
 int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!maybe_tracked(tgid))
+		return 0;
 	struct gh_track *v = bpf_map_lookup_elem(&tracked, &tgid);
 	if (!v || (v->slot & GH_PENDING))
 		return 0;
