@@ -352,3 +352,10 @@ def test_docs_examples_parse() -> None:
     assert policies
     for text in policies:
         evaluate(parse_policy(text, source="docs/trust.md"), _observed())
+
+
+def test_doctor_reports_trust_libraries() -> None:
+    from glasshouse.doctor import run_checks
+
+    checks = {c.name: c for c in run_checks()}
+    assert checks["cryptography"].ok and checks["pyyaml"].ok

@@ -17,6 +17,7 @@ _PROVIDERS = (
     "glasshouse.observe",
     "glasshouse.backends.sandbox",
     "glasshouse.backends.microvm",
+    "glasshouse.policy",
 )
 
 
