@@ -181,3 +181,20 @@ def test_verify_log_and_training_export(tmp_path: Path) -> None:
     p = gh("verify-log", "--json", "log", cwd=tmp_path)
     assert json.loads(p.stdout)["problems"][0]["kind"] == "deleted"
     assert gh("verify-log", "nowhere", cwd=tmp_path).returncode == 2
+
+
+def test_verify_log_with_key(tmp_path: Path) -> None:
+    from trust_helpers import real_receipt
+
+    from glasshouse.receipt.log import ReceiptLog
+    from glasshouse.receipt.model import Receipt
+    from glasshouse.receipt.sign import load_private_key
+
+    assert gh("keys", "generate", "--out-dir", "k", cwd=tmp_path).returncode == 0
+    log = ReceiptLog(tmp_path / "log", signing_key=load_private_key(tmp_path / "k/glasshouse.key"))
+    ids = [log.append(Receipt.model_validate(real_receipt(["true"]))).execution_id for _ in "ab"]
+    p = gh("verify-log", "log", "--key", "k/glasshouse.pub", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout
+    (tmp_path / "log" / f"{ids[0]}.dsse.json").unlink()
+    p = gh("verify-log", "log", "--key", "k/glasshouse.pub", cwd=tmp_path)
+    assert p.returncode == 1 and f"unsigned: {ids[0]} (sequence 0)" in p.stdout

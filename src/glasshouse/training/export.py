@@ -340,10 +340,13 @@ def iter_records(
     """Stream records for every receipt in ``directory`` (unreadable files are skipped)."""
     stats = stats if stats is not None else ExportStats()
     seen = _FirstSeen()
-    root = Path(directory)
+    root = os.fspath(directory)
     for name in receipt_files(root):
         try:
-            data = json.loads((root / name).read_bytes())
+            # os.path, not pathlib: pathlib interns every path part, so 100k distinct file
+            # names would stay in memory for the life of the process.
+            with open(os.path.join(root, name), "rb") as fh:
+                data = json.loads(fh.read())
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             stats.skipped += 1
             stats.problems.append(f"{name}: {exc}")
