@@ -198,3 +198,12 @@ def test_verify_log_with_key(tmp_path: Path) -> None:
     (tmp_path / "log" / f"{ids[0]}.dsse.json").unlink()
     p = gh("verify-log", "log", "--key", "k/glasshouse.pub", cwd=tmp_path)
     assert p.returncode == 1 and f"unsigned: {ids[0]} (sequence 0)" in p.stdout
+
+
+def test_policy_validate(signed: Path, tmp_path: Path) -> None:
+    p = gh("policy", "validate", "p.yaml", cwd=signed)
+    assert p.returncode == 0 and "policy demo, 2 rule(s), sha256:" in p.stdout
+    assert "nonzero: deny [medium] (line 3)" in p.stdout
+    (tmp_path / "bad.yaml").write_text("rules:\n  - id: a\n    match: {not: {}}\n")
+    p = gh("policy", "validate", str(tmp_path / "bad.yaml"), cwd=signed)
+    assert p.returncode == 2 and "bad.yaml:3" in p.stderr and "exactly one key" in p.stderr

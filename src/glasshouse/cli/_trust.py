@@ -192,6 +192,21 @@ def check(policy_path: Path, receipts: tuple[Path, ...], as_json: bool) -> None:
     sys.exit(worst)
 
 
+@policy.command("validate")
+@click.argument("policy_path", metavar="POLICY", type=click.Path(path_type=Path))
+def validate(policy_path: Path) -> None:
+    """Parse POLICY and list its rules (exit 0), or say where it is wrong (exit 2)."""
+    from glasshouse.policy import PolicyError, load_policy
+
+    try:
+        loaded = load_policy(policy_path)
+    except PolicyError as exc:
+        fail(f"bad policy: {exc.diagnostic()}", 2)
+    click.echo(f"{policy_path}: policy {loaded.name}, {len(loaded.rules)} rule(s), {loaded.digest}")
+    for rule in loaded.rules:
+        click.echo(f"  {rule.id}: {rule.action} [{rule.severity}] (line {rule.line})")
+
+
 @click.group()
 def training() -> None:
     """Derive training signals from receipts."""
