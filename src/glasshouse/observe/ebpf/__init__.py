@@ -18,6 +18,7 @@ import select
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 from glasshouse.core.profiling import Observation, ObserverUnavailable
 from glasshouse.observe.ebpf import _decode, _libbpf
@@ -82,6 +83,7 @@ class EbpfObserver:
         *,
         capture_argv: bool | None = None,
         ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES,
+        watch: Watch | None = None,
     ) -> None:
         preflight()
         self.object_path = object_path or find_object()
@@ -92,21 +94,25 @@ class EbpfObserver:
         self._sessions: dict[int, EbpfSession] = {}
         self._orphans = 0  # records whose session was already gone
         self._gen = 0  # session generations: unique per session (slots are reused)
+        self._watch = watch
         self._closed = False
         self._barrier_req = 0
         self._barrier_done = 0
         self._cond = threading.Condition()
         self._paused = threading.Event()  # tests: a stalled consumer, to prove loss is counted
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._load(ringbuf_bytes)
+        self._load(ringbuf_bytes, watch)
         self._syscalls = _decode.load_syscall_names(
             [os.path.dirname(self.object_path), *object_dirs()]
         )
+        if watch is not None:
+            for slot in range(1, _decode.MAX_SLOTS):
+                self._release_slot(slot)
         self._thread = threading.Thread(target=self._reader, name="glasshouse-ebpf", daemon=True)
         self._thread.start()
 
     # -- load / attach -------------------------------------------------------------------
-    def _load(self, ringbuf_bytes: int) -> None:
+    def _load(self, ringbuf_bytes: int, watch: Watch | None) -> None:
         if os.geteuid() != 0:
             # CAP_BPF + CAP_PERFMON may suffice; the load below gives the precise error.
             pass
@@ -115,7 +121,11 @@ class EbpfObserver:
         except _libbpf.LibbpfError as exc:
             raise ObserverUnavailable(f"cannot open BPF object {self.object_path}: {exc}") from None
         try:
-            obj.set_rodata(struct.pack("<II", 1 if self.capture_argv else 0, _WAKEUP_BYTES))
+            obj.set_rodata(
+                struct.pack(
+                    "<IIII", 1 if self.capture_argv else 0, _WAKEUP_BYTES, int(bool(watch)), 0
+                )
+            )
             obj.set_max_entries("events", _round_pow2(max(ringbuf_bytes, 1 << 16)))
             self._ncpu = _libbpf.possible_cpus()
             obj.set_max_entries("scratch", 2 * self._ncpu)
@@ -130,6 +140,14 @@ class EbpfObserver:
             events_fd = obj.map("events", 4, 4).fd
             self._prog_fds = [obj.prog_fd(p) for p in PROGRAMS]
             self._rb = _libbpf.RingBuffer(events_fd, self._on_record)
+            if watch is not None:
+                comm = obj.map("watch_comm", 16, 1)
+                for name in watch.comms:
+                    comm.update(name.encode()[:15].ljust(16, b"\0"), b"\x01")
+                cgroup = obj.map("watch_cgroup", 8, 1)
+                for cg in watch.cgroup_ids:
+                    cgroup.update(struct.pack("<Q", cg), b"\x01")
+                self._free_slots = obj.map("free_slots", 0, 4)
         except _libbpf.LibbpfError as exc:
             obj.close()
             raise ObserverUnavailable(_load_reason(exc)) from None
@@ -156,11 +174,25 @@ class EbpfObserver:
     # -- the reader thread ---------------------------------------------------------------
     def _on_record(self, data: int, size: int) -> None:
         rec = ctypes.string_at(data, size)
-        session = self._sessions.get(_U32.unpack_from(rec, 4)[0])
+        slot = _U32.unpack_from(rec, 4)[0]
+        session = self._sessions.get(slot)
         if session is None:
-            self._orphans += 1
-        else:
-            session.pending.append(rec)
+            if self._watch is None or rec[0] != _decode.EV_EXEC or not _is_root(rec):
+                self._orphans += 1
+                return
+            # agent mode: the kernel made this exec a new session's root
+            tgid, ppid = _U32.unpack_from(rec, 8)[0], _U32.unpack_from(rec, 32)[0]
+            session = EbpfSession(self, slot, tgid, ppid=ppid)
+            with self._lock:
+                self._sessions[slot] = session
+            self._watch.on_root(session)
+        session.pending.append(rec)
+        if (
+            self._watch is not None
+            and rec[0] == _decode.EV_EXIT
+            and _U32.unpack_from(rec, 8)[0] == session.root_pid
+        ):
+            self._watch.on_exit(session)
 
     def _reader(self) -> None:
         # epoll on libbpf's ring-buffer epoll fd plus our wake-up pipe: records are handed
@@ -221,9 +253,19 @@ class EbpfObserver:
             self._cond.wait_for(lambda: self._barrier_done >= target, timeout)
 
     # -- sessions ------------------------------------------------------------------------
+    def _release_slot(self, slot: int) -> None:
+        """Zero a slot's counters; in agent mode hand it back to the kernel's free list."""
+        zero = bytes(8 * self._ncpu)
+        for i in range(_decode.STAT_STRIDE):
+            self._stats.update(_U32.pack(slot * _decode.STAT_STRIDE + i), zero)
+        if self._watch is not None:
+            self._free_slots.update(None, _U32.pack(slot))
+
     def start(self, root_pid: int) -> EbpfSession:
         if self._closed or self._obj is None:
             raise ObserverUnavailable("the eBPF observer was closed")
+        if self._watch is not None:
+            raise ObserverUnavailable("an agent-mode observer starts sessions itself")
         with self._lock:
             free = [s for s in range(1, _decode.MAX_SLOTS) if s not in self._sessions]
             if not free:
@@ -288,6 +330,8 @@ class EbpfObserver:
         misses = self._recursion_misses() - session.misses_at_start
         with self._lock:
             self._sessions.pop(session.slot, None)
+        if self._watch is not None:
+            self._release_slot(session.slot)
         tree, fs, net, sys_, res = session.folder.result(counters)
         nrec = session.folder.records
         emitted = counters.get(_decode.STAT_EMITTED, 0)
@@ -317,13 +361,16 @@ class EbpfObserver:
 class EbpfSession:
     """One observed run. ``stop()`` once, after the run ended."""
 
-    def __init__(self, observer: EbpfObserver, slot: int, root_pid: int) -> None:
+    def __init__(
+        self, observer: EbpfObserver, slot: int, root_pid: int, ppid: int | None = None
+    ) -> None:
         self.observer = observer
         self.slot = slot
         self.gen = 0
         self.root_pid = root_pid
         self.misses_at_start = observer._recursion_misses()
-        self.folder = _decode.Folder(root_pid, _ppid(root_pid), observer._syscalls)
+        ppid = _ppid(root_pid) if ppid is None else ppid
+        self.folder = _decode.Folder(root_pid, ppid, observer._syscalls)
         self.pending: list[bytes] = []  # records not folded yet (reader thread only)
         self._stopped = False
 
@@ -332,6 +379,32 @@ class EbpfSession:
             raise RuntimeError("session already stopped")
         self._stopped = True
         return self.observer._finish(self, linger)
+
+
+class Watch:
+    """Agent mode: which execs start a session, and who hears about it.
+
+    ``on_root(session)`` and ``on_exit(session)`` run on the reader thread: they must only
+    hand the session over (e.g. put it on a queue); ``session.stop()`` is called elsewhere.
+    """
+
+    def __init__(
+        self,
+        comms: list[str],
+        cgroup_ids: list[int],
+        on_root: Callable[[EbpfSession], None],
+        on_exit: Callable[[EbpfSession], None],
+    ) -> None:
+        if not comms and not cgroup_ids:
+            raise ValueError("a watch needs at least one process name or cgroup")
+        self.comms = comms
+        self.cgroup_ids = cgroup_ids
+        self.on_root = on_root
+        self.on_exit = on_exit
+
+
+def _is_root(rec: bytes) -> bool:
+    return bool(struct.unpack_from("<H", rec, 2)[0] & _decode.F_ROOT)
 
 
 def _ppid(pid: int) -> int:

@@ -37,6 +37,7 @@ assert HDR.size == HDR_SIZE
 EV_FORK, EV_EXEC, EV_EXIT, EV_FILE, EV_NET = 1, 2, 3, 4, 5
 F_TRUNC = (1 << 0, 1 << 1, 1 << 2, 1 << 3)
 F_DIR1, F_DIR3 = 1 << 4, 1 << 5
+F_ROOT = 1 << 8
 
 NR_SYSCALLS = 512
 STAT_LOST = NR_SYSCALLS + 0

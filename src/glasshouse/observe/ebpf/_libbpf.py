@@ -149,7 +149,8 @@ class Map:
     def __init__(self, name: str, fd: int, key_size: int, value_size: int) -> None:
         self.name, self.fd, self.key_size, self.value_size = name, fd, key_size, value_size
 
-    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+    def update(self, key: bytes | None, value: bytes, flags: int = 0) -> None:
+        """Set ``key`` to ``value``; ``key=None`` pushes onto a queue/stack map."""
         if lib().bpf_map_update_elem(self.fd, key, value, flags) != 0:
             raise LibbpfError(f"update map {self.name}", _err())
 

@@ -53,6 +53,7 @@ enum gh_event_type {
 #define GH_F_DIR3 (1u << 5)      /* slot3 is a kernel-walked dir */
 #define GH_F_UNREAD0 (1u << 6)   /* slot0 user memory could not be read */
 #define GH_F_UNREAD2 (1u << 7)
+#define GH_F_ROOT (1u << 8)      /* EXEC: agent mode made this process a new session root */
 
 struct gh_event {
 	unsigned short type;

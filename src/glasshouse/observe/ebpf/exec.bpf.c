@@ -32,6 +32,8 @@ char LICENSE[] SEC("license") = "GPL";
 struct gh_config {
 	u32 capture_argv;
 	u32 wakeup_bytes; /* wake the reader only once this much is waiting (batching) */
+	u32 watch;        /* agent mode: execs matching watch_comm/watch_cgroup become roots */
+	u32 reserved;
 };
 const volatile struct gh_config cfg = {.capture_argv = 1, .wakeup_bytes = 1 << 20};
 
@@ -65,6 +67,29 @@ static __always_inline void set_maybe(u32 tgid, u8 on)
 	if (m)
 		*m = on;
 }
+
+/* Agent mode (cfg.watch): an exec whose comm or cgroup (v2 id) is watched starts a new
+ * session in the kernel itself, with a slot taken from free_slots (the agent refills it),
+ * so nothing the new root does is missed while user space catches up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, char[16]);
+	__type(value, u8);
+} watch_comm SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, u64);
+	__type(value, u8);
+} watch_cgroup SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, GH_MAX_SLOTS);
+	__type(value, u32);
+} free_slots SEC(".maps");
 
 /* Files a session already reported opening, by (dentry, mount, access class): a workload
  * that opens the same file 200,000 times costs one record, not 200,000. LRU: an evicted
@@ -297,8 +322,29 @@ int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 {
 	u32 tgid = BPF_CORE_READ(p, tgid);
 	struct gh_track *v = bpf_map_lookup_elem(&tracked, &tgid);
-	if (!v)
-		return 0;
+	u16 root_flag = 0;
+	if (!v) {
+		if (!cfg.watch)
+			return 0;
+		char comm[16] = {};
+		bpf_get_current_comm(comm, sizeof(comm));
+		u64 cg = bpf_get_current_cgroup_id();
+		if (!bpf_map_lookup_elem(&watch_comm, comm) && !bpf_map_lookup_elem(&watch_cgroup, &cg))
+			return 0;
+		struct gh_track t = {};
+		if (bpf_map_pop_elem(&free_slots, &t.slot))
+			return 0; /* every slot busy: the agent counts these from /proc (see agent) */
+		t.gen = 0x80000000u | ((u32)bpf_ktime_get_ns() ^ tgid);
+		if (bpf_map_update_elem(&tracked, &tgid, &t, BPF_ANY)) {
+			bpf_map_push_elem(&free_slots, &t.slot, 0);
+			return 0;
+		}
+		set_maybe(tgid, 1);
+		v = bpf_map_lookup_elem(&tracked, &tgid);
+		if (!v)
+			return 0;
+		root_flag = GH_F_ROOT;
+	}
 	u32 slot = v->slot & ~GH_PENDING;
 	if (v->slot & GH_PENDING)
 		v->slot = slot; /* the root's first exec: the workload starts here */
@@ -306,6 +352,8 @@ int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	if (!e)
 		return 0;
 	init_event(e, GH_EV_EXEC, slot);
+	e->flags |= root_flag;
+	e->arg1 = v->gen;
 	e->nr = BPF_CORE_READ(p, real_parent, tgid);
 	bool trunc = false;
 	u32 off = 0;
