@@ -209,3 +209,21 @@ def test_signed_log_catches_a_consistent_forgery(tmp_path: Path) -> None:
     assert ids[1] in verify_log(tmp_path, key=key.public_key()).named("unsigned")
     other = Ed25519PrivateKey.generate().public_key()
     assert verify_log(tmp_path, key=other).named("signature") >= {ids[0], ids[2]}
+
+
+def test_far_future_sequence_is_one_insertion_not_a_flood(log: tuple[Path, list[str]]) -> None:
+    d, ids = log
+    forged = _foreign(1000, _load(d, ids[-1])["digest"])
+    (d / f"{forged['execution_id']}.json").write_text(json.dumps(forged))
+    report = verify_log(d)
+    assert report.named("inserted") == {forged["execution_id"]}
+    assert not report.by_kind("deleted") and len(report.problems) == 1, report.problems
+
+
+def test_a_run_of_deletions_without_index_is_one_problem(log: tuple[Path, list[str]]) -> None:
+    d, ids = log
+    (d / INDEX).unlink()
+    for rid in ids[1:4]:
+        (d / f"{rid}.json").unlink()
+    (problem,) = verify_log(d).by_kind("deleted")
+    assert problem.sequence == 1 and "sequences 1..3 are missing (3 receipts)" in problem.detail

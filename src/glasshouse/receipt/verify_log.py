@@ -151,12 +151,33 @@ def verify_log(directory: str | os.PathLike[str], key: Any = None) -> LogReport:
     chain = _pick_chain(by_seq, index_by_seq, problems)
     by_digest = {e.digest: e for e in entries if e.digest}
 
-    last = max([*chain, head[0] if head else -1, *(index_by_seq or [-1])], default=-1)
+    recorded = [head[0]] if head else []
+    recorded += list(index_by_seq)
+    if recorded:  # HEAD/INDEX say where the log ends: anything later was never appended
+        last = max(recorded)
+        for seq in sorted(s for s in chain if s > last):
+            problems.add(
+                "inserted", f"sequence {seq} is past the last append ({last})", chain.pop(seq)
+            )
+    else:
+        last = max(chain, default=-1)
+    gap: list[int] = []  # a run of missing sequences INDEX cannot name
     for seq in range(last + 1):
         cur = chain.get(seq)
         if cur is None:
-            _missing(seq, chain.get(seq + 1), index_by_seq.get(seq), problems)
+            if seq in index_by_seq:
+                _deleted(gap, None, problems)
+                rid, digest = index_by_seq[seq]
+                problems.add(
+                    "deleted",
+                    f"appended as sequence {seq} (digest {digest}) but its file is gone",
+                    execution_id=rid,
+                    sequence=seq,
+                )
+            else:
+                gap.append(seq)
             continue
+        _deleted(gap, cur, problems)
         if seq == 0:
             if cur.previous is not None and cur.content_ok:
                 problems.add("modified", "it is sequence 0 but links to a predecessor", cur)
@@ -180,6 +201,7 @@ def verify_log(directory: str | os.PathLike[str], key: Any = None) -> LogReport:
                 prev,
             )
 
+    _deleted(gap, None, problems)
     if head is not None:
         _check_head(head, chain, problems)
     if index is not None:
@@ -339,29 +361,27 @@ def _pick_chain(
     return chain
 
 
-def _missing(
-    seq: int,
-    successor: _Entry | None,
-    recorded: tuple[str, str] | None,
-    problems: _Problems,
-) -> None:
-    if recorded is not None:
-        rid, digest = recorded
+def _deleted(gap: list[int], successor: _Entry | None, problems: _Problems) -> None:
+    """Report (and clear) a run of missing sequences that INDEX does not name."""
+    if not gap:
+        return
+    first, last = gap[0], gap[-1]
+    if first != last:
         problems.add(
             "deleted",
-            f"appended as sequence {seq} (digest {digest}) but its file is gone",
-            execution_id=rid,
-            sequence=seq,
+            f"sequences {first}..{last} are missing ({len(gap)} receipts)",
+            sequence=first,
         )
     elif successor is not None and successor.previous:
         problems.add(
             "deleted",
-            f"sequence {seq} is missing; {successor.execution_id} recorded its digest "
+            f"sequence {first} is missing; {successor.execution_id} recorded its digest "
             f"{successor.previous}",
-            sequence=seq,
+            sequence=first,
         )
     else:
-        problems.add("deleted", f"sequence {seq} is missing", sequence=seq)
+        problems.add("deleted", f"sequence {first} is missing", sequence=first)
+    gap.clear()
 
 
 def _check_head(
