@@ -454,3 +454,41 @@ def test_host_observer_reuses_one_loaded_observer(observer):
     a = host_observer()
     b = host_observer()
     assert a is b and a.name in ("ebpf", "strace")
+
+
+def test_signal_and_leftover_children(observer, tmp_path):
+    # the root kills itself; a background child it left is killed by the backend at the
+    # end of the run and its exit is still recorded (by signal)
+    receipt, _ = run(
+        observer, ["/bin/sh", "-c", "sleep 30 & sleep 0.2; kill -9 $$"], cwd=str(tmp_path)
+    )
+    root = receipt.process_tree[0]
+    assert root.signal == 9 and root.exit_code is None
+    sleeper = [n for n in receipt.process_tree if n.argv == ["sleep", "30"]]
+    assert len(sleeper) == 1 and sleeper[0].signal == 9 and sleeper[0].ppid == root.pid
+    assert "process_tree" not in receipt.observation.missing
+
+
+def test_capture_argv_env(monkeypatch):
+    from glasshouse.observe.ebpf import capture_argv_from_env
+
+    monkeypatch.delenv("GLASSHOUSE_CAPTURE_ARGV", raising=False)
+    assert capture_argv_from_env() is True
+    for off in ("0", "false", "off", "no"):
+        monkeypatch.setenv("GLASSHOUSE_CAPTURE_ARGV", off)
+        assert capture_argv_from_env() is False
+    monkeypatch.setenv("GLASSHOUSE_CAPTURE_ARGV", "1")
+    assert capture_argv_from_env() is True
+
+
+def test_doctor_checks(observer, tmp_path, monkeypatch):
+    from glasshouse.observe import doctor_checks
+
+    checks = {c.name: c for c in doctor_checks()}
+    assert checks["kernel BTF"].ok and checks["BPF load + attach"].ok
+    assert "attached in" in checks["BPF load + attach"].detail
+    assert "tracefs" in checks and "strace fallback" in checks
+    monkeypatch.setenv("GLASSHOUSE_BPF_DIR", str(tmp_path))
+    checks = {c.name: c for c in doctor_checks()}
+    assert not checks["BPF object"].ok and "exec.o not found" in checks["BPF object"].detail
+    assert checks["BPF object"].disables == "eBPF host observation"
