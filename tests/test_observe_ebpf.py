@@ -411,7 +411,7 @@ BROKEN = r"""
 #include <bpf/bpf_helpers.h>
 #include "events.h"
 char LICENSE[] SEC("license") = "GPL";
-const volatile struct { __u32 a, b; } cfg = {1, 0};
+const volatile struct { __u32 a, b, c, d; } cfg = {1, 0, 0, 0};
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 16); } events SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 2); __type(key, __u32);
          __type(value, struct gh_event); } scratch SEC(".maps");
