@@ -107,6 +107,59 @@ def plain_time(argv: list[str]) -> float:
 
 RATE_RING = 8 << 20
 
+FAIL_LOOP_C = r"""
+#include <fcntl.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    long n = atol(argv[2]);
+    for (long i = 0; i < n; i++) open(argv[1], O_RDONLY); /* ENOENT: one record each */
+    return 0;
+}
+"""
+
+
+def walk_cost(open_loop_fail: Path, tmp: Path) -> None:
+    """The in-kernel path walk's price: sys_exit's mean run time (kernel.bpf_stats) for
+    failed opens of an absolute path vs. a relative one whose cwd is 6 levels deep."""
+    from glasshouse.observe.ebpf import PROGRAMS, EbpfObserver
+
+    stats_path = "/proc/sys/kernel/bpf_stats_enabled"
+    try:
+        with open(stats_path) as f:
+            before = f.read().strip()
+        with open(stats_path, "w") as f:
+            f.write("1")
+    except OSError as exc:
+        print(f"\n(path walk cost: bpf_stats unavailable: {exc})")
+        return
+    try:
+        deep = tmp / "a" / "b" / "c" / "d" / "e" / "f"
+        deep.mkdir(parents=True)
+        obs = EbpfObserver()
+        engine = Engine(create("process"), observers=[obs], profile="host")
+        fd = obs._prog_fds[PROGRAMS.index("gh_sys_exit")]
+        rows = []
+        for label, path in (("absolute", str(deep / "missing")), ("relative", "missing")):
+            t0, c0 = _prog_stats(fd)
+            engine.run(ExecutionSpec(argv=[str(open_loop_fail), path, "100000"], cwd=str(deep)))
+            t1, c1 = _prog_stats(fd)
+            rows.append((label, f"{c1 - c0:,}", f"{(t1 - t0) / max(1, c1 - c0):.0f}"))
+        obs.close()
+        print("\nPath resolution cost: gh_sys_exit mean run time, 100k failed opens")
+        print_table(rows, ("path", "sys_exit runs", "mean ns"))
+    finally:
+        with open(stats_path, "w") as f:
+            f.write(before)
+
+
+def _prog_stats(fd: int) -> tuple[int, int]:
+    out = {}
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k.strip()] = v.strip()
+    return int(out.get("run_time_ns", 0)), int(out.get("run_cnt", 0))
+
 
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -187,26 +240,30 @@ def main() -> None:
         # An unrelated process (never observed) while the observer is attached and an
         # observed run is in flight, vs. no observer loaded at all; interleaved rounds.
         observer.close()
-        unrelated = [open_loop, str(target), "200000"]
-        attached: list[float] = []
-        detached: list[float] = []
-        for _ in range(rounds):
-            obs = EbpfObserver()
-            holder = subprocess.Popen(["sleep", "3600"])  # an observed tree, in flight
-            session = obs.start(holder.pid)
-            attached.append(plain_time(unrelated))
-            holder.kill()
-            holder.wait()
-            session.stop(linger=0)
-            obs.close()
-            detached.append(plain_time(unrelated))
-        rows.append(_row("unrelated 200k opens", detached, attached, 1.05))
+        for label, unrelated in (
+            ("unrelated 200k opens", [open_loop, str(target), "200000"]),
+            ("unrelated python imports", workloads["python imports"]),
+        ):
+            attached: list[float] = []
+            detached: list[float] = []
+            for _ in range(rounds):
+                obs = EbpfObserver()
+                holder = subprocess.Popen(["sleep", "3600"])  # an observed tree, in flight
+                session = obs.start(holder.pid)
+                attached.append(plain_time(unrelated))
+                holder.kill()
+                holder.wait()
+                session.stop(linger=0)
+                obs.close()
+                detached.append(plain_time(unrelated))
+            rows.append(_row(label, detached, attached, 1.05))
         print(f"Overhead over {rounds} interleaved rounds, {os.cpu_count()} cores, load {_load()}")
         print_table(
             rows,
             ("workload", "untraced ms", "traced ms", "ratio (median)", "ratio (min)", "goal", ""),
         )
         print("(ratio (min) compares the fastest runs: least disturbed by other load)")
+        walk_cost(open_loop_fail=compile_c(FAIL_LOOP_C, work / "fail_loop"), tmp=work)
 
         # Throughput: where does loss begin?
         print("\nThroughput: failed openat() at a fixed rate for 3 s, one record each")
