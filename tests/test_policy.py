@@ -359,3 +359,23 @@ def test_doctor_reports_trust_libraries() -> None:
 
     checks = {c.name: c for c in run_checks()}
     assert checks["cryptography"].ok and checks["pyyaml"].ok
+
+
+def _resolve(doc: object, pointer: str) -> object:
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]  # type: ignore[index]
+    return doc
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_rules, _actions, st.integers(0, 30))
+def test_evidence_points_at_the_receipt_item(bodies, actions, seed) -> None:
+    receipt = _mutated(seed)
+    verdict = evaluate(parse_policy(_policy_text(bodies, actions)), receipt)
+    for result in verdict.fired:
+        for ev in result.evidence:
+            if ev.at:
+                assert _resolve(receipt, ev.at) == ev.value, (result.rule, ev)
+            else:
+                assert "absent" in ev.value

@@ -227,3 +227,95 @@ def test_a_run_of_deletions_without_index_is_one_problem(log: tuple[Path, list[s
         (d / f"{rid}.json").unlink()
     (problem,) = verify_log(d).by_kind("deleted")
     assert problem.sequence == 1 and "sequences 1..3 are missing (3 receipts)" in problem.detail
+
+
+# -- property: any tampering is detected, never a crash ---------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("edit"), st.integers(0, N - 1), st.booleans()),
+        st.tuples(st.just("delete"), st.integers(0, N - 1)),
+        st.tuples(st.just("insert"), st.one_of(st.none(), st.integers(0, N + 3))),
+        st.tuples(st.just("swap"), st.integers(0, N - 1), st.integers(0, N - 1), st.booleans()),
+        st.tuples(st.just("flip"), st.integers(0, N - 1), st.integers(0, 10_000)),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_OPS)
+def test_any_tampering_is_detected(pristine: tuple[Path, list[str]], ops: list[tuple]) -> None:
+    import tempfile
+
+    src, ids = pristine
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "log"
+        shutil.copytree(src, d)
+        for op in ops:
+            _apply(d, ids, op)
+        changed = _contents(d) != _contents(src)  # e.g. two identical swaps undo each other
+        report = verify_log(d)
+        assert report.ok is not changed, (ops, report.problems)
+
+
+def _apply(d: Path, ids: list[str], op: tuple) -> bool:
+    kind = op[0]
+    if kind == "edit":
+        _, i, reseal = op
+        data = _try_load(d / f"{ids[i]}.json")
+        if data is None:
+            return False
+        data["duration_ms"] = int(data.get("duration_ms") or 0) + 1
+        _save(d, ids[i], data, reseal)
+        return True
+    if kind == "delete":
+        path = d / f"{ids[op[1]]}.json"
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
+    if kind == "insert":
+        forged = _foreign(op[1], None)
+        (d / f"{forged['execution_id']}.json").write_text(json.dumps(forged))
+        return True
+    if kind == "swap":
+        _, i, j, reseal = op
+        da, db = _try_load(d / f"{ids[i]}.json"), _try_load(d / f"{ids[j]}.json")
+        if i == j or da is None or db is None:
+            return False
+        da["sequence"], db["sequence"] = db["sequence"], da["sequence"]
+        _save(d, ids[i], da, reseal)
+        _save(d, ids[j], db, reseal)
+        return True
+    _, i, pos = op  # flip one byte of a receipt file
+    path = d / f"{ids[i]}.json"
+    if not path.exists():
+        return False
+    raw = bytearray(path.read_bytes())
+    raw[pos % len(raw)] ^= 0x20
+    path.write_bytes(bytes(raw))
+    return True
+
+
+def _try_load(path: Path) -> dict | None:
+    """A receipt file that is still a JSON object with a sequence (else the op is skipped)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("sequence"), int) else None
+
+
+def _contents(d: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for path in sorted(d.iterdir()):
+        raw = path.read_bytes()
+        try:
+            out[path.name] = json.loads(raw) if path.suffix == ".json" else raw
+        except ValueError:
+            out[path.name] = raw
+    return out

@@ -379,9 +379,7 @@ class SyscallMatch(Condition):
                     and count > self.over
                     and _any_glob(self.names, name, False)
                 ):
-                    found.append(
-                        Evidence(_ptr("syscalls", "counts", name), {"name": name, "count": count})
-                    )
+                    found.append(Evidence(_ptr("syscalls", "counts", name), count))
         return found or None
 
     def sections(self) -> set[str]:

@@ -67,10 +67,9 @@ class Evidence:
     def summary(self) -> str:
         v = self.value
         if isinstance(v, dict):
-            for key in ("dst", "addr", "exe", "path", "name", "absent"):
+            for key in ("dst", "addr", "exe", "path", "absent"):
                 if v.get(key) is not None:
-                    extra = f" ({v['count']})" if key == "name" and "count" in v else ""
-                    return f"{v[key]}{extra}"
+                    return str(v[key])
             if v.get("src"):
                 return f"{v['src']} -> {v.get('dst')}"
         if v is None:
