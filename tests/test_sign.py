@@ -228,3 +228,41 @@ def test_envelope_path_for() -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# -- never a crash: whatever the input, VerificationError or a Verified result -------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
+    lambda c: st.one_of(
+        st.lists(c, max_size=4), st.dictionaries(st.text(max_size=10), c, max_size=4)
+    ),
+    max_leaves=20,
+)
+_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(_JSON, st.binary(max_size=200)))
+def test_random_envelopes_never_crash(value) -> None:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    with pytest.raises(VerificationError):
+        verify_envelope(raw, _KEY.public_key())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_JSON, st.booleans())
+def test_signed_garbage_is_rejected_not_crashed(predicate, as_statement: bool) -> None:
+    """Even correctly signed payloads that are not our statements fail cleanly."""
+    body = (
+        {"_type": STATEMENT_TYPE, "subject": [], "predicateType": PREDICATE_TYPE,
+         "predicate": predicate}
+        if as_statement
+        else predicate
+    )  # fmt: skip
+    env = dsse.sign(PAYLOAD_TYPE, json.dumps(body).encode(), _KEY).to_dict()
+    with pytest.raises(VerificationError):
+        verify_envelope(env, _KEY.public_key())

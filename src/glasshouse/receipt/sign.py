@@ -177,7 +177,9 @@ def _read_key(path: str | os.PathLike[str]) -> bytes:
 
 def subjects(receipt: dict[str, Any]) -> list[dict[str, Any]]:
     """The statement's subjects: command, code (when known) and outputs, by sha256."""
-    artifacts = receipt.get("artifacts") or {}
+    artifacts = receipt.get("artifacts")
+    if not isinstance(artifacts, dict):
+        artifacts = {}
     candidates = [
         ("command", artifacts.get("command_hash")),
         ("code", receipt.get("code_hash")),
@@ -272,7 +274,17 @@ def verify_envelope(
         )
     stmt = _parse_statement(env.payload)
     data = stmt["predicate"]
-    if data.get("digest") and data["digest"] != compute_digest(data):
+    if data.get("version") != RECEIPT_VERSION or not isinstance(data.get("execution_id"), str):
+        raise VerificationError(
+            "bad_statement", f"the predicate is not a {RECEIPT_VERSION} receipt"
+        )
+    try:
+        consistent = not data.get("digest") or data["digest"] == compute_digest(data)
+    except Exception as exc:  # values canonical JSON cannot encode: signed, but not a receipt
+        raise VerificationError(
+            "bad_statement", f"the receipt is not canonical JSON: {exc}"
+        ) from exc
+    if not consistent:
         raise VerificationError(
             "digest_mismatch",
             "the signed receipt's digest does not match its content (it was signed inconsistent)",
