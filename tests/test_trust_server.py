@@ -47,7 +47,31 @@ def test_server_flags_fail_fast(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - id: a\n    match: {any: []}\n")
     with pytest.raises(click.BadParameter, match=r"bad\.yaml:3"):
-        _trust_options({"policy": bad, "signing_key": None})
+        _trust_options({"policy": bad, "signing_key": None, "redact": False})
     with pytest.raises(click.BadParameter, match="not a PEM"):
-        _trust_options({"policy": None, "signing_key": bad})
-    assert _trust_options({"policy": None, "signing_key": None}) == ([], None)
+        _trust_options({"policy": None, "signing_key": bad, "redact": False})
+    assert _trust_options({"policy": None, "signing_key": None, "redact": False}) == ([], None)
+
+
+def test_server_redacts_submitted_secrets(tmp_path: Path) -> None:
+    """The submitted code is in the receipt's argv (python3 -c CODE) when the host observer
+    sees the run: a token in the code must not reach the stored receipt."""
+    from glasshouse.server.cli import _trust_options
+
+    hooks, _ = _trust_options({"policy": None, "signing_key": None, "redact": True})
+    secret = "ghp_" + "Zz9" * 12
+    with api(config(tmp_path, profile="host", receipt_hooks=hooks)) as client:
+        r = client.post("/run", json={"code": f"import sys; sys.exit('token {secret}')"})
+        assert r.status_code == 200, r.text
+        assert secret in r.json()["stderr"]  # the caller still gets the output
+        rid = r.json()["receipt_id"]
+        stored = client.get(f"/receipts/{rid}").json()
+    observers = [o for o in stored["observation"]["observers"] if o["available"]]
+    if not observers or not stored["process_tree"]:
+        reasons = [o["reason"] for o in stored["observation"]["observers"]]
+        pytest.skip(f"no host observer saw the run's argv here: {reasons}")
+    raw = (tmp_path / "receipts" / f"{rid}.json").read_text()
+    assert secret not in raw
+    argv = [a for node in stored["process_tree"] for a in node["argv"]]
+    assert any("[REDACTED:" in a for a in argv), argv
+    assert any(a["rule"] == "github-token" for a in stored["redaction"]["applied"])

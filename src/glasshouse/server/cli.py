@@ -135,6 +135,11 @@ def read_token(path: Path) -> str:
     help="YAML policy evaluated over every receipt (the verdict is recorded, never enforced).",
 )
 @click.option(
+    "--redact",
+    is_flag=True,
+    help="Replace secrets (tokens, keys, passwords) in receipts, e.g. in the code's argv.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -187,9 +192,15 @@ def _config_from_options(options: dict[str, Any]) -> Any:
 
 
 def _trust_options(options: dict[str, Any]) -> tuple[list[Any], Any]:
-    """--policy -> a receipt hook; --signing-key -> the loaded key (fail fast on bad files)."""
+    """--redact, --policy -> receipt hooks (in that order); --signing-key -> the loaded key.
+
+    Files are loaded here, before serving: a bad one stops the server with the reason."""
     hooks: list[Any] = []
     signing_key = None
+    if options.get("redact"):  # first: the policy judges, and the log stores, redacted data
+        from glasshouse.receipt.redact import receipt_hook as redact_hook
+
+        hooks.append(redact_hook())
     if options.get("policy"):
         from glasshouse.policy import PolicyError, load_policy, receipt_hook
 
