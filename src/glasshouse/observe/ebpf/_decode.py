@@ -149,6 +149,52 @@ class _Dedup:
             self.items.append(item)
 
 
+class _Proc:
+    """A process while folding: plain slots (a pydantic model per fork costs microseconds
+    on the reader thread; the ProcessNode is built once, in ``result``)."""
+
+    __slots__ = (
+        "argv",
+        "code",
+        "cwd",
+        "end",
+        "exe",
+        "forked",
+        "pid",
+        "ppid",
+        "sig",
+        "start",
+        "trunc",
+    )  # fmt: skip
+
+    def __init__(self, pid: int, ppid: int) -> None:
+        self.pid, self.ppid = pid, ppid
+        self.exe: str | None = None
+        self.argv: list[str] = []
+        self.cwd: str | None = None
+        self.code: int | None = None
+        self.sig: int | None = None
+        self.start: int | None = None  # CLOCK_MONOTONIC ns
+        self.end: int | None = None
+        self.trunc = False
+        self.forked = False
+
+    def node(self, offset: int) -> ProcessNode:
+        return ProcessNode(
+            pid=self.pid,
+            ppid=self.ppid,
+            exe=self.exe,
+            argv=self.argv,
+            working_dir=self.cwd,
+            exit_code=self.code,
+            signal=self.sig,
+            started_at=_ts(self.start, offset) if self.start is not None else None,
+            ended_at=_ts(self.end, offset) if self.end is not None else None,
+            argv_truncated=self.trunc,
+            forked_only=self.forked,
+        )
+
+
 class Folder:
     """Folds one session's records, incrementally (``feed``), into receipt sections; the
     reader hands records over in batches, so memory holds the folded state, not every
@@ -158,7 +204,7 @@ class Folder:
         self.root_pid = root_pid
         self.names = syscall_names
         self.offset = time.time_ns() - time.monotonic_ns()  # CLOCK_MONOTONIC -> wall
-        self.procs: dict[int, ProcessNode] = {root_pid: ProcessNode(pid=root_pid, ppid=root_ppid)}
+        self.procs: dict[int, _Proc] = {root_pid: _Proc(root_pid, root_ppid)}
         self.reads, self.writes, self.deletes, self.mkdirs = _Dedup(), _Dedup(), _Dedup(), _Dedup()
         self.renames, self.links, self.failed = _Dedup(), _Dedup(), _Dedup()
         self.attempts, self.binds = _Dedup(), _Dedup()
@@ -197,40 +243,43 @@ class Folder:
 
         if etype == EV_FORK:
             parent = procs.get(tgid)
-            node = ProcessNode(pid=nr, ppid=arg0 or tgid, forked_only=True)
-            node.started_at = _ts(ts, self.offset)
+            node = _Proc(nr, arg0 or tgid)
+            node.forked = True
+            node.start = ts
             if parent is not None:
                 node.exe = parent.exe
-                node.argv = list(parent.argv)
-                node.working_dir = parent.working_dir
-                node.argv_truncated = parent.argv_truncated
+                node.argv = parent.argv
+                node.cwd = parent.cwd
+                node.trunc = parent.trunc
             procs[nr] = node
         elif etype == EV_EXEC:
             node = procs.get(tgid)
             if node is None:
-                node = procs[tgid] = ProcessNode(pid=tgid, ppid=nr)
+                node = procs[tgid] = _Proc(tgid, nr)
             cwd = _dir(s1)
-            node.working_dir = cwd
+            node.cwd = cwd
             node.exe = normalize(_text(s0), cwd) if s0 else None
             if s2:
                 argv = s2[:-1] if s2.endswith(b"\0") else s2
                 node.argv = [a.decode("utf-8", "backslashreplace") for a in argv.split(b"\0")]
-            node.argv_truncated = bool(flags & F_TRUNC[2])
-            node.forked_only = False
-            if node.started_at is None:
-                node.started_at = _ts(ts, self.offset)
+            else:
+                node.argv = []
+            node.trunc = bool(flags & F_TRUNC[2])
+            node.forked = False
+            if node.start is None:
+                node.start = ts
             if tgid != self.root_pid:
                 node.ppid = nr
         elif etype == EV_EXIT:
             node = procs.get(tgid)
             if node is None:
-                node = procs[tgid] = ProcessNode(pid=tgid, ppid=0)
+                node = procs[tgid] = _Proc(tgid, 0)
             status = ret & 0xFFFF
             if status & 0x7F:
-                node.signal = status & 0x7F
+                node.sig = status & 0x7F
             else:
-                node.exit_code = (status >> 8) & 0xFF
-            node.ended_at = _ts(ts, self.offset)
+                node.code = (status >> 8) & 0xFF
+            node.end = ts
             self.max_rss = max(self.max_rss, arg0)
             self.cpu_ns += arg1
         elif etype == EV_FILE:
@@ -355,7 +404,7 @@ class Folder:
             max_rss_kb=self.max_rss or None,
             cpu_time_ms=round(self.cpu_ns / 1e6) if self.cpu_ns else None,
         )
-        tree = list(self.procs.values())
+        tree = [p.node(self.offset) for p in self.procs.values()]
         return tree, fs, net, Syscalls(counts=dict(sorted(counts.items()))), resources
 
 

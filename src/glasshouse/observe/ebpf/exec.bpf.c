@@ -4,8 +4,8 @@
  * Seed 003 splits the kernel side into exec.o, fs.o and net.o. We build ONE object from
  * exec.bpf.c, which includes fs.bpf.c and net.bpf.c as handler sources, because every
  * system-wide syscall then runs one sys_enter and one sys_exit program (not three of each):
- * an untracked process pays one hash lookup per hook, and the tracked-tgid map, ring buffer
- * and counters are shared without re-using map fds across objects.
+ * an untracked process pays one inlined array check per hook (the `maybe` prefilter), and
+ * the tracked-tgid map, ring buffer and counters are shared without re-using map fds.
  *
  * Attach points (measured on the target hosts: no kprobes/fentry/LSM, no tracefs):
  *   tp_btf/sched_process_fork|exec|exit  process lifecycle and scope (tracked tgids)
