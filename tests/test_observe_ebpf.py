@@ -492,3 +492,35 @@ def test_doctor_checks(observer, tmp_path, monkeypatch):
     checks = {c.name: c for c in doctor_checks()}
     assert not checks["BPF object"].ok and "exec.o not found" in checks["BPF object"].detail
     assert checks["BPF object"].disables == "eBPF host observation"
+
+
+def test_no_privileges_fail_open(tmp_path):
+    """As an unprivileged user the load fails with the reason; the run still happens."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop to an unprivileged user")
+    code = (
+        "import os, sys\n"
+        "os.environ['GLASSHOUSE_OBSERVER'] = 'ebpf'\n"
+        "from glasshouse.backends import create\n"
+        "from glasshouse.core.execution import Engine, ExecutionSpec\n"
+        "from glasshouse.core.profiling import ObserverUnavailable\n"
+        "from glasshouse.observe import host_observer, unavailable_observer\n"
+        "try:\n    obs = host_observer()\n"
+        "except ObserverUnavailable as e:\n    obs = unavailable_observer(str(e))\n"
+        "r = Engine(create('process', cgroups=False), observers=[obs], profile='host')"
+        ".run(ExecutionSpec(argv=['/bin/true']))\n"
+        "print(r.receipt.outcome.exit_code, r.receipt.observation.observers[0].reason)\n"
+    )
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+    )
+    if out.returncode != 0 and "Permission denied" in out.stderr:
+        pytest.skip(f"the unprivileged user cannot read the checkout: {out.stderr[-200:]}")
+    assert out.returncode == 0, out.stderr
+    code, reason = out.stdout.split(" ", 1)
+    assert code == "0"
+    assert "Operation not permitted" in reason and "CAP_BPF" in reason

@@ -113,9 +113,6 @@ class EbpfObserver:
 
     # -- load / attach -------------------------------------------------------------------
     def _load(self, ringbuf_bytes: int, watch: Watch | None) -> None:
-        if os.geteuid() != 0:
-            # CAP_BPF + CAP_PERFMON may suffice; the load below gives the precise error.
-            pass
         try:
             obj = _libbpf.BpfObject(self.object_path)
         except _libbpf.LibbpfError as exc:
