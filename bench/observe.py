@@ -152,6 +152,45 @@ def walk_cost(open_loop_fail: Path, tmp: Path) -> None:
             f.write(before)
 
 
+NOOP_BPF_C = r"""
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+SEC("raw_tp/sys_enter") int noop_enter(void *ctx) { return 0; }
+SEC("raw_tp/sys_exit") int noop_exit(void *ctx) { return 0; }
+"""
+
+
+def _noop_floor(work: Path, unrelated: list[str], rounds: int) -> tuple[str, ...] | None:
+    """The floor under "unrelated": EMPTY raw_tp sys_enter/sys_exit programs. Enabling
+    those tracepoints puts every syscall on the host onto the kernel's syscall-work slow
+    path, whatever the programs do."""
+    from glasshouse.observe.ebpf import _libbpf
+
+    clang = shutil.which("clang")
+    if not clang:
+        return None
+    src = work / "noop.bpf.c"
+    src.write_text(NOOP_BPF_C)
+    obj_path = work / "noop.o"
+    arch = "/usr/include/x86_64-linux-gnu"
+    subprocess.run(
+        [clang, "-O2", "-target", "bpf", f"-I{arch}", "-c", str(src), "-o", str(obj_path)],
+        check=True,
+    )
+    with_noop: list[float] = []
+    without: list[float] = []
+    for _ in range(rounds):
+        obj = _libbpf.BpfObject(str(obj_path))
+        obj.load()
+        obj.attach("noop_enter")
+        obj.attach("noop_exit")
+        with_noop.append(plain_time(unrelated))
+        obj.close()
+        without.append(plain_time(unrelated))
+    return _row("  (floor: empty raw_tp progs)", without, with_noop, 1.05)
+
+
 def _prog_stats(fd: int) -> tuple[int, int]:
     out = {}
     with open(f"/proc/self/fdinfo/{fd}") as f:
@@ -257,6 +296,9 @@ def main() -> None:
                 obs.close()
                 detached.append(plain_time(unrelated))
             rows.append(_row(label, detached, attached, 1.05))
+        floor = _noop_floor(work, [open_loop, str(target), "200000"], rounds)
+        if floor is not None:
+            rows.append(floor)
         print(f"Overhead over {rounds} interleaved rounds, {os.cpu_count()} cores, load {_load()}")
         print_table(
             rows,
