@@ -290,12 +290,12 @@ def test_network(observer, tmp_path):
     assert (lst.unix_path, "unix", "connected", "unix") in attempts
     assert (str(tmp_path / "no-such.sock"), "unix", "not_found", "unix") in attempts
     sends = {(s.dst, s.protocol): s.bytes for s in net.sends}
-    assert sends[(udp, "udp")] == 42
+    assert sends[(udp, "udp")] == 42 + 7  # sendto + sendmsg, no connect
     listening = [b for b in net.binds if b.listening]
     assert len(listening) == 1 and listening[0].protocol == "tcp"
     assert listening[0].addr.startswith("127.0.0.1:") and not listening[0].addr.endswith(":0")
-    # 1000 + 42 + 8 bytes sent on sockets; 500 received
-    assert net.bytes_sent == 1050 and net.bytes_received == 500
+    # 1000 + 42 + 7 + 8 bytes sent on sockets; 500 received
+    assert net.bytes_sent == 1057 and net.bytes_received == 500
     assert all(a.pid == receipt.process_tree[0].pid for a in net.attempts)
 
 

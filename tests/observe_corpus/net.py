@@ -33,6 +33,7 @@ if tcp6:
 
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.sendto(b"d" * 42, ("127.0.0.1", udp))  # sendto without connect
+u.sendmsg([b"m" * 7], [], 0, ("127.0.0.1", udp))  # sendmsg with a destination
 u.connect(("127.0.0.1", udp))  # udp "connect"
 u.send(b"c" * 8)
 u.close()
