@@ -379,3 +379,11 @@ def test_evidence_points_at_the_receipt_item(bodies, actions, seed) -> None:
                 assert _resolve(receipt, ev.at) == ev.value, (result.rule, ev)
             else:
                 assert "absent" in ev.value
+
+
+def test_deep_nesting_is_rejected_not_a_recursion_crash() -> None:
+    with pytest.raises(PolicyError, match="nested too deeply"):
+        parse_policy("[" * 100_000 + "]" * 100_000)
+    deep = "{not: " * 200 + "{outcome: {failed: true}}" + "}" * 200
+    with pytest.raises(PolicyError, match="nested deeper than 32"):
+        parse_policy(f"rules:\n  - id: a\n    match: {deep}\n")
