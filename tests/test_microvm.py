@@ -118,38 +118,49 @@ def test_guest_that_never_answers(backend) -> None:
     assert run.receipt.outcome.error == r.error
 
 
-def _forge(payload: str) -> str:
-    # User code in the warm interpreter finds the agent's vsock connection and writes to it.
+def _forge(payload: str, then: str = "time.sleep(30)") -> str:
+    # User code runs inside the guest init's interpreter: it can walk up to the init's frame
+    # and write to the vsock connection the result would go to.
     return (
-        "import gc, _socket, os\n"
-        "conns = [o for o in gc.get_objects() if isinstance(o, _socket.socket)]\n"
-        "conn = [c for c in conns if c.fileno() >= 0 and c.family == _socket.AF_VSOCK][-1]\n"
+        "import sys, time\n"
+        "f = sys._getframe()\n"
+        "while f is not None and 'transport' not in f.f_locals:\n"
+        "    f = f.f_back\n"
+        "conn = f.f_locals['transport']._conn\n"
         f"conn.sendall({payload})\n"
         "conn.shutdown(1)\n"
-        "import time; time.sleep(30)\n"
+        f"{then}\n"
     )
 
 
 @pytest.mark.parametrize(
-    ("payload", "message"),
+    ("payload", "then", "message"),
     [
-        ("b'GH1' + (5).to_bytes(4, 'big') + b'hello'", "not UTF-8 JSON"),
-        ("b'GH1' + (1 << 31).to_bytes(4, 'big')", "exceeds"),
-        ("b'XXXXXXX'", "magic"),
-        ("b'GH1' + (100).to_bytes(4, 'big') + b'{}'", "closed the connection"),
-        ("b'GH1' + (2).to_bytes(4, 'big') + b'{}'", "version"),
+        ("b'GH1' + (5).to_bytes(4, 'big') + b'hello'", "time.sleep(30)", "not UTF-8 JSON"),
+        ("b'GH1' + (1 << 31).to_bytes(4, 'big')", "time.sleep(30)", "exceeds"),
+        ("b'XXXXXXX'", "time.sleep(30)", "magic"),
+        ("b'GH1' + (100).to_bytes(4, 'big') + b'{}'", "os._exit(0)", "closed the connection"),
+        ("b'GH1' + (2).to_bytes(4, 'big') + b'{}'", "time.sleep(30)", "version"),
     ],
 )
-def test_guest_garbage_is_refused(backend, payload: str, message: str) -> None:
-    run = _py(backend, _forge(payload), timeout=30)
+def test_guest_garbage_is_refused(backend, payload: str, then: str, message: str) -> None:
+    run = _py(backend, "import os\n" + _forge(payload, then), timeout=30)
     r = run.result
     assert r.exit_code is None and not r.timed_out
     assert message in (r.error or ""), r.error
     assert _vmm_children() == []
 
 
+def test_guest_stalling_mid_frame_times_out(backend) -> None:
+    # Half a frame, then nothing: the host waits only until the run's deadline.
+    run = _py(backend, _forge("b'GH1' + (100).to_bytes(4, 'big') + b'{}'"), timeout=2)
+    assert run.result.timed_out and run.result.signal == 9
+    assert _vmm_children() == []
+
+
 def test_output_flood_is_capped(backend) -> None:
-    n = 40 << 20
+    # 3 MiB: every page the guest writes goes through its (on kvm_pvm, emulated) kernel.
+    n = 3 << 20
     run = _py(backend, f"import sys; sys.stdout.write('x' * {n})", limits=Limits(output_bytes=1000))
     out = run.result.stdout
     assert run.result.exit_code == 0, run.result.error
