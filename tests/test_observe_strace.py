@@ -31,6 +31,7 @@ def test_labeled_lower_fidelity(observer, tmp_path):
     root = receipt.process_tree[0]
     assert root.exe == "/bin/sh" and root.argv == ["/bin/sh", "-c", "exit 3"]
     assert root.exit_code == 3 and receipt.outcome.exit_code == 3
+    assert root.started_at and root.ended_at and root.started_at <= root.ended_at
     # the gated child's own pre-exec code is not the workload's
     assert receipt.syscalls.counts["execve"] == 1
 

@@ -68,6 +68,7 @@ class StraceSession:
             observer.strace or "strace",
             "-f",
             "-q",
+            "-ttt",
             "-yy",
             "-xx",
             "-s",
@@ -149,7 +150,7 @@ def _tracer(pid: int) -> int:
 
 # -- parsing strace -f -yy -xx output ----------------------------------------------------
 
-_LINE = re.compile(r"^(\d+) +(.*)$")
+_LINE = re.compile(r"^(\d+) +(\d+\.\d+) (.*)$")
 _HEX = re.compile(r'"((?:\\x[0-9a-f]{2})*)"(\.\.\.)?')
 _ANNOT = re.compile(r"^(-?\w+)<(.*)>$")
 
@@ -192,6 +193,18 @@ class _Parser:
         self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}
         self.sends: dict[tuple[str, str], int] = {}
         self.tx = self.rx = 0
+        self.now: str | None = None
+
+    def _when(self) -> str | None:
+        """The current line's strace timestamp (-ttt), as the receipt's RFC 3339."""
+        import datetime as _dt
+
+        from glasshouse.receipt.aggregate import rfc3339
+
+        try:
+            return rfc3339(_dt.datetime.fromtimestamp(float(self.now), _dt.UTC))
+        except (TypeError, ValueError):
+            return None
 
     # strings and paths
     def _str(self, arg: str) -> str:
@@ -222,7 +235,8 @@ class _Parser:
         m = _LINE.match(raw)
         if not m:
             return
-        pid, text = int(m.group(1)), m.group(2)
+        pid, text = int(m.group(1)), m.group(3)
+        self.now = m.group(2)
         if text.startswith("+++ "):
             self._exit(pid, text)
             return
@@ -271,11 +285,13 @@ class _Parser:
         m = re.match(r"\+\+\+ exited with (\d+)", text)
         if m:
             node.exit_code = int(m.group(1))
+            node.ended_at = self._when()
             return
         m = re.match(r"\+\+\+ killed by (SIG\w+)", text)
         if m:
             with contextlib.suppress(KeyError):
                 node.signal = int(signal.Signals[m.group(1)])
+            node.ended_at = self._when()
 
     def _fail(self, op: str, path: str, err: str) -> None:
         self.failed.add((op, path, err), FailedFileOp(op=op, path=path, errno=err))
@@ -288,7 +304,7 @@ class _Parser:
                 self.tgid[ret] = tgid
                 return
             parent = self.procs.get(tgid)
-            node = ProcessNode(pid=ret, ppid=tgid, forked_only=True)
+            node = ProcessNode(pid=ret, ppid=tgid, forked_only=True, started_at=self._when())
             if parent is not None:
                 node.exe, node.argv = parent.exe, list(parent.argv)
                 node.working_dir = self.cwd.get(tgid)
@@ -311,6 +327,8 @@ class _Parser:
             node.argv_truncated = argv.rstrip().endswith("...") or "..." in argv
             node.working_dir = self.cwd.get(tgid)
             node.forked_only = False
+            if node.started_at is None:
+                node.started_at = self._when()
             return
         if name == "chdir" and ret == 0 and a:
             self.cwd[tgid] = self._path(a[0], pid)
