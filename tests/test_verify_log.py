@@ -319,3 +319,16 @@ def _contents(d: Path) -> dict[str, object]:
         except ValueError:
             out[path.name] = raw
     return out
+
+
+def test_append_after_a_crash_between_index_and_head(tmp_path: Path) -> None:
+    """INDEX is written before HEAD: a log that crashed between them continues correctly."""
+    log = ReceiptLog(tmp_path)
+    first = log.append(Receipt.model_validate(real_receipt(["true"])))
+    stale_head = (tmp_path / "HEAD").read_bytes()
+    second = log.append(Receipt.model_validate(real_receipt(["true"])))
+    (tmp_path / "HEAD").write_bytes(stale_head)  # the crash: HEAD not updated
+    third = log.append(Receipt.model_validate(real_receipt(["true"])))
+    assert (first.sequence, second.sequence, third.sequence) == (0, 1, 2)
+    assert third.previous_digest == second.digest
+    assert verify_log(tmp_path).ok

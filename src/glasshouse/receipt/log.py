@@ -51,9 +51,33 @@ class ReceiptLog:
         """(next sequence number, digest of the last receipt)."""
         try:
             data = json.loads((self.dir / HEAD).read_text())
-            return int(data["sequence"]) + 1, str(data["digest"])
+            found = int(data["sequence"]) + 1, str(data["digest"])
         except (OSError, ValueError, KeyError, TypeError):
             return self._rescan()
+        # INDEX is written before HEAD: after a crash between the two, INDEX is ahead.
+        journal = self._index_tail()
+        if journal is not None and journal[0] > found[0]:
+            return journal
+        return found
+
+    def _index_tail(self) -> tuple[int, str] | None:
+        """(next sequence, digest) from the last complete INDEX line, or None."""
+        try:
+            with open(self.dir / INDEX, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 4096))
+                tail = fh.read()
+        except OSError:
+            return None
+        lines = tail.split(b"\n")
+        for line in reversed(lines[:-1]):  # the last element follows the final newline
+            try:
+                item = json.loads(line)
+                return int(item["sequence"]) + 1, str(item["digest"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return None
 
     def _rescan(self) -> tuple[int, str | None]:
         last: Receipt | None = None
