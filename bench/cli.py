@@ -41,8 +41,15 @@ def main() -> None:
     rows = []
     for name, values in samples.items():
         s = summary(values)
-        rows.append((name, f"{s['median'] * 1000:.1f}", f"{s['p95'] * 1000:.1f}",
-                     f"{(s['median'] - base) * 1000:+.1f}", f"{s['median'] / base:.1f}x"))
+        rows.append(
+            (
+                name,
+                f"{s['median'] * 1000:.1f}",
+                f"{s['p95'] * 1000:.1f}",
+                f"{(s['median'] - base) * 1000:+.1f}",
+                f"{s['median'] / base:.1f}x",
+            )
+        )
     print(f"CLI overhead, {args.rounds} interleaved rounds, {os.cpu_count()} cores")
     print_table(rows, ("command", "median ms", "p95 ms", "added ms", "ratio"))
     added = (summary(samples["glasshouse run -p disabled -- true"])["median"] - base) * 1000
@@ -50,10 +57,17 @@ def main() -> None:
     print(f"\nadded at the median: {added:.1f} ms (goal <= 60 ms): {verdict}")
 
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c",
-         "import glasshouse.cli, glasshouse.cli._run, glasshouse.core.execution, "
-         "glasshouse.backends.process, glasshouse.receipt.aggregate, glasshouse.receipt.store"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import glasshouse.cli, glasshouse.cli._run, glasshouse.core.execution, "
+            "glasshouse.backends.process, glasshouse.receipt.aggregate, glasshouse.receipt.store",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stderr
     rows = []
     for line in out.splitlines()[1:]:
