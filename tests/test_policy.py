@@ -387,3 +387,16 @@ def test_deep_nesting_is_rejected_not_a_recursion_crash() -> None:
     deep = "{not: " * 200 + "{outcome: {failed: true}}" + "}" * 200
     with pytest.raises(PolicyError, match="nested deeper than 32"):
         parse_policy(f"rules:\n  - id: a\n    match: {deep}\n")
+
+
+def test_syscall_total_sums_matching_names() -> None:
+    each = parse_policy(
+        "rules:\n  - {id: r, match: {syscall: {name: [clone, openat], over: 260}}}\n"
+    )
+    total = parse_policy(
+        "rules:\n  - {id: r, match: {syscall: {name: [clone, openat], over: 260, total: true}}}\n"
+    )
+    assert evaluate(each, _observed()).fired == ()  # 250 and 40: neither is over 260
+    (fired,) = evaluate(total, _observed()).fired  # together 290
+    assert [e.at for e in fired.evidence] == ["/syscalls/counts/clone", "/syscalls/counts/openat"]
+    assert each.digest != total.digest

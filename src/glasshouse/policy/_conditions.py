@@ -357,11 +357,13 @@ def _port_range(item: Node) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class SyscallMatch(Condition):
-    """Syscalls whose name matches and whose count is over a threshold, or that were denied."""
+    """Syscalls whose name matches and whose count is over a threshold (each, or with
+    ``total: true`` all matching names together), or that were denied."""
 
     names: tuple[str, ...] = ("*",)
     over: int = 0
     denied: bool = False
+    total: bool = False
 
     def evaluate(self, receipt: dict[str, Any]) -> list[Evidence] | None:
         sc = _dict(receipt.get("syscalls"))
@@ -372,34 +374,50 @@ class SyscallMatch(Condition):
                     found.append(Evidence(_ptr("syscalls", "denied", i), name))
         else:
             counts = _dict(sc.get("counts"))
-            for name in sorted(counts):
-                count = counts[name]
-                if (
-                    isinstance(count, int)
-                    and count > self.over
-                    and _any_glob(self.names, name, False)
-                ):
-                    found.append(Evidence(_ptr("syscalls", "counts", name), count))
+            matching = [
+                (name, counts[name])
+                for name in sorted(counts)
+                if isinstance(counts[name], int)
+                and not isinstance(counts[name], bool)
+                and _any_glob(self.names, name, False)
+            ]
+            if self.total:
+                if sum(c for _, c in matching) <= self.over:
+                    return None
+                matching = [(n, c) for n, c in matching if c > 0]
+            else:
+                matching = [(n, c) for n, c in matching if c > self.over]
+            found = [Evidence(_ptr("syscalls", "counts", n), c) for n, c in matching]
         return found or None
 
     def sections(self) -> set[str]:
         return {"syscalls"}
 
     def canonical(self) -> Any:
-        return {"syscall": {"name": list(self.names), "over": self.over, "denied": self.denied}}
+        return {
+            "syscall": {
+                "name": list(self.names),
+                "over": self.over,
+                "denied": self.denied,
+                "total": self.total,
+            }
+        }
 
     @classmethod
     def parse(cls, node: Node) -> SyscallMatch:
-        fields = node.mapping({"name", "over", "denied"})
+        fields = node.mapping({"name", "over", "denied", "total"})
         if not fields:
             raise node.error("syscall needs at least one of: name, over, denied")
         denied = fields["denied"].boolean() if "denied" in fields else False
-        if denied and "over" in fields:
-            raise fields["over"].error("'over' counts calls; it cannot be used with denied")
+        total = fields["total"].boolean() if "total" in fields else False
+        for key in ("over", "total"):
+            if denied and key in fields:
+                raise fields[key].error(f"'{key}' counts calls; it cannot be used with denied")
         return cls(
             names=_globs(fields["name"], False) if "name" in fields else ("*",),
             over=fields["over"].integer(minimum=0) if "over" in fields else 0,
             denied=denied,
+            total=total,
         )
 
 
