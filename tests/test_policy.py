@@ -400,3 +400,19 @@ def test_syscall_total_sums_matching_names() -> None:
     (fired,) = evaluate(total, _observed()).fired  # together 290
     assert [e.at for e in fired.evidence] == ["/syscalls/counts/clone", "/syscalls/counts/openat"]
     assert each.digest != total.digest
+
+
+def test_failed_file_attempts() -> None:
+    data = copy.deepcopy(_observed())
+    data["filesystem"]["failed"] = [
+        {"op": "openat", "path": "/etc/shadow", "errno": "EACCES"},
+        {"op": "renameat2", "path": "/work/a -> /etc/passwd", "errno": "EPERM"},
+    ]
+    Receipt.model_validate(seal_data(data))
+    tried = parse_policy("rules:\n  - {id: r, match: {file: {path: /etc/*, op: failed}}}\n")
+    (fired,) = evaluate(tried, data).fired
+    assert [e.at for e in fired.evidence] == ["/filesystem/failed/0", "/filesystem/failed/1"]
+    anything = parse_policy("rules:\n  - {id: r, match: {file: {path: /etc/shadow}}}\n")
+    assert evaluate(anything, data).violations == ["r"]  # the default op includes attempts
+    only_reads = parse_policy("rules:\n  - {id: r, match: {file: {path: /etc/shadow, op: read}}}\n")
+    assert evaluate(only_reads, data).fired == ()

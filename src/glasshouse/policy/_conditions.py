@@ -20,7 +20,7 @@ from glasshouse.policy.models import Evidence
 _MAX_DEPTH = 32
 LEAVES = ("exec", "file", "network", "syscall", "resources", "outcome")
 COMBINATORS = ("all", "any", "not")
-FILE_OPS = ("read", "write", "delete", "rename", "link", "mkdir")
+FILE_OPS = ("read", "write", "delete", "rename", "link", "mkdir", "failed")
 NET_KINDS = ("connect", "send", "bind")
 RESOURCE_FIELDS = {
     "max_rss_kb": ("resources", "max_rss_kb"),
@@ -238,6 +238,13 @@ class FileMatch(Condition):
                 item = _dict(item)
                 if _any_glob(self.paths, item.get("path"), True):
                     found.append(Evidence(_ptr("filesystem", "links", i), item))
+        if "failed" in self.ops:  # refused attempts; two-path ops are shown "a -> b"
+            for i, item in enumerate(_list(fs.get("failed"))):
+                item = _dict(item)
+                path = item.get("path")
+                sides = path.split(" -> ") if isinstance(path, str) else []
+                if any(_any_glob(self.paths, side, True) for side in sides):
+                    found.append(Evidence(_ptr("filesystem", "failed", i), item))
         return found or None
 
     def sections(self) -> set[str]:
