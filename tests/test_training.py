@@ -48,6 +48,7 @@ def _observed(base: dict) -> dict:
         {"dst": "10.1.2.3:53", "protocol": "udp", "result": "attempted"},
         {"dst": "8.8.8.8:443", "protocol": "tcp", "result": "attempted"},
     ]
+    data["filesystem"]["failed"] = [{"op": "openat", "path": "/etc/shadow", "errno": "EACCES"}]
     data["syscalls"]["counts"] = {"openat": 10, "clone": 2}
     return data
 
@@ -108,6 +109,7 @@ def test_counts_by_category(receipts: Path) -> None:
         "workspace": 1,
     }
     assert c["files"]["delete"]["home"] == 1
+    assert c["files"]["failed"]["config"] == 1 and "file:failed:config" in rec["first_seen"]
     assert c["network"] == {
         "total": 3, "loopback": 1, "private": 1, "public": 1, "other": 0, "tcp": 2, "udp": 1
     }  # fmt: skip

@@ -15,7 +15,12 @@ def _schema() -> Any:
     def counts(names: list[str]) -> Any:
         return pa.struct([(n, pa.int64()) for n in names])
 
-    from glasshouse.training.export import EXEC_CATEGORIES, FILE_CATEGORIES, NET_CATEGORIES
+    from glasshouse.training.export import (
+        EXEC_CATEGORIES,
+        FILE_CATEGORIES,
+        FILE_OPS,
+        NET_CATEGORIES,
+    )
 
     strings = pa.list_(pa.string())
     return pa.schema(
@@ -65,12 +70,7 @@ def _schema() -> Any:
                         ("execs", counts(["total", *EXEC_CATEGORIES, "other"])),
                         (
                             "files",
-                            pa.struct(
-                                [
-                                    (op, counts(list(FILE_CATEGORIES)))
-                                    for op in ("read", "write", "delete")
-                                ]
-                            ),
+                            pa.struct([(op, counts(list(FILE_CATEGORIES))) for op in FILE_OPS]),
                         ),
                         ("network", counts(["total", *NET_CATEGORIES, "tcp", "udp"])),
                         ("syscalls", pa.int64()),

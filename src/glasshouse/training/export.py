@@ -102,6 +102,8 @@ _FILE_PREFIXES = (
     ("device", ("/dev",)),
 )
 NET_CATEGORIES = ("loopback", "private", "public", "other")
+#: ``counts.files`` keys: successful reads, writes, deletes, and refused attempts.
+FILE_OPS = ("read", "write", "delete", "failed")
 
 
 class ExportError(Exception):
@@ -236,6 +238,14 @@ def record_for(
                 counts[category] += 1
                 behaviours.add(f"file:{op}:{category}")
         files[op] = counts
+    failed = dict.fromkeys(FILE_CATEGORIES, 0)  # refused attempts, by the first path's category
+    for item in _l(fs.get("failed")):
+        path = _d(item).get("path")
+        if isinstance(path, str):
+            category = file_category(path.split(" -> ")[0], workspace)
+            failed[category] += 1
+            behaviours.add(f"file:failed:{category}")
+    files["failed"] = failed
 
     network = {"total": 0, **dict.fromkeys(NET_CATEGORIES, 0), "tcp": 0, "udp": 0}
     for attempt in _l(net.get("attempts")):
