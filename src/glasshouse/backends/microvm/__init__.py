@@ -212,6 +212,7 @@ class MicroVMBackend:
             try:
                 handle.conn = handle.vm.connect(timeout=10.0)
                 handle.timings["connect_ms"] = _ms(handle.released_at)
+                handle.timings["connect_attempts"] = handle.vm.connect_attempts
             except GuestFailure:
                 if handle.killed_reason is None:
                     raise

@@ -220,7 +220,9 @@ class FirecrackerVM:
         """Open the guest agent's vsock port through Firecracker's UNIX-socket bridge."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
+        self.connect_attempts = 0
         while time.monotonic() < deadline:
+            self.connect_attempts += 1
             if self.proc is None or self.proc.poll() is not None:
                 break
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

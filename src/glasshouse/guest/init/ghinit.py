@@ -92,7 +92,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def _console(line: bytes) -> None:
     try:
-        os.write(2, line + b"\n")
+        os.write(_PRE.get("console", 2), line + b"\n")
     except OSError:
         pass
 
@@ -240,6 +240,7 @@ def _wait_wake() -> None:
     while T.WAKE_LINE not in buf:
         chunk = os.read(fd, 256)
         buf = (buf + chunk)[-256:]
+    _PRE["woken"] = time.monotonic()
     os.close(fd)
 
 
@@ -364,31 +365,16 @@ def _run_inprocess(
     req: dict, code: str, args: list[str], env: dict, cwd: str, fds: tuple[int, int, int]
 ) -> dict:
     import builtins
-    import io
     import resource
     import traceback
 
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-    sys.stdin = io.TextIOWrapper(
-        io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape"
-    )
-    sys.stdout = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False),
-        encoding="utf-8",
-        errors="backslashreplace",
-        line_buffering=False,
-    )
-    sys.stderr = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False),
-        encoding="utf-8",
-        errors="backslashreplace",
-        write_through=True,
-    )
+    if _PRE.get("stdio") != fds:
+        _stdio(fds)
     sys.argv = ["-c", *args]
     os.environ.clear()
     os.environ.update(env)
-    os.chdir(cwd)
+    if cwd != _PRE.get("cwd"):
+        os.chdir(cwd)
     sys.path[0:0] = [""]
     limits = req.get("limits") or {}
     if limits.get("memory_bytes"):
@@ -415,7 +401,8 @@ def _run_inprocess(
         )
         exit_code = 1
     finally:
-        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        if limits.get("memory_bytes"):
+            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -430,6 +417,30 @@ def _run_inprocess(
 _PRE: dict = {}
 
 
+def _stdio(fds: tuple[int, int, int]) -> None:
+    """Make fds 0/1/2 and sys.std* the command's files (before the snapshot when warm)."""
+    import io
+
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    sys.stdin = io.TextIOWrapper(
+        io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape"
+    )
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=False,
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False),
+        encoding="utf-8",
+        errors="backslashreplace",
+        write_through=True,
+    )
+    _PRE["stdio"] = fds
+
+
 def _open_io() -> tuple[int, int, int]:
     """stdin/stdout/stderr files of the command, in tmpfs /run/gh."""
     os.makedirs("/run/gh", exist_ok=True)
@@ -438,8 +449,14 @@ def _open_io() -> tuple[int, int, int]:
 
 
 def _preopen() -> None:
+    """Everything a run needs that does not depend on the request, done before the
+    snapshot: each syscall after restore runs through the emulated kernel on kvm_pvm."""
+    _PRE["console"] = os.dup(2)
     _PRE["fds"] = _open_io()
     _PRE["urandom"] = os.open("/dev/urandom", os.O_WRONLY)
+    _stdio(_PRE["fds"])
+    os.chdir("/work")
+    _PRE["cwd"] = "/work"
 
 
 def _handle(req: dict) -> dict:
@@ -531,6 +548,7 @@ def main() -> None:
         t_request = time.monotonic()
         result = _handle(req)
         result["guest"]["ms"] = {
+            "wake_to_listen": round((t_listen - _PRE.get("woken", t_listen)) * 1000, 1),
             "listen_to_request": round((t_request - t_listen) * 1000, 1),
             "handle": round((time.monotonic() - t_request) * 1000, 1),
         }
