@@ -96,6 +96,8 @@ struct {
  * entry only means a duplicate record, which user space folds away. */
 struct seen_key {
 	u64 dentry;
+	u64 parent;   /* with the name hash: a freed dentry's address reused for another */
+	u64 hash_len; /* file cannot hide that file's open (it would need the same name too) */
 	u64 mnt;
 	u32 gen;
 	u32 cls;

@@ -160,7 +160,10 @@ static __always_inline bool fs_exit(struct bpf_raw_tracepoint_args *ctx, struct 
 		struct file *f = fd_file(task, (int)ret);
 		if (f) {
 			struct seen_key k = {};
-			k.dentry = (u64)BPF_CORE_READ(f, f_path.dentry);
+			struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+			k.dentry = (u64)d;
+			k.parent = (u64)BPF_CORE_READ(d, d_parent);
+			k.hash_len = BPF_CORE_READ(d, d_name.hash_len);
 			k.mnt = (u64)BPF_CORE_READ(f, f_path.mnt);
 			k.gen = gen;
 			k.cls = (a.flags & 3) | ((a.flags & (0100 | 01000)) ? 4 : 0);
