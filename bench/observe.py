@@ -119,8 +119,9 @@ int main(int argc, char **argv) {
 
 
 def walk_cost(open_loop_fail: Path, tmp: Path) -> None:
-    """The in-kernel path walk's price: sys_exit's mean run time (kernel.bpf_stats) for
-    failed opens of an absolute path vs. a relative one whose cwd is 6 levels deep."""
+    """The in-kernel path walk's price: gh_sys_exit's run time (kernel.bpf_stats) per
+    failed open, absolute path vs. a relative one whose cwd is 6 levels deep. Best of 3:
+    the counters are system-wide, so other processes' syscalls add to them."""
     from glasshouse.observe.ebpf import PROGRAMS, EbpfObserver
 
     stats_path = "/proc/sys/kernel/bpf_stats_enabled"
@@ -132,6 +133,7 @@ def walk_cost(open_loop_fail: Path, tmp: Path) -> None:
     except OSError as exc:
         print(f"\n(path walk cost: bpf_stats unavailable: {exc})")
         return
+    n = 100_000
     try:
         deep = tmp / "a" / "b" / "c" / "d" / "e" / "f"
         deep.mkdir(parents=True)
@@ -140,13 +142,17 @@ def walk_cost(open_loop_fail: Path, tmp: Path) -> None:
         fd = obs._prog_fds[PROGRAMS.index("gh_sys_exit")]
         rows = []
         for label, path in (("absolute", str(deep / "missing")), ("relative", "missing")):
-            t0, c0 = _prog_stats(fd)
-            engine.run(ExecutionSpec(argv=[str(open_loop_fail), path, "100000"], cwd=str(deep)))
-            t1, c1 = _prog_stats(fd)
-            rows.append((label, f"{c1 - c0:,}", f"{(t1 - t0) / max(1, c1 - c0):.0f}"))
+            best = None
+            for _ in range(3):
+                t0, _c0 = _prog_stats(fd)
+                engine.run(ExecutionSpec(argv=[str(open_loop_fail), path, str(n)], cwd=str(deep)))
+                t1, _c1 = _prog_stats(fd)
+                per = (t1 - t0) / n
+                best = per if best is None else min(best, per)
+            rows.append((label, f"{best:.0f}"))
         obs.close()
-        print("\nPath resolution cost: gh_sys_exit mean run time, 100k failed opens")
-        print_table(rows, ("path", "sys_exit runs", "mean ns"))
+        print(f"\nPath resolution cost: gh_sys_exit ns per failed open (best of 3 x {n:,})")
+        print_table(rows, ("path", "ns per open"))
     finally:
         with open(stats_path, "w") as f:
             f.write(before)
