@@ -94,6 +94,10 @@ def _bare(state: dict) -> bool:
     return out.stdout == b"4\n"
 
 
+#: One example of each kind of failure seen, to print with the table.
+FAILURES: dict[str, str] = {}
+
+
 def _http(url: str):
     def one(state: dict) -> bool:
         client = state.get("client")
@@ -101,9 +105,15 @@ def _http(url: str):
             client = state["client"] = httpx.Client(base_url=url, timeout=120)
         try:
             r = client.post("/run", json={"code": CODE, "timeout": 30})
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            FAILURES.setdefault(type(exc).__name__, str(exc)[:200])
             return False
-        return r.status_code == 200 and r.json().get("stdout") == "4\n"
+        if r.status_code == 200 and r.json().get("stdout") == "4\n":
+            return True
+        body = r.json() if r.status_code == 200 else {}
+        why = body.get("error") or f"stdout {body.get('stdout')!r}" if body else r.text[:200]
+        FAILURES.setdefault(f"{url} {r.status_code}", str(why)[:300])
+        return False
 
     return one
 
@@ -258,6 +268,8 @@ def main() -> int:
                 f" p50 {top['health_p50_ms']:.1f} ms, p95 {top['health_p95_ms']:.1f} ms,"
                 f" max {top['health_max_ms']:.1f} ms; pool {per.get('pool')}"
             )
+    for kind, example in FAILURES.items():
+        print(f"# failure {kind}: {example}")
     if opts.json:
         print(json.dumps(results, indent=2, default=str))
     return 0

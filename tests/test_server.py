@@ -241,6 +241,8 @@ def test_body_over_the_limit(client) -> None:
         ("GET", "/receipts/..%2F..%2Fetc%2Fpasswd", 404, "not_found"),
         ("GET", "/receipts/%2e%2e", 400, "invalid_receipt_id"),
         ("GET", "/receipts/HEAD", 400, "invalid_receipt_id"),
+        # the log's pattern ends in "$", which also matches before a trailing newline
+        ("GET", "/receipts/exec-1700000000000-00000000000000000000%0a", 400, "invalid_receipt_id"),
         ("GET", "/receipts/index.sqlite3", 400, "invalid_receipt_id"),
         ("GET", "/receipts/exec-1700000000000-00000000000000000000", 404, "not_found"),
         ("GET", "/receipts?limit=0", 422, "invalid_request"),

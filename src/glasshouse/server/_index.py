@@ -112,7 +112,7 @@ class ReceiptIndex:
         on_disk = {
             p.name[: -len(".json")]
             for p in self.dir.glob("exec-*.json")
-            if RECEIPT_ID.match(p.name[: -len(".json")])
+            if RECEIPT_ID.fullmatch(p.name[: -len(".json")])
         }
         with self._lock:
             indexed = {r[0] for r in self._db.execute("SELECT id FROM receipts")}

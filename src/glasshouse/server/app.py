@@ -261,7 +261,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             json_schema_extra={"pattern": RECEIPT_ID.pattern},
         ),
     ) -> Response:
-        if not RECEIPT_ID.match(receipt_id):
+        if not RECEIPT_ID.fullmatch(receipt_id):
             raise ApiError(
                 400,
                 "invalid_receipt_id",
