@@ -923,6 +923,11 @@ def doctor_checks() -> list[Check]:
         checks.append(Check("seccomp", True, prog.describe()))
     except _seccomp.SeccompUnavailable as exc:
         checks.append(Check("seccomp", False, str(exc), "sandbox"))
+    try:
+        checks.append(Check("sandbox init", True, str(build_init())))
+    except InitUnavailable as exc:
+        detail = f"{exc} (sandboxes still run; a signal death reads as exit 128+N)"
+        checks.append(Check("sandbox init", False, detail, "exact signal reporting"))
     runsc = shutil.which("runsc")
     if runsc is None:
         checks.append(Check("runsc", False, "runsc not found (apt install runsc)", "gvisor"))
