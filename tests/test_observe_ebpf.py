@@ -524,3 +524,15 @@ def test_no_privileges_fail_open(tmp_path):
     code, reason = out.stdout.split(" ", 1)
     assert code == "0"
     assert "Operation not permitted" in reason and "CAP_BPF" in reason
+
+
+def test_processes_left_running_are_named(observer):
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        session = observer.start(sleeper.pid)
+        obs = session.stop(linger=0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert f"[{sleeper.pid}]" in obs.reason and "no longer observed" in obs.reason
+    assert sleeper.pid not in observer._tracked_of(session.slot)

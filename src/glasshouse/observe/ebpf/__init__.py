@@ -99,6 +99,7 @@ class EbpfObserver:
         self._barrier_req = 0
         self._barrier_done = 0
         self._cond = threading.Condition()
+        self._fold_lock = threading.Lock()
         self._paused = threading.Event()  # tests: a stalled consumer, to prove loss is counted
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._load(ringbuf_bytes, watch)
@@ -225,7 +226,8 @@ class EbpfObserver:
         for session in list(self._sessions.values()):
             if session.pending:
                 batch, session.pending = session.pending, []
-                session.folder.feed(batch)
+                with self._fold_lock:
+                    session.folder.feed(batch)
 
     def _wake(self) -> None:
         if self._wake_w < 0:
@@ -329,7 +331,8 @@ class EbpfObserver:
             self._sessions.pop(session.slot, None)
         if self._watch is not None:
             self._release_slot(session.slot)
-        tree, fs, net, sys_, res = session.folder.result(counters)
+        with self._fold_lock:  # the reader may be folding a batch it took just before
+            tree, fs, net, sys_, res = session.folder.result(counters)
         nrec = session.folder.records
         emitted = counters.get(_decode.STAT_EMITTED, 0)
         lost = counters.get(_decode.STAT_LOST, 0) + max(0, emitted - nrec) + max(0, misses)
@@ -345,13 +348,15 @@ class EbpfObserver:
             events_lost=lost,
             truncations=counters.get(_decode.STAT_TRUNC, 0),
         )
+        notes = []
         if left:
-            obs.missing["process_tree"] = (
+            notes.append(
                 f"{len(left)} process(es) still running when the run ended were no longer "
                 f"observed: {sorted(left)[:10]}"
             )
         if not self.capture_argv:
-            obs.reason = "argv capture disabled (GLASSHOUSE_CAPTURE_ARGV=0)"
+            notes.append("argv capture disabled (GLASSHOUSE_CAPTURE_ARGV=0)")
+        obs.reason = "; ".join(notes) or None
         return obs
 
 
