@@ -316,13 +316,14 @@ def test_cannot_reach_host_loopback_service(
 
 
 def test_network_opt_in_reaches_host_loopback(
-    bwrap: SandboxBackend, loopback_listener: int
+    any_sandbox: SandboxBackend, loopback_listener: int
 ) -> None:
     """The control for the test above: with network=True the same probe gets through."""
-    r = run(bwrap, [*py(_CONNECT), str(loopback_listener)], network=True)
+    r = run(any_sandbox, [*py(_CONNECT), str(loopback_listener)], network=True)
     assert b"REACHED b'hi'" in r.result.stdout.data, r.result
     assert r.receipt.environment.sandbox.network == "enabled"
-    assert "net" not in r.receipt.environment.sandbox.details["namespaces"]
+    if any_sandbox.runtime == "bwrap":
+        assert "net" not in r.receipt.environment.sandbox.details["namespaces"]
 
 
 _NET_VIEW = (
