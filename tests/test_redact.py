@@ -242,3 +242,19 @@ def test_no_default_pattern_secret_survives(case: tuple[str, list[str], str, str
 def test_every_default_rule_has_a_golden_case() -> None:
     covered = {rule for _, rule in GOLDEN if rule} | {"private-key"}
     assert covered == {r.name for r in DEFAULT_RULES}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "PASSWORD=hunter2xyz",
+        "pa\u017f\u017fword=hunter2xyz",  # long s: re.IGNORECASE equates it with s
+        "api_\u212aey=hunter2xyz",  # Kelvin sign ~ k
+        "credent\u0131al=hunter2xyz",  # dotless i ~ i
+    ],
+)
+def test_rule_hints_never_skip_what_the_pattern_matches(text: str) -> None:
+    """Hints skip a rule only when its pattern cannot match: Unicode case folding included."""
+    rule = next(r for r in DEFAULT_RULES if r.name == "assignment")
+    assert rule.pattern.search(text), "the pattern itself matches"
+    assert "hunter2xyz" not in Redactor(salt=b"s").redact_text(text)

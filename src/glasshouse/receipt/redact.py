@@ -71,8 +71,15 @@ class Rule:
     name: str
     pattern: re.Pattern[str]
     description: str = ""
+    #: Lower-case substrings every match contains: a rule is skipped for text holding none
+    #: (case-insensitive alternations are slow in ``re``; ``in`` is not).
+    hints: tuple[str, ...] = ()
 
-    def spans(self, text: str) -> list[tuple[int, int]]:
+    def spans(self, text: str, lowered: str | None = None) -> list[tuple[int, int]]:
+        if self.hints:
+            lowered = _fold(text) if lowered is None else lowered
+            if not any(h in lowered for h in self.hints):
+                return []
         out = []
         for match in self.pattern.finditer(text):
             if "secret" in self.pattern.groupindex and match.group("secret") is not None:
@@ -84,8 +91,18 @@ class Rule:
         return out
 
 
-def _rule(name: str, regex: str, description: str, flags: int = 0) -> Rule:
-    return Rule(name, re.compile(regex, flags), description)
+def _rule(name: str, regex: str, description: str, hints: tuple[str, ...] = ()) -> Rule:
+    return Rule(name, re.compile(regex), description, hints)
+
+
+def _fold(text: str) -> str:
+    """Case-folded so that whatever ``re.IGNORECASE`` matches, ``in`` finds: casefold maps
+    the long s and the Kelvin sign; the dotless i, which ``re`` also equates to i, is added."""
+    return text.casefold().replace("\u0131", "i")
+
+
+#: Every alternative of _SECRET_WORDS contains one of these.
+_WORD_HINTS = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
 
 
 DEFAULT_RULES: tuple[Rule, ...] = (
@@ -115,23 +132,27 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         "url-credentials",
         r"://(?P<secret>[^/\s:@\[\]]*:[^/\s@\[\]]+)@",
         "user:password in URLs",
+        ("://",),
     ),
     _rule(
         "bearer",
         rf"(?i:\b(?:bearer|basic)\s+){_NOT_MARKER}(?P<secret>[A-Za-z0-9._~+/=-]{{8,}})",
         "HTTP Authorization credentials",
+        ("bearer", "basic"),
     ),
     _rule(
         "flag-value",
         rf"(?i:(?:^|\s)--?(?:[a-z0-9]{{1,32}}[-_]){{0,4}}(?:{_SECRET_WORDS})\s+){_NOT_MARKER}"
         r"(?P<secret>'[^']*'|\"[^\"]*\"|\S+)",
         "the value after --password/--token/... in a command line",
+        _WORD_HINTS,
     ),
     _rule(
         "assignment",
         rf"(?i:(?:{_SECRET_WORDS})[A-Za-z0-9_.-]{{0,64}}[ \t]{{0,8}}[=:][ \t]{{0,8}})"
         rf"{_NOT_MARKER}(?!(?i:bearer|basic|token)\s)(?P<secret>[^\s&;,'\"]+)",
         "values of password=, TOKEN=, api_key: ... assignments",
+        _WORD_HINTS,
     ),
 )
 
@@ -158,10 +179,14 @@ class Redactor:
 
     def redact_text(self, text: str, counts: Counter[str] | None = None) -> str:
         """``text`` with every rule's matches replaced (rules apply in order)."""
+        lowered: str | None = None
         for rule in self.rules:
-            spans = rule.spans(text)
+            if rule.hints and lowered is None:
+                lowered = _fold(text)
+            spans = rule.spans(text, lowered)
             if not spans:
                 continue
+            lowered = None  # the text changes below
             if counts is not None:
                 counts[rule.name] += len(spans)
             pieces, last = [], 0
