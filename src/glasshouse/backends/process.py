@@ -167,7 +167,10 @@ class ProcessBackend:
         handle.started = time.monotonic()
         handle.started_at = utcnow()
         handle.released = True
-        os.write(handle.gate_w, b"1")
+        try:
+            os.write(handle.gate_w, b"1")
+        except BrokenPipeError:
+            pass  # killed at its gate (kill is safe any time): wait() reports the kill
         _close(handle.gate_w)
         handle.gate_w = -1
 
