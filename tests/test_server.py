@@ -415,3 +415,39 @@ def test_index_uses_wal(tmp_path: Path) -> None:
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             db.close()
+
+
+@pytest.mark.parametrize("backend", ["process", "sandbox"])
+def test_run_killed_between_start_and_release_gets_receipt(tmp_path: Path, backend: str) -> None:
+    """A shutdown kill can land after the sandbox started but before its gate opened."""
+    if backend == "sandbox":
+        require_backend("sandbox", "glasshouse.backends.sandbox")
+    from glasshouse.server.models import RunRequest
+
+    runner = Runner(config(tmp_path, backend))
+    try:
+        runner._killing = True  # as after kill_all: _on_start kills each new run at once
+        response = runner.execute(RunRequest(code="print('never')"))
+        assert response.error == "killed: shutdown", response
+        assert response.stdout == ""
+        receipt = Receipt.model_validate_json(runner.receipt_bytes(response.receipt_id))
+        assert receipt.outcome.error == "killed: shutdown"
+    finally:
+        runner.close()
+
+
+def test_backend_raising_unexpectedly_still_gets_receipt(tmp_path: Path) -> None:
+    """Defense in depth: an exception the Engine does not turn into a result (a backend
+    bug, like the BrokenPipeError above) still ends in a stored receipt and a 200."""
+    with api(config(tmp_path, "fake")) as client:
+        fake = client.runner.engine.backend.inner
+
+        def broken_wait(handle):
+            raise OSError(5, "Input/output error")
+
+        fake.wait = broken_wait
+        body = _ok(client.post("/run", json={"code": "print(1)"}))
+        assert body["exit_code"] == 125 and "OSError" in body["error"]
+        receipt = Receipt.model_validate(_ok(client.get(f"/receipts/{body['receipt_id']}")))
+        assert "Input/output error" in (receipt.outcome.error or "")
+        assert fake.live == set()  # the Engine still cleaned up

@@ -28,10 +28,12 @@ from glasshouse.core.execution import (
     DEFAULT_OUTPUT_LIMIT,
     BackendUnavailable,
     Engine,
+    ExecutionResult,
     ExecutionSpec,
     Handle,
     Limits,
     Prewarmable,
+    Run,
     new_execution_id,
 )
 from glasshouse.core.version import __version__
@@ -307,9 +309,14 @@ class Runner:
         workspace = None
         if not self.sandboxed:
             workspace = Path(tempfile.mkdtemp(prefix="glasshouse-ws-"))
+        execution_id = new_execution_id()
         try:
             spec = self.spec_for(request, workspace)
-            run = self.engine.run(spec, execution_id=new_execution_id(), on_start=self._on_start)
+            try:
+                run = self.engine.run(spec, execution_id=execution_id, on_start=self._on_start)
+            except Exception as exc:  # a backend bug: the run still leaves a receipt
+                _log.exception("run %s failed inside the engine", execution_id)
+                run = self._failed_run(spec, execution_id, exc)
         finally:
             if workspace is not None:
                 shutil.rmtree(workspace, ignore_errors=True)
@@ -336,6 +343,20 @@ class Runner:
             isolation=str(data["execution"]["isolation"]),
             error=result.error,
         )
+
+    def _failed_run(self, spec: ExecutionSpec, execution_id: str, exc: Exception) -> Run:
+        from glasshouse.receipt.aggregate import build_receipt
+
+        result = ExecutionResult.failure(f"{self.backend_name}: {type(exc).__name__}: {exc}")
+        data = build_receipt(
+            execution_id=execution_id,
+            spec=spec,
+            result=result,
+            observations=[],
+            profile=self.engine.profile,
+            backend=self.engine.backend,
+        )
+        return Run(execution_id, spec, result, [], data)
 
     def _store(self, data: dict[str, Any]) -> dict[str, Any]:
         from glasshouse.receipt.model import Receipt
