@@ -258,3 +258,12 @@ def test_rule_hints_never_skip_what_the_pattern_matches(text: str) -> None:
     rule = next(r for r in DEFAULT_RULES if r.name == "assignment")
     assert rule.pattern.search(text), "the pattern itself matches"
     assert "hunter2xyz" not in Redactor(salt=b"s").redact_text(text)
+
+
+def test_every_default_rule_has_hints_covering_its_matches() -> None:
+    """The screen skips text with no hint: each default rule's golden secret must hit one."""
+    assert all(r.hints for r in DEFAULT_RULES)
+    for text, rule in GOLDEN:
+        if rule:
+            r = next(x for x in DEFAULT_RULES if x.name == rule)
+            assert any(h in text.casefold() for h in r.hints), (rule, text)

@@ -19,6 +19,7 @@ Pure Python and ``re`` only: it runs on the CLI's hot path without importing pyd
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -111,22 +112,37 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----[\s\S]*?"
         r"(?:-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|$)",
         "PEM/OpenSSH/PGP private key blocks",
+        ("private key",),
     ),
-    _rule("aws-access-key-id", r"(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|AIPA)[0-9A-Z]{16}", "AWS key id"),
+    _rule(
+        "aws-access-key-id",
+        r"(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|AIPA)[0-9A-Z]{16}",
+        "AWS key id",
+        ("akia", "asia", "agpa", "aida", "aroa", "anpa", "aipa"),
+    ),
     _rule(
         "github-token",
         r"(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
         "GitHub tokens",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
-    _rule("gitlab-token", r"glpat-[A-Za-z0-9_-]{20,}", "GitLab personal access tokens"),
-    _rule("slack-token", r"xox[abposr]-[A-Za-z0-9-]{10,}", "Slack tokens"),
-    _rule("stripe-key", r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}", "Stripe secret keys"),
-    _rule("google-api-key", r"AIza[0-9A-Za-z_-]{35}", "Google API keys"),
-    _rule("sk-api-key", r"sk-[A-Za-z0-9_-]{20,}", "OpenAI/Anthropic-style sk- keys"),
+    _rule(
+        "gitlab-token", r"glpat-[A-Za-z0-9_-]{20,}", "GitLab personal access tokens", ("glpat-",)
+    ),
+    _rule("slack-token", r"xox[abposr]-[A-Za-z0-9-]{10,}", "Slack tokens", ("xox",)),
+    _rule(
+        "stripe-key",
+        r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",
+        "Stripe secret keys",
+        ("_live_", "_test_"),
+    ),
+    _rule("google-api-key", r"AIza[0-9A-Za-z_-]{35}", "Google API keys", ("aiza",)),
+    _rule("sk-api-key", r"sk-[A-Za-z0-9_-]{20,}", "OpenAI/Anthropic-style sk- keys", ("sk-",)),
     _rule(
         "jwt",
         r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
         "JSON Web Tokens",
+        ("eyj",),
     ),
     _rule(
         "url-credentials",
@@ -165,6 +181,9 @@ class Redactor:
     salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     salt_configured: bool = False
     argv_flags: bool = True
+    _screen: re.Pattern[str] | bool | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_env(cls, rules: tuple[Rule, ...] = DEFAULT_RULES) -> Redactor:
@@ -180,6 +199,13 @@ class Redactor:
     def redact_text(self, text: str, counts: Counter[str] | None = None) -> str:
         """``text`` with every rule's matches replaced (rules apply in order)."""
         lowered: str | None = None
+        if self._screen is None:
+            self._screen = _screen(self.rules) or False
+        screen = self._screen
+        if screen:
+            lowered = _fold(text)
+            if screen.search(lowered) is None:
+                return text  # the common case (paths, names): no rule can match
         for rule in self.rules:
             if rule.hints and lowered is None:
                 lowered = _fold(text)
@@ -239,6 +265,16 @@ class Redactor:
                 return self.redact_argv(value, counts)
             return [self._walk(v, counts, None) for v in value]
         return value
+
+
+@functools.lru_cache(maxsize=64)
+def _screen(rules: tuple[Rule, ...]) -> re.Pattern[str] | None:
+    """A literal alternation of every rule's hints, or None when a rule has none (a custom
+    rule always runs)."""
+    if not rules or any(not r.hints for r in rules):
+        return None
+    hints = sorted({h for r in rules for h in r.hints})
+    return re.compile("|".join(re.escape(h) for h in hints))
 
 
 def redact_receipt(data: dict[str, Any], redactor: Redactor | None = None) -> dict[str, Any]:
