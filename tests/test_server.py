@@ -451,3 +451,33 @@ def test_backend_raising_unexpectedly_still_gets_receipt(tmp_path: Path) -> None
         receipt = Receipt.model_validate(_ok(client.get(f"/receipts/{body['receipt_id']}")))
         assert "Input/output error" in (receipt.outcome.error or "")
         assert fake.live == set()  # the Engine still cleaned up
+
+
+def test_draining_refuses_new_and_queued_runs(tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    code = (
+        f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('done')"
+    )
+    with api(config(tmp_path, "process", max_concurrency=1, queue=2)) as client:
+        results: dict[str, object] = {}
+
+        def post(name: str) -> None:
+            results[name] = client.post("/run", json={"code": code})
+
+        running = threading.Thread(target=post, args=("running",))
+        running.start()
+        _wait_for(lambda: client.get("/health").json()["running"] == 1)
+        queued = threading.Thread(target=post, args=("queued",))
+        queued.start()
+        _wait_for(lambda: client.get("/health").json()["queued"] == 1)
+        client.runner.begin_shutdown(grace_s=300)  # in flight may finish; nothing new starts
+        assert client.get("/health").json()["status"] == "draining"
+        refused = client.post("/run", json={"code": "print(1)"})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "shutting_down"
+        gate.touch()
+        running.join(timeout=60)
+        queued.join(timeout=60)
+        assert results["running"].json()["stdout"] == "done\n"
+        assert results["queued"].status_code == 503  # admitted, but never started
+        assert 'glasshouse_runs_rejected_total{reason="draining"} 2' in client.get("/metrics").text

@@ -9,6 +9,7 @@ operation so the whole fuzz takes seconds. The number of cases is printed at the
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ def _backend() -> str:
 # Built at import: schemathesis parametrizes from a loaded schema (its fixture loader does
 # not work with this pytest); the runner is closed by the module fixture below.
 _TMP = Path(tempfile.mkdtemp(prefix="glasshouse-fuzz-"))
+atexit.register(shutil.rmtree, _TMP, True)  # also when collected but deselected
 _RUNNER = Runner(config(_TMP, _backend(), max_concurrency=2, queue=64))
 _APP = create_app(_RUNNER, manage_runner=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
