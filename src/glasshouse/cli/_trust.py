@@ -189,6 +189,9 @@ def check(policy_path: Path, receipts: tuple[Path, ...], as_json: bool) -> None:
                 f"  note: not observed in this receipt: {', '.join(verdict.unobserved)}"
                 " (the policy could not judge them)"
             )
+        lost = receipt.observation.events_lost
+        if lost:
+            click.echo(f"  note: the observer lost {lost} event(s): a pass may have missed some")
     sys.exit(worst)
 
 

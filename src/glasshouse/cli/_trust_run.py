@@ -73,6 +73,9 @@ def policy_hook(data: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
             line += f" · warnings: {', '.join(verdict.warnings)}"
         if verdict.unobserved:
             line += f" · not observed: {', '.join(verdict.unobserved)}"
+        lost = (data.get("observation") or {}).get("events_lost") or 0
+        if lost:
+            line += f" · {lost} events lost"
         click.echo(f"glasshouse: {line}", err=True)
     return apply_verdict(data, verdict)
 
