@@ -207,3 +207,11 @@ def test_policy_validate(signed: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("rules:\n  - id: a\n    match: {not: {}}\n")
     p = gh("policy", "validate", str(tmp_path / "bad.yaml"), cwd=signed)
     assert p.returncode == 2 and "bad.yaml:3" in p.stderr and "exactly one key" in p.stderr
+
+
+def test_policy_check_notes_lost_events(signed: Path, tmp_path: Path) -> None:
+    rec = json.loads((signed / "receipt.json").read_text())
+    rec["observation"]["events_lost"] = 3
+    (tmp_path / "lossy.json").write_text(json.dumps(rec))
+    p = gh("policy", "check", "--policy", "p.yaml", str(tmp_path / "lossy.json"), cwd=signed)
+    assert p.returncode == 1 and "the observer lost 3 event(s)" in p.stdout
