@@ -215,3 +215,6 @@ def test_policy_check_notes_lost_events(signed: Path, tmp_path: Path) -> None:
     (tmp_path / "lossy.json").write_text(json.dumps(rec))
     p = gh("policy", "check", "--policy", "p.yaml", str(tmp_path / "lossy.json"), cwd=signed)
     assert p.returncode == 1 and "the observer lost 3 event(s)" in p.stdout
+    assert "digest does not match its content" in p.stdout
+    p = gh("policy", "check", "--policy", "p.yaml", "receipt.json", cwd=signed)
+    assert "digest does not match" not in p.stdout

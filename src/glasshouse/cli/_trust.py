@@ -156,6 +156,7 @@ def check(policy_path: Path, receipts: tuple[Path, ...], as_json: bool) -> None:
     a receipt is malformed.
     """
     from glasshouse.policy import PolicyError, evaluate, load_policy
+    from glasshouse.receipt.canonical import check_digest
     from glasshouse.receipt.store import ReceiptError, load_receipt
 
     try:
@@ -189,6 +190,8 @@ def check(policy_path: Path, receipts: tuple[Path, ...], as_json: bool) -> None:
                 f"  note: not observed in this receipt: {', '.join(verdict.unobserved)}"
                 " (the policy could not judge them)"
             )
+        if receipt.digest is not None and not check_digest(receipt):
+            click.echo("  note: the receipt's digest does not match its content (modified?)")
         lost = receipt.observation.events_lost
         if lost:
             click.echo(f"  note: the observer lost {lost} event(s): a pass may have missed some")
