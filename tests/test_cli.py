@@ -37,11 +37,15 @@ def test_run_prints_output_exits_with_code_and_writes_receipt(tmp_path: Path) ->
 
 
 def test_timeout_is_124_and_kills_grandchildren(tmp_path: Path) -> None:
-    p = gh("run", "--timeout", "2", "--", "sh", "-c", "(sleep 60 &); sleep 10", cwd=tmp_path)
+    import uuid
+
+    marker = str(600 + uuid.uuid4().int % 10**6)  # a sleep length no other process uses
+    p = gh("run", "--timeout", "2", "--", "sh", "-c", f"(sleep {marker} &); sleep 10", cwd=tmp_path)
     assert p.returncode == 124
     rec = receipt(tmp_path)
     assert rec["outcome"]["timed_out"] is True
-    assert subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True).returncode == 1
+    alive = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True)
+    assert alive.returncode == 1, alive.stdout
 
 
 def test_signal_is_128_plus_n(tmp_path: Path) -> None:
