@@ -81,6 +81,22 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         head.add_row("", f"[dim]{obs.note}[/]")
     for section, why in obs.missing.items():
         head.add_row("", f"[dim]{section}: not collected — {why}[/]")
+    if rec.policy is not None:
+        pol = rec.policy
+        verdict = "[green]pass[/]" if pol.passed else "[red]violation[/]"
+        if pol.passed and pol.unobserved:
+            verdict += f" [yellow](partial: {', '.join(pol.unobserved)} not observed)[/]"
+        head.add_row("policy", f"{escape(pol.policy)}: {verdict}")
+        for fired in pol.fired[:limit]:
+            color = "red" if fired.action == "deny" else "yellow"
+            head.add_row(
+                "",
+                f"[{color}]{fired.action}[/] {escape(fired.rule)}"
+                f" ({fired.evidence_total} match(es))",
+            )
+    if rec.redaction is not None and rec.redaction.applied:
+        applied = ", ".join(f"{a.rule} x{a.count}" for a in rec.redaction.applied)
+        head.add_row("redaction", escape(applied))
     con.print(head)
 
     if rec.process_tree:
