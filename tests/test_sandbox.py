@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -551,3 +552,24 @@ def test_prepared_run_is_single_use(bwrap: SandboxBackend) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_without_init_the_sandbox_still_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No compiler and an empty cache: bwrap's own PID 1 is used, and the receipt says a
+    signal death may read as exit 128+N."""
+    _need(sandbox_mod.probe())
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "bwrap").symlink_to(shutil.which("bwrap") or "/usr/bin/bwrap")
+    monkeypatch.setenv("PATH", str(bindir))
+    monkeypatch.setenv("GLASSHOUSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CC", raising=False)
+    backend = SandboxBackend()
+    backend.prepare()
+    assert backend._init is None and "no C compiler" in backend._init_reason
+    r = run(backend, ["sh", "-c", "echo hi; kill -9 $$"], env={"PATH": "/usr/bin:/bin"})
+    assert r.result.stdout.data == b"hi\n"
+    assert r.result.exit_code == 137 and r.result.signal is None
+    assert "may mean the command was killed" in str(r.result.details["exit_status_note"])

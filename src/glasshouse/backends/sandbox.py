@@ -231,7 +231,9 @@ class SandboxBackend(ProcessBackend):
             if found is None:
                 pkg = "runsc" if self.runtime == "gvisor" else "bubblewrap"
                 raise BackendUnavailable(f"{exe} not found: install the {pkg} package")
-            self._binary = found
+            # Resolved: bwrap is exec'd after dropping to the run's uid, which may not be
+            # able to traverse the directory a PATH symlink lives in.
+            self._binary = os.path.realpath(found)
             self._version = _tool_version(found)
             ensure_base(self._base)
             if self._use_seccomp:
