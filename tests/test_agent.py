@@ -90,3 +90,43 @@ def test_cli_writes_receipts(tmp_path):
     assert len(files) == 1
     data = json.loads(files[0].read_text())
     assert data["process_tree"][0]["exe"] == str(binary) and data["exit_code"] == 0
+
+
+def test_cgroup_filter(tmp_path):
+    """A process that joins a watched cgroup (v2) and then execs becomes a root."""
+    from glasshouse.agent.__main__ import Agent
+
+    base = next((p for p in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup") if _is_v2(p)), None)
+    if base is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    cg = Path(base) / f"glasshouse-agent-test-{secrets.token_hex(3)}"
+    try:
+        cg.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot create a cgroup: {exc}")
+    try:
+        try:
+            a = Agent(tmp_path / "receipts", [], [str(cg)], log=lambda _msg: None)
+        except ObserverUnavailable as exc:
+            pytest.skip(f"eBPF observer unavailable: {exc}")
+        out: list = []
+        t = threading.Thread(target=lambda: out.extend(a.run(count=1, duration=30)))
+        t.start()
+        marker = tmp_path / "in-cgroup"
+        subprocess.run(
+            ["/bin/sh", "-c", f"echo $$ > {cg}/cgroup.procs && exec /bin/touch {marker}"],
+            check=True,
+        )
+        t.join(40)
+        a.stop()
+        assert len(out) == 1
+        receipt = load_receipt(out[0])
+        assert receipt.process_tree[0].exe == "/bin/touch"
+        assert str(marker) in receipt.filesystem.writes
+        assert receipt.execution.details["filter"] == f"cgroup={cg}"
+    finally:
+        cg.rmdir()
+
+
+def _is_v2(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "cgroup.controllers"))
