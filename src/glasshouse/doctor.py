@@ -81,6 +81,24 @@ def _core_checks() -> list[Check]:
     checks.append(
         Check("cgroups", ok, why, "" if ok else "per-run memory/pids limits and exact tree kill")
     )
+    lay = _cgroup.layout()
+    if lay.v2 is not None:
+        fast = any(
+            line.split()[1] == str(lay.v2) and "favordynmods" in line.split()[3]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.startswith("cgroup2 ")
+        )
+        checks.append(
+            Check(
+                "cgroup-attach-fast",
+                fast,
+                "favordynmods on"
+                if fast
+                else "favordynmods off: each run's cgroup attach "
+                "waits for an RCU grace period (~10 ms); GLASSHOUSE_TUNE_CGROUPS=1 "
+                "scripts/setup.sh turns it on (informational)",
+            )
+        )
     kind = kvm_kind()
     checks.append(
         Check(

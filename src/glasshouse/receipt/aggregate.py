@@ -202,9 +202,12 @@ def _observation_block(
         missing[section] = "; ".join(reasons) if reasons else why
     note = result.details.get("observation_note")
     if profile == "disabled":
+        backend_note = note
         note = "no observation was made; outcome, timing and artifacts only"
         if accounted:
             note += " (resources from the backend's own accounting)"
+        if backend_note:
+            note += f"; {backend_note}"
     return {
         "profile": profile,
         "collected": collected,
