@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -481,3 +482,19 @@ def test_draining_refuses_new_and_queued_runs(tmp_path: Path) -> None:
         assert results["running"].json()["stdout"] == "done\n"
         assert results["queued"].status_code == 503  # admitted, but never started
         assert 'glasshouse_runs_rejected_total{reason="draining"} 2' in client.get("/metrics").text
+
+
+def test_code_runs_without_the_servers_privileges(tmp_path: Path) -> None:
+    require_backend("sandbox", "glasshouse.backends.sandbox")
+    cfg = config(tmp_path, "sandbox")
+    token_file = tmp_path / "token"
+    token_file.write_text("secret")
+    code = (
+        "import os\n"
+        "caps = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n"
+        f"print(os.getuid(), caps, os.path.exists({str(cfg.receipts_dir)!r}),"
+        f" os.path.exists({str(token_file)!r}), os.getpid() != {os.getpid()})\n"
+    )
+    with api(cfg) as client:
+        body = _ok(client.post("/run", json={"code": code}))
+    assert body["stdout"] == "1000 0000000000000000 False False True\n", body
