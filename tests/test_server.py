@@ -498,3 +498,25 @@ def test_code_runs_without_the_servers_privileges(tmp_path: Path) -> None:
     with api(cfg) as client:
         body = _ok(client.post("/run", json={"code": code}))
     assert body["stdout"] == "1000 0000000000000000 False False True\n", body
+
+
+def test_host_observation_is_wired_and_fail_open(tmp_path: Path) -> None:
+    """--profile host: one observer for the server's lifetime; each receipt says what it saw
+    or, where BPF cannot load here, why not (the run goes on either way)."""
+    with api(config(tmp_path, "process", profile="host")) as client:
+        observers = client.runner.engine.observers
+        assert len(observers) == 1
+        body = _ok(client.post("/run", json={"code": "open('f', 'w').write('x'); print(1)"}))
+        assert body["stdout"] == "1\n"
+        receipt = Receipt.model_validate(_ok(client.get(f"/receipts/{body['receipt_id']}")))
+        block = receipt.observation
+        assert block.profile == "host"
+        report = block.observers[0]
+        if report.available:
+            assert report.name == "ebpf" and "process_tree" in block.collected
+            assert any(n.argv[:2] == ["python3", "-c"] for n in receipt.process_tree)
+            from glasshouse.observe import host_observer
+
+            assert observers[0] is host_observer(fallback=False)  # loaded once per process
+        else:
+            assert report.reason  # why it is missing is recorded, never silent
