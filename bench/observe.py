@@ -58,13 +58,19 @@ static double now(void) {
 }
 int main(int argc, char **argv) {
     double rate = atof(argv[1]), secs = atof(argv[2]);
+    long mod = argc > 3 ? atol(argv[3]) : 0; /* paths cycle through mod names; 0: all new */
     double t0 = now(); long done = 0;
     for (;;) {
         double t = now() - t0;
         if (t >= secs) break;
         long due = (long)(t * rate);
         if (due > done + 1000) due = done + 1000; /* re-check the clock every 1000 */
-        while (done < due) { open("/nonexistent-glasshouse-bench/x", O_RDONLY); done++; }
+        while (done < due) {
+            char p[64];
+            snprintf(p, sizeof p, "/nonexistent-glasshouse-bench/%ld", mod ? done % mod : done);
+            open(p, O_RDONLY);
+            done++;
+        }
     }
     printf("%ld %.3f\n", done, now() - t0);
     return 0;
@@ -197,6 +203,38 @@ def _noop_floor(work: Path, unrelated: list[str], rounds: int) -> tuple[str, ...
     return _row("  (floor: empty raw_tp progs)", without, with_noop, 1.05)
 
 
+def reader_capacity(rate_gen: str, tmp: str) -> None:
+    """Where sustained loss would begin: the reader's drain rate. Records of distinct paths
+    pile up in the 64 MiB ring while the reader is held; then one drain (ring buffer
+    consume + fold) takes them all: records per second of that drain is the highest rate
+    the reader sustains (above it, the ring fills, then events are lost and counted)."""
+    from glasshouse.observe.ebpf import EbpfObserver
+
+    obs = EbpfObserver()
+    drains: list[float] = []
+    drain = obs._drain
+
+    def timed_drain(*args: object, **kw: object) -> None:
+        t0 = time.perf_counter()
+        drain(*args, **kw)  # type: ignore[arg-type]
+        drains.append(time.perf_counter() - t0)
+
+    obs._drain = timed_drain  # type: ignore[method-assign]
+    engine = Engine(create("process"), observers=[obs], profile="host")
+    obs._pause_reader(True)
+    try:
+        r = engine.run(ExecutionSpec(argv=[rate_gen, "1e9", "2"], cwd=tmp, timeout=60))
+    finally:
+        obs._pause_reader(False)
+        obs.close()
+    o = r.observations[0]
+    secs = max(sum(drains), 1e-6)
+    print(
+        f"\nReader capacity: {o.events:,} distinct records consumed and folded in {secs:.2f} s"
+        f" = {o.events / secs:,.0f} records/s ({o.events_lost} lost)"
+    )
+
+
 def _prog_stats(fd: int) -> tuple[int, int]:
     out = {}
     with open(f"/proc/self/fdinfo/{fd}") as f:
@@ -314,7 +352,7 @@ def main() -> None:
         walk_cost(open_loop_fail=compile_c(FAIL_LOOP_C, work / "fail_loop"), tmp=work)
 
         # Throughput: where does loss begin?
-        print("\nThroughput: failed openat() at a fixed rate for 3 s, one record each")
+        print("\nThroughput: failed openat() cycling 1,000 paths, fixed rate, 3 s, one record each")
         steps = [50_000, 100_000, 200_000] if args.quick else [50_000, 100_000, 200_000, 400_000]
         steps.append(0)  # 0 = as fast as possible
         print(f"(ring buffer {RATE_RING >> 20} MiB, so the reader must keep up, not the buffer)")
@@ -324,7 +362,7 @@ def main() -> None:
         first_loss = None
         for rate, procs in [(r, 1) for r in steps] + [(0, 2)]:
             # procs=2: two generators at full speed (the most this 2-core host can make)
-            gen = f"{rate_gen} {rate or 1e9} 3"
+            gen = f"{rate_gen} {rate or 1e9} 3 1000"
             argv = ["/bin/sh", "-c", " & ".join([gen] * procs) + "; wait"]
             r = engine.run(ExecutionSpec(argv=argv, cwd=tmp, timeout=60))
             pairs = r.result.stdout.data.split()
@@ -343,6 +381,7 @@ def main() -> None:
             print("no loss at any rate tried (the generator's maximum included)")
         else:
             print(f"loss begins near {first_loss:,.0f} events/s")
+        reader_capacity(rate_gen, tmp)
 
 
 if __name__ == "__main__":

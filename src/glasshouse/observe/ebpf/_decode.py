@@ -86,6 +86,8 @@ def _dir(raw: bytes) -> str:
 
 def normalize(path: str, base: str | None) -> str:
     """An absolute normalized path: ``path`` as given, joined to ``base`` when relative."""
+    if path[:1] == "/" and "//" not in path and "/." not in path and path[-1:] != "/":
+        return path  # already normalized (the common case): skip normpath
     if not path.startswith("/"):
         path = posixpath.join(base or "/", path) if path else (base or "/")
     path = posixpath.normpath(path)
@@ -136,6 +138,12 @@ def _ts(mono_ns: int, offset: int) -> str:
     from glasshouse.receipt.aggregate import rfc3339
 
     return rfc3339(_dt.datetime.fromtimestamp((mono_ns + offset) / 1e9, _dt.UTC))
+
+
+#: ret, nr, arg0, arg1, str_len[0], str_len[1..3] as one u48 (0 = a single string)
+_FILE_FAST = struct.Struct("<qIiQH6s")
+_OPENS = frozenset(("open", "openat", "openat2"))
+_NO_MORE = bytes(6)
 
 
 class _Dedup:
@@ -216,16 +224,41 @@ class Folder:
         self._raw_seen: set[bytes] = set()  # FILE records already folded, byte for byte
 
     def feed(self, records: Iterable[bytes]) -> None:
+        seen = self._raw_seen
+        names = self.names
+        unpack_file = _FILE_FAST.unpack_from
         for rec in records:
             self.records += 1
-            if rec[0] == EV_FILE:
-                # identical file records (say a loop retrying a missing path) fold to one
-                # entry: skip them before any decoding (the header's ts/tid/pid differ).
-                key = rec[0:4] + rec[24:36] + rec[40:]
-                if key in self._raw_seen:
-                    continue
-                self._raw_seen.add(key)
-            self._one(rec)
+            if rec[0] != EV_FILE:
+                self._one(rec)
+                continue
+            # identical file records (say a loop retrying a missing path) fold to one
+            # entry: skip them before any decoding (the header's ts/tid/pid differ).
+            key = rec[0:4] + rec[24:36] + rec[40:]
+            if key in seen:
+                continue
+            seen.add(key)
+            # fast path, the common shape: one absolute path, an open or a failure
+            ret, nr, _a0, arg1, l0, rest = unpack_file(rec, 24)
+            if rest != _NO_MORE or l0 < 2 or rec[56] != 47:  # 47 == "/"
+                self._one(rec)
+                continue
+            raw = rec[56 : 56 + l0]
+            end = raw.find(b"\0")
+            path = (raw if end < 0 else raw[:end]).decode("utf-8", "backslashreplace")
+            op = names.get(nr)
+            if op is None or not (ret < 0 or op in _OPENS):
+                self._one(rec)
+                continue
+            path = normalize(path, None)
+            if ret < 0:
+                self.failed.add((op, path, ret), (op, path, ret))
+            elif not arg1 & _O_PATH:
+                acc = arg1 & _O_ACCMODE
+                if acc in (0, _O_RDWR):
+                    self.reads.add(path, path)
+                if acc in (_O_WRONLY, _O_RDWR) or arg1 & (_O_CREAT | _O_TRUNC):
+                    self.writes.add(path, path)
 
     def _one(self, rec: bytes) -> None:
         etype, flags, _slot, tgid, _tid, ts, ret, nr, arg0, arg1, l0, l1, l2, l3 = HDR.unpack_from(
@@ -311,7 +344,7 @@ class Folder:
             where = normalize(path2, base2) if l2 else ""
         if ret < 0:
             shown = f"{target} -> {where}" if where else target
-            self.failed.add((op, shown, ret), FailedFileOp(op=op, path=shown, errno=_errname(ret)))
+            self.failed.add((op, shown, ret), (op, shown, ret))  # models built in result()
             return
         if op in ("open", "openat", "openat2"):
             if arg1 & _O_PATH:
@@ -326,11 +359,11 @@ class Folder:
         elif op in ("unlink", "unlinkat", "rmdir"):
             self.deletes.add(target, target)
         elif op in ("rename", "renameat", "renameat2"):
-            self.renames.add((target, where), Rename(src=target, dst=where))
+            self.renames.add((target, where), (target, where))
         elif op in ("link", "linkat"):
-            self.links.add((target, where, "h"), Link(target=target, path=where, kind="hard"))
+            self.links.add((target, where, "hard"), (target, where, "hard"))
         elif op in ("symlink", "symlinkat"):
-            self.links.add((target, where, "s"), Link(target=target, path=where, kind="symbolic"))
+            self.links.add((target, where, "symbolic"), (target, where, "symbolic"))
         elif op in ("mkdir", "mkdirat"):
             self.mkdirs.add(target, target)
         # chdir/fchdir/execve(at): only their failures are recorded (above)
@@ -381,10 +414,10 @@ class Folder:
             reads=self.reads.items,
             writes=self.writes.items,
             deletes=self.deletes.items,
-            renames=self.renames.items,
-            links=self.links.items,
+            renames=[Rename(src=a, dst=b) for a, b in self.renames.items],
+            links=[Link(target=t, path=p, kind=k) for t, p, k in self.links.items],
             mkdirs=self.mkdirs.items,
-            failed=self.failed.items,
+            failed=[FailedFileOp(op=o, path=p, errno=_errname(r)) for o, p, r in self.failed.items],
         )
         net = Network(
             attempts=self.attempts.items,
