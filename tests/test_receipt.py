@@ -194,3 +194,5 @@ def test_receipt_log_links_each_receipt_to_the_previous(tmp_path: Path) -> None:
     assert log.head() == (3, stored[2].digest)
     with pytest.raises(ValueError):
         log.path_for("../../etc/passwd")
+    with pytest.raises(ValueError):  # "$" alone would accept a trailing newline
+        log.path_for(stored[0].execution_id + "\n")

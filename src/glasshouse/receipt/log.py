@@ -23,7 +23,7 @@ from typing import Any
 
 from glasshouse.receipt.canonical import seal
 from glasshouse.receipt.model import Receipt
-from glasshouse.receipt.store import load_receipt, write_atomic, write_receipt
+from glasshouse.receipt.store import fsync_dir, load_receipt, write_atomic, write_receipt
 
 #: Receipt ids this store accepts: path traversal is impossible by construction.
 RECEIPT_ID = re.compile(r"^exec-[0-9]{13}-[0-9a-f]{20}$")
@@ -43,7 +43,7 @@ class ReceiptLog:
         self.signing_key = signing_key
 
     def path_for(self, execution_id: str) -> Path:
-        if not RECEIPT_ID.match(execution_id):
+        if not RECEIPT_ID.fullmatch(execution_id):
             raise ValueError(f"not a receipt id: {execution_id!r}")
         return self.dir / f"{execution_id}.json"
 
@@ -103,12 +103,14 @@ class ReceiptLog:
                     update={"sequence": sequence, "previous_digest": previous, "digest": None}
                 )
             )
-            write_receipt(linked, self.path_for(linked.execution_id))
+            # One directory fsync at the end covers every rename below (same directory).
+            write_receipt(linked, self.path_for(linked.execution_id), sync_dir=False)
             if self.signing_key is not None:
                 self._sign(linked)
             self._journal(sequence, linked)
             head = {"sequence": sequence, "digest": linked.digest, "id": linked.execution_id}
-            write_atomic(self.dir / HEAD, json.dumps(head).encode())
+            write_atomic(self.dir / HEAD, json.dumps(head).encode(), sync_dir=False)
+            fsync_dir(self.dir)
             return linked
 
     def envelope_path_for(self, execution_id: str) -> Path:
@@ -119,7 +121,7 @@ class ReceiptLog:
 
         envelope = sign_receipt(receipt, self.signing_key)
         path = self.envelope_path_for(receipt.execution_id)
-        write_atomic(path, (json.dumps(envelope, indent=2) + "\n").encode())
+        write_atomic(path, (json.dumps(envelope, indent=2) + "\n").encode(), sync_dir=False)
 
     def _journal(self, sequence: int, receipt: Receipt) -> None:
         line = json.dumps(

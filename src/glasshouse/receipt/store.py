@@ -19,10 +19,14 @@ class ReceiptError(Exception):
     """A receipt file could not be read or is not a valid v0.3.0 receipt."""
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *, sync_dir: bool = True
+) -> Path:
     """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a part.
 
     Temp file in the same directory, fsync, rename over the target, fsync the directory.
+    ``sync_dir=False`` leaves the directory fsync to the caller, who batches several renames
+    in one directory under a single fsync (the receipt log does).
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
@@ -39,22 +43,30 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if sync_dir:
+        fsync_dir(directory)
+    return target
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make the renames in ``directory`` durable."""
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return target
 
 
-def write_receipt(receipt: Receipt | dict[str, Any], path: str | os.PathLike[str]) -> Any:
+def write_receipt(
+    receipt: Receipt | dict[str, Any], path: str | os.PathLike[str], *, sync_dir: bool = True
+) -> Any:
     """Seal (digest) and atomically write ``receipt`` (a model or its JSON data) as canonical
     JSON; return the sealed copy, of the same kind as given."""
     if isinstance(receipt, dict):
         sealed: Any = receipt if receipt.get("digest") else seal_data(receipt)
     else:
         sealed = seal(receipt) if receipt.digest is None else receipt
-    write_atomic(path, to_bytes(sealed) + b"\n")
+    write_atomic(path, to_bytes(sealed) + b"\n", sync_dir=sync_dir)
     return sealed
 
 
