@@ -26,6 +26,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Byte-compile our sources: with PYTHONDONTWRITEBYTECODE set (as in some CI environments) every
+# CLI start would otherwise recompile them (~30 ms). Cheap when nothing changed.
+"$venv/bin/python" -m compileall -q -j 0 src/glasshouse >/dev/null || true
+
 # 3. Put the commands on PATH (root: /usr/local/bin).
 if [ "$(id -u)" = 0 ]; then
   for cmd in glasshouse glasshouse-server glasshouse-agent; do
