@@ -207,15 +207,20 @@ def test_concurrent_restores(backend) -> None:
 
 def test_twenty_runs_leave_nothing_behind(backend) -> None:
     from glasshouse.backends.microvm import _vm
+    from glasshouse.backends.microvm.firecracker import JAIL_BASE
 
+    jails = JAIL_BASE / "firecracker"
     before_net = set(os.listdir("/sys/class/net"))
     before_dirs = set(os.listdir(_vm.RUN_ROOT))
+    before_jails = set(os.listdir(jails)) if jails.exists() else set()
     for i in range(20):
         r = _py(backend, f"print({i})", timeout=30).result
         assert r.stdout.data == f"{i}\n".encode(), r.error
     assert _vmm_children() == []
     assert set(os.listdir(_vm.RUN_ROOT)) == before_dirs  # no sockets or disk links left
     assert set(os.listdir("/sys/class/net")) == before_net  # no tap devices
+    after_jails = set(os.listdir(jails)) if jails.exists() else set()
+    assert after_jails <= before_jails  # no jail (chroot, hard links, /dev/kvm node) left
 
 
 @pytest.mark.slow
@@ -233,3 +238,19 @@ def test_qemu_cold_boot_runs_python() -> None:
     assert run.receipt.execution.backend == "qemu"
     assert r.details["vm_source"] == "cold"
     assert _vmm_children() == []
+
+
+@pytest.mark.slow
+def test_old_snapshot_is_refreshed_in_the_background(backend) -> None:
+    # On kvm_pvm a restored guest pays for the snapshot's age (its kernel catches up the
+    # clock second by second), so an old snapshot is rebuilt while runs keep being served.
+    b = create("microvm", snapshot_max_age_s=0.001)
+    b.prepare()
+    first = _py(b, "print(1)", timeout=30).result
+    assert first.stdout.data == b"1\n", first.error
+    refresh = b._refresh
+    assert refresh is not None
+    refresh.join(900)
+    second = _py(b, "print(2)", timeout=30).result
+    assert second.stdout.data == b"2\n", second.error
+    assert second.details["vm_source"] != first.details["vm_source"]

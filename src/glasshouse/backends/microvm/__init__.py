@@ -52,6 +52,8 @@ __all__ = ["FirecrackerBackend", "MicroVMBackend", "QemuBackend", "doctor_checks
 
 #: Guest RAM. The snapshot's memory file has this size; restored VMs only touch a few MiB.
 DEFAULT_MEM_MIB = 256
+#: Snapshot refresh age on kvm_pvm hosts (see MicroVMBackend.snapshot_max_age_s).
+DEFAULT_PVM_SNAPSHOT_MAX_AGE_S = 1800.0
 #: Bound on a cold boot to a ready guest (20 s on an idle kvm_pvm host, minutes on a busy one).
 BOOT_TIMEOUT_S = 600.0
 
@@ -87,6 +89,7 @@ class MicroVMBackend:
         mem_mib: int = DEFAULT_MEM_MIB,
         boot_timeout: float = BOOT_TIMEOUT_S,
         jailer: bool | None = None,
+        snapshot_max_age_s: float | None = None,
     ) -> None:
         if vmm not in ("auto", "firecracker", "qemu"):
             raise BackendUnavailable(f"unknown VMM {vmm!r} (auto, firecracker, qemu)")
@@ -97,6 +100,13 @@ class MicroVMBackend:
         #: Run Firecracker under its jailer: None = whenever we are root and have the jailer.
         self._jailer_choice = jailer
         self._jailer: str | None = None
+        #: Refresh the snapshot in the background when it is older than this. None: 30 min
+        #: on kvm_pvm (a restored guest's kernel catches up the elapsed time second by second,
+        #: ~100 emulated instructions per second of snapshot age), never on hardware KVM.
+        if snapshot_max_age_s is None and _images.kvm_kind() == "kvm_pvm":
+            snapshot_max_age_s = DEFAULT_PVM_SNAPSHOT_MAX_AGE_S
+        self.snapshot_max_age_s = snapshot_max_age_s
+        self._refresh: threading.Thread | None = None
         self.name = "qemu" if vmm == "qemu" else "firecracker"
         self._lock = threading.Lock()
         self._prepared = False
@@ -148,6 +158,35 @@ class MicroVMBackend:
                 )
             self._prepared = True
 
+    def _maybe_refresh(self, snap: _images.Snapshot) -> None:
+        """Start building a fresh snapshot in the background when ``snap`` is too old; runs
+        keep being served from ``snap`` until the new one is ready."""
+        max_age = self.snapshot_max_age_s
+        if max_age is None or _snapshot_age_s(snap) < max_age:
+            return
+        with self._lock:
+            if self._refresh is not None and self._refresh.is_alive():
+                return
+            self._refresh = threading.Thread(
+                target=self._rebuild, args=(time.time(),), name="gh-snapshot", daemon=True
+            )
+            self._refresh.start()
+
+    def _rebuild(self, newer_than: float) -> None:
+        assert self._images is not None
+        try:
+            fresh = _ensure_snapshot(
+                self._images,
+                self._binary,
+                self._snapshot_key,
+                self.mem_mib,
+                self.boot_timeout,
+                newer_than=newer_than - 1,
+            )
+        except Exception:  # keep serving from the old snapshot; retried on a later run
+            return
+        self._snapshot = fresh
+
     # ----- lifecycle --------------------------------------------------------------------
 
     def start(
@@ -174,9 +213,11 @@ class MicroVMBackend:
                 handle.vm = vm
                 vm.spawn()
                 handle.timings["spawn_ms"] = _ms(t0)
-                if self._snapshot is not None:
-                    vm.restore(self._snapshot.state, self._snapshot.memory)
-                    handle.source = f"snapshot:{self._snapshot_key}"
+                snap = self._snapshot
+                if snap is not None:
+                    self._maybe_refresh(snap)
+                    vm.restore(snap.state, snap.memory)
+                    handle.source = f"snapshot:{snap.dir.name.removeprefix('snapshot-')}"
                     handle.timings["restore_ms"] = _ms(t0)
                 else:
                     vm.boot(self._images.kernel, _images.boot_args(), self.mem_mib)
@@ -386,16 +427,41 @@ def _version(cmd: list[str]) -> str:
     return _VERSIONS[key]
 
 
+def _generations(key: str) -> list[_images.Snapshot]:
+    """Complete snapshots of ``key``, newest first (``snapshot-<key>-<unix time>``)."""
+    found = []
+    for path in _images.GUEST_DIR.glob(f"snapshot-{key}-*"):
+        stamp = path.name.rsplit("-", 1)[1]
+        if stamp.isdigit() and _images.Snapshot(path).exists():
+            found.append((int(stamp), _images.Snapshot(path)))
+    return [snap for _, snap in sorted(found, key=lambda t: t[0], reverse=True)]
+
+
+def _snapshot_age_s(snap: _images.Snapshot) -> float:
+    return time.time() - int(snap.dir.name.rsplit("-", 1)[1])
+
+
 def _ensure_snapshot(
-    images: _images.GuestImages, binary: str, key: str, mem_mib: int, boot_timeout: float
+    images: _images.GuestImages,
+    binary: str,
+    key: str,
+    mem_mib: int,
+    boot_timeout: float,
+    *,
+    newer_than: float = 0.0,
 ) -> _images.Snapshot:
-    snap = _images.Snapshot(_images.GUEST_DIR / f"snapshot-{key}")
-    if snap.exists():
-        return snap
+    """The newest snapshot of ``key`` made after ``newer_than`` (unix time), built if there
+    is none. Builds are serialised across processes by a file lock."""
+    found = [g for g in _generations(key) if _snapshot_age_s(g) < time.time() - newer_than]
+    if found:
+        return found[0]
     with _images.FileLock(_images.GUEST_DIR / ".snapshot.lock"):
-        if snap.exists():
-            return snap
-        tmp = _images.Snapshot(_images.GUEST_DIR / f"snapshot-{key}.tmp{os.getpid()}")
+        found = [g for g in _generations(key) if _snapshot_age_s(g) < time.time() - newer_than]
+        if found:
+            return found[0]
+        stamp = int(time.time())
+        snap = _images.Snapshot(_images.GUEST_DIR / f"snapshot-{key}-{stamp}")
+        tmp = _images.Snapshot(_images.GUEST_DIR / f"snapshot-{key}-{stamp}.tmp{os.getpid()}")
         remove_run_dir(tmp.dir)
         tmp.dir.mkdir(parents=True)
         run_dir = make_run_dir("snapbuild")
@@ -422,6 +488,9 @@ def _ensure_snapshot(
             vm.close()
             remove_run_dir(run_dir)
         os.replace(tmp.dir, snap.dir)
+        # Keep the previous generation (runs may be loading it right now), drop older ones.
+        for old in _generations(key)[2:]:
+            remove_run_dir(old.dir)
         return snap
 
 
