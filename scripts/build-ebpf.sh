@@ -29,6 +29,12 @@ for arg in "$@"; do
   esac
 done
 
+if [ "$(uname -m)" != x86_64 ]; then
+  # The programs read syscall arguments from x86_64 pt_regs and dispatch on x86_64 numbers.
+  gh_log "host observation (eBPF) is built for x86_64 only; this is $(uname -m)"
+  exit 1
+fi
+
 btf=/sys/kernel/btf/vmlinux
 if [ ! -r "$btf" ]; then
   gh_log "no kernel BTF at $btf: host observation (eBPF) is unavailable on this kernel"
