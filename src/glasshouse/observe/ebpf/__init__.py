@@ -4,9 +4,10 @@ session per run.
 Scope is a tracked-tgid map: ``start(root_pid)`` seeds it with the gated root, the fork
 tracepoint adds children, the exit tracepoint removes them, so a run's records are exactly
 its own process tree's, and concurrent runs (different session slots) never mix. Records
-go through one ring buffer, read by one thread that only copies bytes; ``stop()`` drains,
-reads the per-CPU counters (syscall counts, socket bytes, lost events, truncations) and
-folds everything into an :class:`~glasshouse.core.profiling.Observation`.
+go through one ring buffer, read by one thread that copies them and folds each session's
+batch incrementally; ``stop()`` drains, reads the per-CPU counters (syscall counts, socket
+bytes, lost events, truncations) and returns an
+:class:`~glasshouse.core.profiling.Observation`.
 """
 
 from __future__ import annotations
@@ -102,7 +103,12 @@ class EbpfObserver:
         self._fold_lock = threading.Lock()
         self._paused = threading.Event()  # tests: a stalled consumer, to prove loss is counted
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._load(ringbuf_bytes, watch)
+        try:
+            self._load(ringbuf_bytes, watch)
+        except BaseException:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            raise
         self._syscalls = _decode.load_syscall_names(
             [os.path.dirname(self.object_path), *object_dirs()]
         )
