@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,29 @@ def test_cgroup_filter(tmp_path):
 
 def _is_v2(path: str) -> bool:
     return os.path.exists(os.path.join(path, "cgroup.controllers"))
+
+
+def test_roots_beyond_the_slots_are_counted(tmp_path):
+    """With every session slot busy a watched exec is not observed, and that is counted."""
+    from glasshouse.agent.__main__ import Agent
+
+    name = "ghs" + secrets.token_hex(4)
+    binary = tmp_path / name
+    shutil.copy("/bin/sleep", binary)
+    try:
+        a = Agent(tmp_path / "receipts", [name], [], log=lambda _msg: None)
+    except ObserverUnavailable as exc:
+        pytest.skip(f"eBPF observer unavailable: {exc}")
+    procs = []
+    try:
+        procs = [subprocess.Popen([str(binary), "30"]) for _ in range(66)]
+        deadline = time.monotonic() + 10
+        while a.observer.skipped_roots() < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert a.observer.skipped_roots() == 3  # 66 roots, 63 slots
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        a.run(duration=0.5)
+    assert a.skipped == 3

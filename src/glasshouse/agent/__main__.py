@@ -95,6 +95,7 @@ class Agent:
         self._stop = threading.Event()
         self._log = log
         self.written: list[Path] = []
+        self.skipped = 0
         self.observer = EbpfObserver(
             watch=Watch(comms, cgroup_ids, on_root=self._on_root, on_exit=self._done.put)
         )
@@ -119,6 +120,9 @@ class Agent:
                     continue
                 self._finish(session)
         finally:
+            self.skipped = self.observer.skipped_roots()
+            if self.skipped:
+                self._log(f"{self.skipped} watched exec(s) not observed: all session slots busy")
             self.observer.close()
         return self.written
 

@@ -113,6 +113,7 @@ class EbpfObserver:
             [os.path.dirname(self.object_path), *object_dirs()]
         )
         if watch is not None:
+            self._release_slot(0)  # slot 0 is never a session: it counts skipped roots
             for slot in range(1, _decode.MAX_SLOTS):
                 self._release_slot(slot)
         self._thread = threading.Thread(target=self._reader, name="glasshouse-ebpf", daemon=True)
@@ -263,8 +264,12 @@ class EbpfObserver:
         zero = bytes(8 * self._ncpu)
         for i in range(_decode.STAT_STRIDE):
             self._stats.update(_U32.pack(slot * _decode.STAT_STRIDE + i), zero)
-        if self._watch is not None:
+        if self._watch is not None and slot:
             self._free_slots.update(None, _U32.pack(slot))
+
+    def skipped_roots(self) -> int:
+        """Agent mode: watched execs not observed because every session slot was busy."""
+        return self._counters(0).get(_decode.STAT_LOST, 0)
 
     def start(self, root_pid: int) -> EbpfSession:
         if self._closed or self._obj is None:

@@ -334,8 +334,10 @@ int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		if (!bpf_map_lookup_elem(&watch_comm, comm) && !bpf_map_lookup_elem(&watch_cgroup, &cg))
 			return 0;
 		struct gh_track t = {};
-		if (bpf_map_pop_elem(&free_slots, &t.slot))
-			return 0; /* every slot busy: the agent counts these from /proc (see agent) */
+		if (bpf_map_pop_elem(&free_slots, &t.slot)) {
+			stat_add(0, GH_STAT_LOST, 1); /* every slot busy: slot 0 counts skipped roots */
+			return 0;
+		}
 		t.gen = 0x80000000u | ((u32)bpf_ktime_get_ns() ^ tgid);
 		if (bpf_map_update_elem(&tracked, &tgid, &t, BPF_ANY)) {
 			bpf_map_push_elem(&free_slots, &t.slot, 0);
