@@ -45,7 +45,7 @@ from ._vm import (
     parse_guest_result,
     remove_run_dir,
 )
-from .firecracker import FirecrackerVM, exchange
+from .firecracker import FirecrackerVM, exchange, sweep_orphans
 from .qemu import QemuVM, qemu_binary
 
 __all__ = ["FirecrackerBackend", "MicroVMBackend", "QemuBackend", "doctor_checks", "probe"]
@@ -128,6 +128,10 @@ class MicroVMBackend:
                 return
             _check_kvm()
             images = _images.GuestImages.load()
+            try:
+                sweep_orphans()
+            except OSError:
+                pass
             fc = (
                 images.firecracker_binary() if self._vmm_choice in ("auto", "firecracker") else None
             )

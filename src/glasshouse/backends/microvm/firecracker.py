@@ -28,6 +28,8 @@ from ._vm import Console, GuestFailure, stop_process
 ROOTFS_NAME = "rootfs.ext4"
 VSOCK_NAME = "v.sock"
 API_NAME = "api.sock"
+PID_NAME = "firecracker.pid"
+OWNER_NAME = "glasshouse.owner"
 GUEST_CID = 3
 
 
@@ -73,7 +75,14 @@ class FirecrackerVM:
             self.uid = JAIL_UID_BASE + secrets.randbelow(1 << 20)
         else:
             self.run_dir = run_dir
-        self._link(rootfs, ROOTFS_NAME)
+        # Who owns this VM: sweep_orphans() removes it once that process is gone.
+        owner = (self.jail_dir if self.jail_dir is not None else self.run_dir) / OWNER_NAME
+        owner.write_text(_owner_id(os.getpid()) or "")
+        try:
+            self._link(rootfs, ROOTFS_NAME)
+        except BaseException:
+            self.close()
+            raise
 
     def _link(self, src: str | Path, name: str) -> None:
         if self.jailer is None:
@@ -123,6 +132,8 @@ class FirecrackerVM:
             start_new_session=True,
         )
         self.console = Console(self.proc.stdout)
+        if self.jailer is None:  # the jailer writes firecracker.pid itself
+            (self.run_dir / PID_NAME).write_text(str(self.proc.pid))
         deadline = time.monotonic() + 5
         while not api.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -256,6 +267,95 @@ class FirecrackerVM:
 
     def console_tail(self) -> str:
         return self.console.tail() if self.console is not None else ""
+
+
+def sweep_orphans(min_age_s: float = 120.0) -> int:
+    """Remove VM directories and jails whose Glasshouse process died without cleaning up
+    (killed, crashed): SIGKILL their VMM if it still runs orphaned (its parent is gone,
+    so it was re-parented), then delete the directory. A VMM whose creator is alive is
+    never touched. Returns how many directories were removed."""
+    from ._vm import RUN_ROOT
+
+    removed = 0
+    now = time.time()
+    candidates = list(RUN_ROOT.glob("firecracker-*")) + list(RUN_ROOT.glob("snapbuild-*"))
+    candidates += [p / "root" for p in (JAIL_BASE / "firecracker").glob("gh-*")]
+    for path in candidates:
+        try:
+            if now - path.stat().st_mtime < min_age_s:
+                continue
+            pid = int((path / PID_NAME).read_text().strip() or 0)
+        except FileNotFoundError:
+            pid = _pid_by_cwd(path)
+        except (OSError, ValueError):
+            continue
+        owner_file = (path.parent if path.name == "root" else path) / OWNER_NAME
+        try:
+            owner = owner_file.read_text().strip()
+        except OSError:
+            owner = ""
+        if owner:
+            owner_pid = int(owner.split()[0])
+            if _owner_id(owner_pid) == owner:
+                continue  # its creator is alive and cleans up itself
+        elif pid > 0 and _alive(pid) and _ppid(pid) != 1:
+            continue  # no owner record: only an orphan re-parented to init is fair game
+        if pid > 0 and _alive(pid):
+            if not _is_firecracker(pid):
+                continue  # the pid was reused
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(path.parent if path.name == "root" else path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _pid_by_cwd(path: Path) -> int:
+    """A firecracker process working in ``path`` (a VM started before pid files existed)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and _is_firecracker(int(proc.name)):
+            try:
+                if os.readlink(proc / "cwd") == str(path):
+                    return int(proc.name)
+            except OSError:
+                continue
+    return 0
+
+
+def _owner_id(pid: int) -> str | None:
+    """``"<pid> <start time>"``: identifies a process across pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return f"{pid} {stat[stat.rindex(')') + 2 :].split()[19]}"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _is_firecracker(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() in ("firecracker", "fc_vcpu 0")
+    except OSError:
+        return False
 
 
 def _readline(sock: socket.socket, limit: int) -> bytes:
