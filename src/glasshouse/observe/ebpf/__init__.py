@@ -259,11 +259,13 @@ class EbpfObserver:
             self._cond.wait_for(lambda: self._barrier_done >= target, timeout)
 
     # -- sessions ------------------------------------------------------------------------
+    def _zero_slot(self, slot: int) -> None:
+        zero = bytes(8 * self._ncpu)
+        self._stats.update_range(slot * _decode.STAT_STRIDE, [zero] * _decode.STAT_STRIDE)
+
     def _release_slot(self, slot: int) -> None:
         """Zero a slot's counters; in agent mode hand it back to the kernel's free list."""
-        zero = bytes(8 * self._ncpu)
-        for i in range(_decode.STAT_STRIDE):
-            self._stats.update(_U32.pack(slot * _decode.STAT_STRIDE + i), zero)
+        self._zero_slot(slot)
         if self._watch is not None and slot:
             self._free_slots.update(None, _U32.pack(slot))
 
@@ -283,9 +285,7 @@ class EbpfObserver:
                     f"too many concurrent observed runs (max {_decode.MAX_SLOTS - 1})"
                 )
             slot = free[0]
-            zero = bytes(8 * self._ncpu)
-            for i in range(_decode.STAT_STRIDE):
-                self._stats.update(_U32.pack(slot * _decode.STAT_STRIDE + i), zero)
+            self._zero_slot(slot)
             self._gen += 1
             session = EbpfSession(self, slot, root_pid)
             session.gen = self._gen
@@ -312,12 +312,12 @@ class EbpfObserver:
 
     def _counters(self, slot: int) -> dict[int, int]:
         out: dict[int, int] = {}
-        for i in range(_decode.STAT_STRIDE):
-            raw = self._stats.lookup(_U32.pack(slot * _decode.STAT_STRIDE + i))
-            if raw:
-                total = sum(struct.unpack(f"<{self._ncpu}Q", raw))
-                if total:
-                    out[i] = total
+        per_cpu = struct.Struct(f"<{self._ncpu}Q")
+        values = self._stats.lookup_range(slot * _decode.STAT_STRIDE, _decode.STAT_STRIDE)
+        for i, raw in enumerate(values):
+            total = sum(per_cpu.unpack(raw))
+            if total:
+                out[i] = total
         return out
 
     def _recursion_misses(self) -> int:

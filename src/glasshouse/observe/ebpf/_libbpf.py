@@ -84,6 +84,9 @@ def _bind(lib: ctypes.CDLL) -> None:
     fn("bpf_map_lookup_elem", i, i, p, p)
     fn("bpf_map_delete_elem", i, i, p)
     fn("bpf_map_get_next_key", i, i, p, p)
+    u32p = ctypes.POINTER(u32)
+    fn("bpf_map_lookup_batch", i, i, p, p, p, p, u32p, p)
+    fn("bpf_map_update_batch", i, i, p, p, u32p, p)
     fn("ring_buffer__new", p, i, SAMPLE_FN, p, p)
     fn("ring_buffer__poll", i, p, i)
     fn("ring_buffer__consume", i, p)
@@ -159,6 +162,36 @@ class Map:
         if lib().bpf_map_lookup_elem(self.fd, key, out) != 0:
             return None
         return out.raw
+
+    def lookup_range(self, start: int, count: int) -> list[bytes]:
+        """Values of the array keys ``start .. start+count-1``: one syscall (batch), or
+        one per key where the kernel has no batch ops."""
+        keys = ctypes.create_string_buffer(4 * count)
+        values = ctypes.create_string_buffer(self.value_size * count)
+        n = ctypes.c_uint32(count)
+        prev = ctypes.c_uint32(start - 1)  # a batch starts *after* in_batch
+        nxt = ctypes.c_uint32()
+        rc = lib().bpf_map_lookup_batch(
+            self.fd, ctypes.byref(prev) if start else None, ctypes.byref(nxt), keys, values,
+            ctypes.byref(n), None,
+        )  # fmt: skip
+        vs = self.value_size
+        if (rc == 0 or ctypes.get_errno() == errno.ENOENT) and n.value == count:
+            return [values.raw[i * vs : (i + 1) * vs] for i in range(count)]
+        out = []
+        for k in range(start, start + count):
+            out.append(self.lookup(k.to_bytes(4, "little")) or bytes(vs))
+        return out
+
+    def update_range(self, start: int, values: list[bytes]) -> None:
+        """Set array keys ``start ..`` to ``values`` (batch where the kernel has it)."""
+        count = len(values)
+        keys = b"".join((start + i).to_bytes(4, "little") for i in range(count))
+        n = ctypes.c_uint32(count)
+        if lib().bpf_map_update_batch(self.fd, keys, b"".join(values), ctypes.byref(n), None) == 0:
+            return
+        for i, value in enumerate(values):
+            self.update((start + i).to_bytes(4, "little"), value)
 
     def delete(self, key: bytes) -> bool:
         return lib().bpf_map_delete_elem(self.fd, key) == 0
