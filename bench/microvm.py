@@ -56,17 +56,22 @@ def _latency(backend: Backend, runs: int) -> dict[str, float]:
     }
 
 
-def _mem_kib(pid: int) -> tuple[int, int]:
-    rss = pss = 0
+def _mem_kib(pid: int) -> tuple[int, int, int]:
+    """RSS, PSS and private dirty KiB of a VMM. Private dirty is what this VM alone costs
+    (its copy-on-write pages of the snapshot memory plus the VMM's own heap); the rest of
+    its RSS is the page cache of the snapshot file, shared by every VM restored from it."""
+    rss = pss = dirty = 0
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Rss:"):
                 rss = int(line.split()[1])
             elif line.startswith("Pss:"):
                 pss = int(line.split()[1])
+            elif line.startswith("Private_Dirty:"):
+                dirty = int(line.split()[1])
     except OSError:
         pass
-    return rss, pss
+    return rss, pss, dirty
 
 
 def _memory(backend: Backend) -> dict[str, float]:
@@ -76,19 +81,21 @@ def _memory(backend: Backend) -> dict[str, float]:
         assert handle.pid is not None
         after_restore = _mem_kib(handle.pid)
         backend.release(handle)
-        sample: list[tuple[int, int]] = []
+        sample: list[tuple[int, int, int]] = []
         timer = threading.Timer(0.8, lambda: sample.append(_mem_kib(handle.pid)))  # type: ignore[arg-type]
         timer.start()
         backend.wait(handle)
         timer.join()
     finally:
         backend.cleanup(handle)
-    running = sample[0] if sample else (0, 0)
+    running = sample[0] if sample else (0, 0, 0)
     return {
         "restored_rss_mib": round(after_restore[0] / 1024, 1),
         "restored_pss_mib": round(after_restore[1] / 1024, 1),
+        "restored_private_dirty_mib": round(after_restore[2] / 1024, 1),
         "running_rss_mib": round(running[0] / 1024, 1),
         "running_pss_mib": round(running[1] / 1024, 1),
+        "running_private_dirty_mib": round(running[2] / 1024, 1),
     }
 
 
@@ -145,8 +152,9 @@ def main() -> None:
         print(f"cold boot to result (firecracker): {out['cold_boot_s']} s")
     print(
         f"VMM memory after restore: RSS {mem['restored_rss_mib']} MiB, "
-        f"PSS {mem['restored_pss_mib']} MiB; while running: RSS {mem['running_rss_mib']} MiB, "
-        f"PSS {mem['running_pss_mib']} MiB   goal <= 16 MiB"
+        f"private dirty {mem['restored_private_dirty_mib']} MiB; while running: "
+        f"RSS {mem['running_rss_mib']} MiB, PSS {mem['running_pss_mib']} MiB, "
+        f"private dirty {mem['running_private_dirty_mib']} MiB   goal <= 16 MiB"
     )
     print(f"throughput at concurrency {args.concurrency}: {out['runs_per_s']} runs/s   goal >= 15")
     for name in ("sandbox", "process"):
