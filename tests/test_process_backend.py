@@ -124,3 +124,24 @@ def test_not_executable_is_126(tmp_path) -> None:
     run = Engine(ProcessBackend()).run(ExecutionSpec([str(script)]))
     assert run.result.exit_code == 126
     assert run.receipt.outcome.exit_code == 126
+
+
+def test_path_lookup_like_a_shell(tmp_path) -> None:
+    from glasshouse.backends.process import resolve_executable
+    from glasshouse.core.execution import CommandNotRunnable
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "tool").write_text("#!/bin/sh\n")  # not executable: skipped if another one exists
+    (b / "tool").write_text("#!/bin/sh\n")
+    (b / "tool").chmod(0o755)
+    path = f"{a}:{b}"
+    assert resolve_executable("tool", path) == str(b / "tool")
+    (b / "tool").chmod(0o644)
+    with pytest.raises(CommandNotRunnable) as exc:
+        resolve_executable("tool", path)
+    assert exc.value.exit_code == 126
+    with pytest.raises(CommandNotRunnable) as exc:
+        resolve_executable("nope", path)
+    assert exc.value.exit_code == 127

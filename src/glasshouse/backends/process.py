@@ -19,7 +19,6 @@ import errno
 import os
 import resource
 import selectors
-import shutil
 import signal
 import threading
 import time
@@ -421,10 +420,17 @@ def resolve_executable(name: str, path: str, cwd: str | None = None) -> str:
         if os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
             raise CommandNotRunnable(f"{name}: permission denied (not executable)", 126)
         return candidate
-    found = shutil.which(name, path=path)
-    if found is None:
-        raise CommandNotRunnable(f"{name}: command not found", 127)
-    return found
+    # (a PATH walk rather than shutil.which: shutil drags bz2/lzma into CLI start-up)
+    denied = None
+    for directory in path.split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            denied = candidate
+    if denied is not None:
+        raise CommandNotRunnable(f"{name}: permission denied (not executable)", 126)
+    raise CommandNotRunnable(f"{name}: command not found", 127)
 
 
 def _child(  # pragma: no cover - runs between fork and exec

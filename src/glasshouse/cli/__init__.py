@@ -6,6 +6,7 @@ needs. A part of Glasshouse adds a command by adding one ``name -> "module:attr"
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -48,11 +49,21 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="glasshouse")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Run code isolated and record what the OS observed as a verifiable receipt."""
+    if ctx.invoked_subcommand != "run":
+        gc.enable()  # only a run is short-lived enough to skip cyclic garbage collection
+
+
+#: True when running as the ``glasshouse`` process (``main``), not embedded in another one.
+STANDALONE = False
 
 
 def main(argv: list[str] | None = None) -> None:
+    global STANDALONE
+    STANDALONE = True
+    gc.disable()  # a short-lived CLI: no collections during the imports of a run
     cli.main(args=argv, prog_name="glasshouse", standalone_mode=True)
 
 

@@ -10,7 +10,6 @@ or a backend that cannot start, yields an :class:`ExecutionResult` and so a rece
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import threading
 import time
@@ -21,6 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from glasshouse.core.profiling import Observation, Observer, Profile
     from glasshouse.receipt.model import Receipt
+
+try:  # CPython's builtin SHA-256: importing hashlib would load OpenSSL (~10 ms at startup)
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover - other interpreters
+    from hashlib import sha256
 
 #: Default cap on the bytes kept per output stream (the hash always covers the full stream).
 DEFAULT_OUTPUT_LIMIT = 1 << 20
@@ -129,7 +133,7 @@ class ExecutionSpec:
     def command_hash(self) -> str:
         from glasshouse.receipt.canonical import canonical_json
 
-        return hashlib.sha256(canonical_json(list(self.argv))).hexdigest()
+        return sha256(canonical_json(list(self.argv))).hexdigest()
 
 
 def _check_relative(name: str) -> None:
@@ -151,7 +155,7 @@ class StreamResult:
 
     @classmethod
     def empty(cls) -> StreamResult:
-        return cls(b"", 0, hashlib.sha256(b"").hexdigest(), False)
+        return cls(b"", 0, sha256(b"").hexdigest(), False)
 
 
 class OutputCapture:
@@ -162,7 +166,7 @@ class OutputCapture:
         self._limit = limit
         self._sink = sink
         self._kept = bytearray()
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self._size = 0
         self._lock = threading.Lock()
 

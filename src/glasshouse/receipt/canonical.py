@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 import rfc8785
+
+from glasshouse.core.execution import sha256
 
 if TYPE_CHECKING:
     from glasshouse.receipt.model import Receipt
@@ -17,7 +18,7 @@ def canonical_json(value: Any) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha256(data).hexdigest()
 
 
 def as_data(receipt: Receipt | dict[str, Any]) -> dict[str, Any]:
