@@ -251,9 +251,11 @@ def test_old_snapshot_is_refreshed_in_the_background(backend) -> None:
     refresh = b._refresh
     assert refresh is not None
     refresh.join(900)
+    b.snapshot_max_age_s = None  # no further rebuild left running after the test
     second = _py(b, "print(2)", timeout=30).result
     assert second.stdout.data == b"2\n", second.error
     assert second.details["vm_source"] != first.details["vm_source"]
+    assert _vmm_children() == []  # no snapshot build left running
 
 
 def test_vmms_orphaned_by_a_dead_glasshouse_are_swept(backend, tmp_path: Path) -> None:

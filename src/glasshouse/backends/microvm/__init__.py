@@ -14,6 +14,7 @@ booted) and which from the guest (exit status, output, rusage): docs/threat-mode
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -428,6 +429,16 @@ def _version(cmd: list[str]) -> str:
     return _VERSIONS[key]
 
 
+#: Snapshot-build VMs in progress (a background refresh may be mid-build at exit).
+_BUILDING: set[FirecrackerVM] = set()
+
+
+@atexit.register
+def _kill_builds() -> None:
+    for vm in list(_BUILDING):
+        vm.kill()
+
+
 def _generations(key: str) -> list[_images.Snapshot]:
     """Complete snapshots of ``key``, newest first (``snapshot-<key>-<unix time>``)."""
     found = []
@@ -471,6 +482,7 @@ def _ensure_snapshot(
         tmp.dir.mkdir(parents=True)
         run_dir = make_run_dir("snapbuild")
         vm = FirecrackerVM(binary, run_dir, images.rootfs)
+        _BUILDING.add(vm)
         try:
             vm.spawn()
             vm.boot(images.kernel, _images.boot_args(warm=True), mem_mib)
@@ -489,6 +501,7 @@ def _ensure_snapshot(
             remove_run_dir(tmp.dir)
             raise
         finally:
+            _BUILDING.discard(vm)
             vm.kill()
             vm.close()
             remove_run_dir(run_dir)
