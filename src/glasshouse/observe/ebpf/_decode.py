@@ -168,6 +168,7 @@ class _Proc:
         "end",
         "exe",
         "forked",
+        "ns_pid",
         "pid",
         "ppid",
         "sig",
@@ -177,6 +178,7 @@ class _Proc:
 
     def __init__(self, pid: int, ppid: int) -> None:
         self.pid, self.ppid = pid, ppid
+        self.ns_pid: int | None = None  # pid inside its pid namespace, where it differs
         self.exe: str | None = None
         self.argv: list[str] = []
         self.cwd: str | None = None
@@ -191,6 +193,7 @@ class _Proc:
         return ProcessNode(
             pid=self.pid,
             ppid=self.ppid,
+            ns_pid=self.ns_pid,
             exe=self.exe,
             argv=self.argv,
             working_dir=self.cwd,
@@ -279,6 +282,8 @@ class Folder:
             node = _Proc(nr, arg0 or tgid)
             node.forked = True
             node.start = ts
+            if arg1 and arg1 != nr:
+                node.ns_pid = arg1
             if parent is not None:
                 node.exe = parent.exe
                 node.argv = parent.argv
@@ -299,6 +304,8 @@ class Folder:
                 node.argv = []
             node.trunc = bool(flags & F_TRUNC[2])
             node.forked = False
+            if arg0 and arg0 != tgid:
+                node.ns_pid = arg0
             if node.start is None:
                 node.start = ts
             if tgid != self.root_pid:

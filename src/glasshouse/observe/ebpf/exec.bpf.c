@@ -288,6 +288,16 @@ static __always_inline bool is_socket(struct file *f)
 
 /* ---- process lifecycle -------------------------------------------------------------- */
 
+/* The pid as the task's own pid namespace sees it (a sandbox's pids), for ProcessNode.ns_pid. */
+static __always_inline u32 ns_pid_of(struct task_struct *t)
+{
+	struct pid *pid = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid up = {};
+	bpf_probe_read_kernel(&up, sizeof(up), &pid->numbers[level & 31]);
+	return up.nr;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -314,6 +324,7 @@ int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
 	e->tgid = ptgid;
 	e->nr = ctgid;
 	e->arg0 = BPF_CORE_READ(child, real_parent, tgid);
+	e->arg1 = ns_pid_of(child);
 	bpf_ringbuf_submit(e, wake_flags());
 	stat_add(slot, GH_STAT_EMITTED, 1);
 	return 0;
@@ -358,6 +369,7 @@ int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	init_event(e, GH_EV_EXEC, slot);
 	e->flags |= root_flag;
 	e->arg1 = v->gen;
+	e->arg0 = ns_pid_of(p);
 	e->nr = BPF_CORE_READ(p, real_parent, tgid);
 	bool trunc = false;
 	u32 off = 0;
