@@ -39,31 +39,6 @@ def _parse_files(values: tuple[str, ...]) -> dict[str, bytes]:
     return files
 
 
-class _Unavailable:
-    """An observer that could not be created: the Engine records why, the run goes on."""
-
-    def __init__(self, name: str, provenance: str, reason: str) -> None:
-        self.name, self.provenance, self.reason = name, provenance, reason
-
-    def start(self, root_pid: int) -> Any:
-        from glasshouse.core.profiling import ObserverUnavailable
-
-        raise ObserverUnavailable(self.reason)
-
-
-def _host_observers(profile: str) -> list[Any]:
-    if profile not in ("host", "combined"):
-        return []
-    try:
-        from glasshouse.observe import host_observer
-    except ImportError as exc:
-        return [_Unavailable("ebpf", "host", f"host observer not in this build: {exc}")]
-    try:
-        return [host_observer()]
-    except Exception as exc:  # fail-open: ObserverUnavailable and anything unexpected
-        return [_Unavailable("ebpf", "host", str(exc))]
-
-
 def _summary(run: Any, receipt_path: Path) -> str:
     result, data = run.result, run.receipt_data
     if result.timed_out:
@@ -277,7 +252,12 @@ def _run(**opts: Any) -> None:
         backend = backends.create(name)
     except Exception as exc:
         fail(str(exc))
-    engine = Engine(backend, observers=_host_observers(opts["profile"]), profile=opts["profile"])
+    observers: list[Any] = []
+    if opts["profile"] in ("host", "combined"):  # (no observe import on the disabled path)
+        from glasshouse.observe import observers_for
+
+        observers = observers_for(opts["profile"])
+    engine = Engine(backend, observers=observers, profile=opts["profile"])
 
     quiet = opts["quiet"]
     out = None if quiet else _writer(sys.stdout)

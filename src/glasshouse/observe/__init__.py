@@ -19,7 +19,7 @@ from glasshouse.core.profiling import Observer, ObserverUnavailable
 if TYPE_CHECKING:
     from glasshouse.doctor import Check
 
-__all__ = ["ObserverUnavailable", "doctor_checks", "host_observer"]
+__all__ = ["ObserverUnavailable", "doctor_checks", "host_observer", "observers_for"]
 
 _cached: Observer | None = None
 _cache_lock = threading.Lock()
@@ -83,6 +83,18 @@ def unavailable_observer(reason: str, name: str = "ebpf") -> Observer:
     obs = unavailable_observer(str(e))``.
     """
     return _Unavailable(name, reason)  # type: ignore[return-value]
+
+
+def observers_for(profile: str, *, fallback: bool = True) -> list[Observer]:
+    """The host observers a run with ``profile`` needs, fail-open: an observer that cannot
+    load is replaced by a stand-in whose receipts say why. (Guest observation comes from the
+    backend, not from here.)"""
+    if profile not in ("host", "combined"):
+        return []
+    try:
+        return [host_observer(fallback=fallback)]
+    except Exception as exc:  # ObserverUnavailable, and anything unexpected: never fatal
+        return [unavailable_observer(str(exc))]
 
 
 def doctor_checks() -> list[Check]:

@@ -93,31 +93,12 @@ class ReceiptWriteError(Exception):
     """The run happened but its receipt could not be stored: no answer without a receipt."""
 
 
-class _Unavailable:
-    """An observer that could not be created: every run records why, and goes on."""
-
-    def __init__(self, name: str, provenance: str, reason: str) -> None:
-        self.name, self.provenance, self.reason = name, provenance, reason
-
-    def start(self, root_pid: int) -> Any:
-        from glasshouse.core.profiling import ObserverUnavailable
-
-        raise ObserverUnavailable(self.reason)
-
-
 def _host_observers(profile: str) -> list[Any]:
-    """The host observer, loaded once per server process (fail-open)."""
-    if profile not in ("host", "combined"):
-        return []
-    try:
-        from glasshouse.observe import host_observer
-    except ImportError as exc:
-        return [_Unavailable("ebpf", "host", f"host observer not in this build: {exc}")]
-    try:
-        # eBPF or nothing: the strace fallback would ptrace every run of a busy server.
-        return [host_observer(fallback=False)]
-    except Exception as exc:
-        return [_Unavailable("ebpf", "host", str(exc))]
+    """The host observer, loaded once per server process (fail-open). eBPF or nothing: the
+    strace fallback would ptrace every run of a busy server."""
+    from glasshouse.observe import observers_for
+
+    return list(observers_for(profile, fallback=False))
 
 
 def resolve_backend(name: str, allow_unsandboxed: bool) -> str:
