@@ -573,3 +573,27 @@ def test_without_init_the_sandbox_still_runs(
     assert r.result.stdout.data == b"hi\n"
     assert r.result.exit_code == 137 and r.result.signal is None
     assert "may mean the command was killed" in str(r.result.details["exit_status_note"])
+
+
+def test_probe_says_no_where_user_namespaces_are_refused(tmp_path: Path) -> None:
+    """In a chroot the kernel refuses CLONE_NEWUSER whatever the sysctls say; the probe must
+    try it (fresh-check's chroot once made every sandbox test fail instead of skip)."""
+    if os.geteuid() != 0:
+        pytest.skip("chroot needs root")
+    from glasshouse.backends.sandbox import _userns_allowed
+
+    assert _userns_allowed()[0]  # outside a chroot, here, it works
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        try:
+            os.chroot(tmp_path)
+            ok, why = _userns_allowed()
+            os.write(w, f"{ok}|{why}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    ok, _, why = os.read(r, 4096).decode().partition("|")
+    os.close(r)
+    assert ok == "False" and "cannot create a user namespace" in why

@@ -889,11 +889,36 @@ def _static_probe() -> tuple[bool, str]:
         with contextlib.suppress(OSError):
             if Path(knob).read_text().strip() == bad:
                 return False, f"unprivileged user namespaces are disabled ({knob} = {bad})"
+    ok, why = _userns_allowed()
+    if not ok:
+        return False, why
     try:
         _seccomp.program()
     except _seccomp.SeccompUnavailable as exc:
         return False, f"seccomp: {exc}"
-    return True, f"{bwrap}, unprivileged user namespaces allowed, libseccomp loads"
+    return True, f"{bwrap}, user namespaces can be created, libseccomp loads"
+
+
+def _userns_allowed() -> tuple[bool, str]:
+    """Try ``unshare(CLONE_NEWUSER)`` in a throw-away child. The sysctl knobs above are not the
+    whole story: the kernel also refuses it inside a chroot, under some LSMs and seccomp
+    profiles (containers), which only an attempt reveals. About a millisecond, once."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only tries and exits
+        rc = libc.unshare(0x10000000)  # CLONE_NEWUSER
+        os._exit(0 if rc == 0 else (ctypes.get_errno() or 1) & 0xFF)
+    _, status = os.waitpid(pid, 0)
+    err = os.waitstatus_to_exitcode(status)
+    if err == 0:
+        return True, ""
+    hint = ""
+    with contextlib.suppress(OSError):
+        if os.stat("/").st_ino != os.stat("/proc/1/root/.").st_ino:
+            hint = " (this process is in a chroot, where the kernel forbids it)"
+    return False, f"cannot create a user namespace: {os.strerror(err)}{hint}"
 
 
 def probe_gvisor() -> tuple[bool, str]:
@@ -902,6 +927,9 @@ def probe_gvisor() -> tuple[bool, str]:
         return False, "runsc not found (apt install runsc)"
     if os.geteuid() != 0:
         return False, "the gvisor backend runs runsc as root (rootless runsc is not supported)"
+    ok, why = _userns_allowed()  # runsc puts its sandbox in a new user namespace too
+    if not ok:
+        return False, why
     return True, "runsc found, running as root"
 
 
