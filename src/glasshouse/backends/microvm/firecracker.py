@@ -232,6 +232,13 @@ class FirecrackerVM:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         self.connect_attempts = 0
+        # A restored guest prints GH-READY once it listens: connect then, not by polling
+        # (each refused attempt costs the guest an emulated vsock reset on kvm_pvm). The
+        # line is only a hint from an untrusted guest; polling below stays the fallback.
+        hint_until = time.monotonic() + min(timeout, 5.0)
+        while self.console is not None and not self.console.ready.wait(0.02):
+            if time.monotonic() > hint_until or self.proc is None or self.proc.poll() is not None:
+                break
         while time.monotonic() < deadline:
             self.connect_attempts += 1
             if self.proc is None or self.proc.poll() is not None:

@@ -158,20 +158,30 @@ class _Vsock:
             fd, _ = self._listener._accept()
             conn = _socket.socket(fileno=fd)
             try:
-                header = _recv_exact(conn, T.HEADER.size)
-                body = _recv_exact(conn, T.decode_header(header, T.MAX_REQUEST))
+                # One recv usually holds the whole (small) request: every syscall of a
+                # restored guest runs through the emulated kernel on kvm_pvm (~5-15 ms).
+                data = conn.recv(1 << 16)
+                if len(data) < T.HEADER.size:
+                    data += _recv_exact(conn, T.HEADER.size - len(data))
+                length = T.decode_header(data[: T.HEADER.size], T.MAX_REQUEST)
+                body = data[T.HEADER.size :]
+                if len(body) < length:
+                    body += _recv_exact(conn, length - len(body))
+                elif len(body) > length:
+                    raise T.ProtocolError("trailing bytes after the request frame")
             except (OSError, T.ProtocolError) as exc:
                 _console(f"glasshouse: bad request connection: {exc}".encode())
                 conn.close()
                 continue
+            # The listener stays open: this VM serves one request and is destroyed, and
+            # closing it would be one more emulated syscall before the user's code runs.
             self._conn = conn
-            self._listener.close()
             return T.decode_body(body)
 
     def send(self, frame: bytes) -> None:
         assert self._conn is not None
+        # No shutdown(): the host reads exactly the announced length.
         self._conn.sendall(frame)
-        self._conn.shutdown(_socket.SHUT_WR)
 
 
 def _recv_exact(conn: _socket.socket, n: int) -> bytes:
@@ -240,8 +250,7 @@ def _wait_wake() -> None:
     while T.WAKE_LINE not in buf:
         chunk = os.read(fd, 256)
         buf = (buf + chunk)[-256:]
-    _PRE["woken"] = time.monotonic()
-    os.close(fd)
+    _PRE["woken"] = time.monotonic()  # fd stays open: no close() syscall after restore
 
 
 # ----- running the request ----------------------------------------------------------------
@@ -267,7 +276,9 @@ def _reseed(req: dict) -> dict:
                 os.close(fd)
     import random
 
-    random.seed(os.urandom(32))
+    # Seeded from the host's fresh bytes (no syscall after restore); os.urandom only when
+    # the request carried none.
+    random.seed(entropy if entropy else os.urandom(32))
     now = req.get("time_ns")
     if type(now) is int and now > 0:
         try:
@@ -292,13 +303,16 @@ def _stream(fd: int, cap: int) -> dict:
     h = sha256()
     kept = bytearray()
     size = 0
-    if os.fstat(fd).st_size:  # most runs leave stderr (often both) empty: no reads then
-        os.lseek(fd, 0, os.SEEK_SET)
-        for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-            if len(kept) < cap:
-                kept += chunk[: cap - len(kept)]
+    # pread until a short read: one syscall for an empty or small stream (the old
+    # fstat+lseek+read+read cost four emulated syscalls on kvm_pvm).
+    while True:
+        chunk = os.pread(fd, 1 << 20, size)
+        h.update(chunk)
+        size += len(chunk)
+        if len(kept) < cap:
+            kept += chunk[: cap - len(kept)]
+        if len(chunk) < 1 << 20:
+            break
     return {
         "data": T.b64(bytes(kept)),
         "size": size,
@@ -448,10 +462,110 @@ def _open_io() -> tuple[int, int, int]:
     return tuple(os.open(f"/run/gh/{n}", flags, 0o600) for n in ("stdin", "stdout", "stderr"))
 
 
+#: Heap pre-faulted before the snapshot (see _prefault).
+_PREFAULT_BYTES = 24 << 20
+#: tmpfs pages reserved for each captured stream before the snapshot.
+_STREAM_RESERVE = 256 << 10
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _reexec_with_malloc() -> None:
+    """Snapshot boot only: restart this init with ``PYTHONMALLOC=malloc`` so Python's
+    objects come from glibc's heap, which _prefault() grows and touches before the
+    snapshot. On kvm_pvm a page the guest touches for the first time costs ~2 ms (the
+    guest kernel's page-fault path and the page zeroing run in the instruction emulator):
+    pymalloc's fresh 1 MiB arenas made a ``print(2+2)`` after restore pay for dozens.
+    ``-P -s -S`` keep what ``-I -S`` gave (no script directory or user site on sys.path);
+    the environment is the kernel's, which we control."""
+    if os.environ.get("PYTHONMALLOC") == "malloc":
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONMALLOC"] = "malloc"
+    exe = sys.executable or "/usr/bin/python3"
+    try:
+        os.execve(exe, [exe, "-P", "-s", "-S", os.path.abspath(sys.argv[0])], env)
+    except OSError as exc:  # keep going with pymalloc: slower, still correct
+        _console(f"gh: re-exec with PYTHONMALLOC=malloc failed: {exc}".encode())
+
+
+def _prefault() -> None:
+    """Grow glibc's heap by _PREFAULT_BYTES, touch every page and keep it (no trimming, no
+    mmap for big blocks), and reserve tmpfs pages for stdout/stderr: a restored run then
+    allocates from memory the snapshot already holds instead of faulting in fresh pages
+    through the emulated guest kernel. Costs a few seconds once, at the snapshot boot."""
+    _libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    _libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum: big blocks stay on the heap
+    _libc.mallopt(_M_TOP_PAD, 1 << 20)
+    _libc.malloc.restype = ctypes.c_void_p
+    _libc.free.argtypes = [ctypes.c_void_p]
+    block = _libc.malloc(_PREFAULT_BYTES)
+    if block:
+        ctypes.memset(block, 0, _PREFAULT_BYTES)
+        _libc.free(block)
+    for fd in _PRE["fds"][1:]:
+        _libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(_STREAM_RESERVE))
+    _prefault_files()
+    _warm_compiler()
+
+
+def _prefault_files() -> None:
+    """Touch every page of every readable file mapping (the interpreter, libc, the
+    extension modules): code never run before the snapshot, such as the compiler that
+    ``python3 -c`` needs, would otherwise be read from the virtio disk and faulted in page
+    by page through the emulated guest kernel after each restore."""
+    try:
+        with open("/proc/self/maps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        parts = line.split()
+        # Only the read-only image's files (always whole pages, never truncated: no SIGBUS).
+        if len(parts) != 6 or not parts[5].startswith(("/usr/", "/lib")) or parts[1][0] != "r":
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        for addr in range(start, end, 4096):
+            try:
+                ctypes.string_at(addr, 1)
+            except (OSError, ValueError):
+                break
+
+
+_WARM_CODE = """
+import sys
+class _C:
+    def __init__(self, v): self.v = v
+def f(*a, k=1, **kw):
+    try:
+        return [x * 2 for x in a if x] + list({k: v for k, v in kw.items()}.values())
+    except (ValueError, TypeError) as e:
+        raise RuntimeError(f"{e!r}") from e
+    finally:
+        pass
+r = f(1, 2, k=3, z=4) + [_C(i).v for i in range(3)] + sorted({1, 2}) + [lambda: 0]
+print("warm", 2 + 2, 3.5 / 2, repr(r)[:10], b"x".hex(), file=OUT)
+try:
+    1 / 0
+except ZeroDivisionError:
+    import traceback; traceback.print_exc(file=OUT)
+"""
+
+
+def _warm_compiler() -> None:
+    """Run the parser, compiler, eval loop, print and traceback paths once before the
+    snapshot (imports load .pyc files and never compile), into a throwaway buffer."""
+    import io
+
+    out = io.StringIO()
+    exec(compile(_WARM_CODE, "<string>", "exec"), {"__name__": "__warm__", "OUT": out})
+
+
 def _preopen() -> None:
     """Everything a run needs that does not depend on the request, done before the
     snapshot: each syscall after restore runs through the emulated kernel on kvm_pvm."""
     _PRE["console"] = os.dup(2)
+    _PRE["release"] = os.uname().release
     _PRE["fds"] = _open_io()
     _PRE["urandom"] = os.open("/dev/urandom", os.O_WRONLY)
     _stdio(_PRE["fds"])
@@ -470,7 +584,7 @@ def _handle(req: dict) -> dict:
     if req.get("v") != 1:
         raise ValueError(f"unsupported request version {req.get('v')!r}")
     marks = [("start", time.monotonic())]
-    guest: dict = {"kernel": os.uname().release, "steps_ms": {}}
+    guest: dict = {"kernel": _PRE.get("release") or os.uname().release, "steps_ms": {}}
     guest.update(_reseed(req))
     marks.append(("reseed", time.monotonic()))
     _write_files(req)
@@ -535,6 +649,8 @@ def main() -> None:
     if os.getpid() == 1:
         _setup()
     options = _cmdline()
+    if options.get("gh.warm") == "1":
+        _reexec_with_malloc()
     _console(f"gh: init up {_uptime()}".encode())
     if options.get("gh.warm") == "1":
         # Snapshot boot: the snapshot is taken while we wait for the wake line on the
@@ -543,9 +659,13 @@ def main() -> None:
         # kernel processed that reset, but never a listener created after it.
         _warm()
         _preopen()
+        _prefault()
         _console(f"gh: warm {_uptime()}".encode())
         _wait_wake()
         transport = _Vsock()
+        # "Listening now": the host connects once instead of polling, and each refused
+        # poll would cost the guest kernel an emulated vsock reset.
+        _console(T.READY_LINE)
     else:
         transport = _Serial() if options.get("gh.transport") == "serial" else _Vsock()
         _console(T.READY_LINE)
