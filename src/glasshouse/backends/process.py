@@ -340,19 +340,27 @@ class ProcessBackend:
             return
         if not handle.pid:
             return
-        victims = set(_descendants(handle.pid))
-        if self._subreaper:
-            victims |= set(_orphans_of(os.getpid(), exclude=self._roots))
-        if not handle.reaped:
-            victims.add(handle.pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(handle.pid, signal.SIGKILL)
-        for pid in victims:
+        # Without a cgroup, a fork can be in flight while we look: repeat until a pass finds
+        # nothing left (orphans reparent to us, the subreaper, between passes).
+        deadline = time.monotonic() + 2.0
+        while True:
+            victims = set(_descendants(handle.pid))
+            if self._subreaper:
+                victims |= set(_orphans_of(os.getpid(), exclude=self._roots))
+            if not handle.reaped:
+                victims.add(handle.pid)
+            for pid in victims - {handle.pid}:  # reap what earlier passes killed
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, os.WNOHANG)
+            living = {pid for pid in victims if _alive(pid)}
+            if not living or time.monotonic() > deadline:
+                return
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in victims - {handle.pid}:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+                os.killpg(handle.pid, signal.SIGKILL)
+            for pid in living:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
 
     def _result(
         self,
@@ -516,6 +524,16 @@ def _descendants(root: int) -> list[int]:
             out.append(child)
             stack.append(child)
     return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
 
 
 def _orphans_of(reaper: int, exclude: set[int]) -> list[int]:
