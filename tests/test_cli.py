@@ -23,6 +23,15 @@ def gh(*args: str, cwd: Path, stdin: bytes | None = None, timeout: float = 120):
     )
 
 
+def gh_live(script: str, cwd: Path) -> subprocess.Popen[bytes]:
+    """``glasshouse run -p disabled -- sh -c SCRIPT`` in the background, output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "glasshouse.cli", "run", "--profile", "disabled", "--",
+         "sh", "-c", script],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
 def receipt(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "receipt.json").read_text())
 
@@ -110,23 +119,7 @@ def test_output_reaches_terminal_before_the_command_ends(tmp_path: Path) -> None
     import os
 
     os.mkfifo(fifo)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "glasshouse.cli",
-            "run",
-            "--profile",
-            "disabled",
-            "--",
-            "sh",
-            "-c",
-            f"echo first; cat {fifo}; echo second",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = gh_live(f"echo first; cat {fifo}; echo second", tmp_path)
     try:
         assert proc.stdout.readline() == b"first\n"
         assert proc.poll() is None  # still blocked on the fifo: the line came live
@@ -180,23 +173,7 @@ def test_bad_limit_value_is_a_usage_error(tmp_path: Path) -> None:
 def test_interrupt_kills_the_tree_and_still_writes_the_receipt(tmp_path: Path) -> None:
     import signal
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "glasshouse.cli",
-            "run",
-            "--profile",
-            "disabled",
-            "--",
-            "sh",
-            "-c",
-            "echo ready; sleep 60",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = gh_live("echo ready; sleep 60", tmp_path)
     try:
         assert proc.stdout.readline() == b"ready\n"
         proc.send_signal(signal.SIGINT)

@@ -133,6 +133,15 @@ def parse_guest_result(body: bytes, spec: ExecutionSpec) -> dict[str, Any]:
         raise GuestFailure(f"guest sent an invalid result: {exc}") from None
 
 
+def kill_process_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a running VMM's whole process group now (reaping is ``stop_process``'s job)."""
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGKILL the VMM and reap it. A VMM holds no state worth a graceful stop."""
     if proc is None:

@@ -23,7 +23,7 @@ from typing import Any
 from glasshouse.core.execution import BackendError
 from glasshouse.guest import transport as T
 
-from ._vm import Console, GuestFailure, stop_process
+from ._vm import Console, GuestFailure, kill_process_group, stop_process
 
 ROOTFS_NAME = "rootfs.ext4"
 VSOCK_NAME = "v.sock"
@@ -261,11 +261,7 @@ class FirecrackerVM:
         )
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
-                pass
+        kill_process_group(self.proc)
 
     def close(self) -> None:
         stop_process(self.proc)

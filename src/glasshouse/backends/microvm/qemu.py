@@ -8,7 +8,6 @@ QEMU has no snapshot-per-run path here (that is Firecracker's job) and this host
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 from glasshouse.core.execution import BackendError
 from glasshouse.guest import transport as T
 
-from ._vm import Console, GuestFailure, stop_process
+from ._vm import Console, GuestFailure, kill_process_group, stop_process
 
 
 def qemu_binary() -> str | None:
@@ -102,11 +101,7 @@ class QemuVM:
         return body
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
-                pass
+        kill_process_group(self.proc)
 
     def close(self) -> None:
         stop_process(self.proc)
