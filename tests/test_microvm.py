@@ -35,7 +35,11 @@ def _py(backend, code: str, **kw):
 
 
 def _vmm_children() -> list[int]:
-    """Our child processes that are VMMs (firecracker or qemu)."""
+    """Our child processes that are VMMs (firecracker or qemu), once the background
+    teardown of the VMs killed so far has finished (``close()`` waits for it)."""
+    from glasshouse.backends.microvm import _vm
+
+    assert _vm.REAPER.drain(30)
     me = os.getpid()
     found = []
     for entry in Path("/proc").iterdir():
@@ -216,6 +220,7 @@ def test_twenty_runs_leave_nothing_behind(backend) -> None:
     for i in range(20):
         r = _py(backend, f"print({i})", timeout=30).result
         assert r.stdout.data == f"{i}\n".encode(), r.error
+    backend.close()  # waits for the background teardown of the 20 VMs
     assert _vmm_children() == []
     assert set(os.listdir(_vm.RUN_ROOT)) == before_dirs  # no sockets or disk links left
     assert set(os.listdir("/sys/class/net")) == before_net  # no tap devices
@@ -307,3 +312,81 @@ def test_vmms_orphaned_by_a_dead_glasshouse_are_swept(backend, tmp_path: Path) -
         time.sleep(0.05)
     assert not Path(f"/proc/{pid}").exists()
     assert not vm_dir.exists()
+
+
+# ----- the warm pool: VMs restored and primed ahead of their request ------------------------
+
+
+def _pooled(backend, code: str, **kw):
+    from glasshouse.core.execution import ExecutionResult
+
+    slot = backend.prewarm()
+    spec = ExecutionSpec(argv=["python3", "-c", code], **kw)
+    handle = backend.start_prewarmed(slot, spec)
+    try:
+        backend.release(handle)
+        result: ExecutionResult = backend.wait(handle)
+    finally:
+        backend.cleanup(handle)
+    return result
+
+
+def test_prewarmed_vm_runs_one_request_with_its_own_entropy(backend) -> None:
+    code = (
+        "import os, random, time; print(os.urandom(16).hex(), random.getrandbits(64), time.time())"
+    )
+    a, b = (_pooled(backend, code, timeout=30) for _ in range(2))
+    for r in (a, b):
+        assert r.exit_code == 0, r.error
+        assert r.details["prewarmed"] is True
+        assert r.details["guest_primed"]["crng_reseeded"] is True  # at prewarm, not at request
+        assert "crng_reseeded" not in r.details["guest_reported"]
+        assert abs(float(r.stdout.data.split()[2]) - time.time()) < 120
+    fa, fb = a.stdout.data.split(), b.stdout.data.split()
+    assert fa[0] != fb[0], "two prewarmed VMs produced the same kernel random bytes"
+    assert fa[1] != fb[1], "two prewarmed VMs produced the same Python random state"
+    assert _vmm_children() == []
+
+
+def test_prewarmed_slot_serves_exactly_one_run(backend) -> None:
+    from glasshouse.core.execution import BackendError
+
+    slot = backend.prewarm()
+    spec = ExecutionSpec(argv=["python3", "-c", "print(1)"], timeout=30)
+    handle = backend.start_prewarmed(slot, spec)
+    backend.release(handle)
+    assert backend.wait(handle).stdout.data == b"1\n"
+    backend.cleanup(handle)
+    with pytest.raises(BackendError, match="only once"):
+        backend.start_prewarmed(slot, spec)
+    # a slot that cannot serve a spec is discarded, never left running
+    other = backend.prewarm()
+    with pytest.raises(BackendError, match="network"):
+        backend.start_prewarmed(other, ExecutionSpec(argv=["true"], network=True))
+    unused = backend.prewarm()
+    backend.discard(unused)
+    backend.discard(unused)
+    assert _vmm_children() == []
+
+
+def test_pooled_vm_through_the_server_pool(backend) -> None:
+    # The server's WarmPool drives the same Prewarmable methods: a hit runs in a primed VM.
+    from glasshouse.server._pool import PooledBackend, WarmPool
+
+    pool = WarmPool(backend, size=1, max_age_s=60)
+    pool.start()
+    try:
+        for _ in range(200):
+            if pool.ready():
+                break
+            time.sleep(0.05)
+        assert pool.ready() == 1, pool.stats()
+        run = Engine(PooledBackend(backend, pool)).run(
+            ExecutionSpec(argv=["python3", "-c", "print(6*7)"], timeout=30)
+        )
+    finally:
+        pool.close()
+    assert run.result.stdout.data == b"42\n", run.result.error
+    assert run.result.details["prewarmed"] is True
+    assert pool.stats()["hits"] == 1
+    assert _vmm_children() == []

@@ -216,7 +216,7 @@ def run(
 
 def _run(**opts: Any) -> None:
     from glasshouse import backends
-    from glasshouse.core.execution import Engine, ExecutionSpec, Limits
+    from glasshouse.core.execution import Engine, ExecutionSpec, Limits, close_backend
     from glasshouse.receipt.store import write_receipt
 
     env = None
@@ -276,6 +276,7 @@ def _run(**opts: Any) -> None:
             signal.signal(s, handler)
 
     data = run.receipt_data
+    close_backend(backend)
     for hook in _RECEIPT_HOOKS:
         data = hook(data, opts)
     write_receipt(data, opts["receipt_path"])

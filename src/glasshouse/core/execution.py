@@ -286,8 +286,18 @@ class Backend(Protocol):
         ...
 
     def cleanup(self, handle: Handle) -> None:
-        """Release every resource of the run. Idempotent."""
+        """Release every resource of the run. Idempotent. The workload must be dead when it
+        returns; a backend may finish slow teardown (reaping, removing directories) in the
+        background, and then offers ``close()`` (see :func:`close_backend`)."""
         ...
+
+
+def close_backend(backend: object) -> None:
+    """Wait for a backend's background teardown, if it has any (an optional ``close()``):
+    call it before exiting, once no more runs will start."""
+    close = getattr(backend, "close", None)
+    if callable(close):
+        close()
 
 
 @runtime_checkable

@@ -34,6 +34,7 @@ from glasshouse.core.execution import (
     Limits,
     Prewarmable,
     Run,
+    close_backend,
     new_execution_id,
 )
 from glasshouse.core.version import __version__
@@ -192,6 +193,7 @@ class Runner:
             self._kill_timer.cancel()
         if self.pool is not None:
             self.pool.close()
+        close_backend(self.inner)
         self.index.close()
 
     # -- admission ------------------------------------------------------------------------

@@ -40,7 +40,9 @@ from glasshouse.guest import transport as T
 from . import images as _images
 from ._vm import (
     OUTPUTS_BYTES,
+    REAPER,
     GuestFailure,
+    build_prime,
     build_request,
     make_run_dir,
     parse_guest_result,
@@ -71,6 +73,10 @@ class _VMHandle(Handle):
     timings: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    #: Prewarmed VMs (the warm pool): the guest's facts about its priming, when it was ready.
+    primed: dict[str, Any] | None = None
+    prewarmed_at: float = 0.0
+    used: bool = False
 
 
 class MicroVMBackend:
@@ -195,55 +201,118 @@ class MicroVMBackend:
         self, spec: ExecutionSpec, stdout: Sink | None = None, stderr: Sink | None = None
     ) -> Handle:
         self.prepare()
-        if spec.network:
-            raise BackendError(
-                "the microvm backend gives guests no network device (network=True not supported)"
-            )
-        assert self._images is not None
+        _check_spec(spec)
+        handle = self._new_handle(spec, stdout, stderr)
+        t0 = time.monotonic()
+        try:
+            self._launch(handle, t0)
+        except BaseException:
+            self.cleanup(handle)
+            raise
+        assert handle.vm is not None
+        handle.pid = handle.vm.pid
+        return handle
+
+    def _new_handle(
+        self, spec: ExecutionSpec, stdout: Sink | None, stderr: Sink | None
+    ) -> _VMHandle:
         jailed = self.name == "firecracker" and self._jailer is not None
         run_dir = None if jailed else make_run_dir(self.name)
         handle = _VMHandle(
             spec=spec, pid=None, run_dir=run_dir, vmm=self.name, sinks=(stdout, stderr)
         )
         handle.started_at = utcnow()
+        return handle
+
+    def _launch(self, handle: _VMHandle, t0: float) -> None:
+        """Bring ``handle``'s VM up to the point where its guest waits for a request."""
+        assert self._images is not None
+        run_dir = handle.run_dir
+        if self.name == "firecracker":
+            rootfs = self._images.rootfs
+            vm = FirecrackerVM(self._binary, run_dir or Path("/"), rootfs, self._jailer)
+            handle.vm = vm
+            vm.spawn()
+            handle.timings["spawn_ms"] = _ms(t0)
+            snap = self._snapshot
+            if snap is not None:
+                self._maybe_refresh(snap)
+                vm.restore(snap.state, snap.memory)
+                handle.source = f"snapshot:{snap.dir.name.removeprefix('snapshot-')}"
+                handle.timings["restore_ms"] = _ms(t0)
+            else:
+                vm.boot(self._images.kernel, _images.boot_args(), self.mem_mib)
+                vm.wait_ready(self.boot_timeout)
+                handle.source = "cold"
+                handle.timings["boot_ms"] = _ms(t0)
+        else:
+            assert run_dir is not None
+            qvm = QemuVM(self._binary, run_dir, self._images.kernel, self._images.rootfs)
+            handle.vm = qvm
+            qvm.spawn(_images.boot_args(serial=True), self.mem_mib)
+            handle.source = "cold"
+            try:
+                qvm.wait_ready(None, self.boot_timeout)
+            except TimeoutError:
+                raise GuestFailure(f"guest did not boot within {self.boot_timeout:g}s") from None
+            handle.timings["boot_ms"] = _ms(t0)
+
+    # ----- Prewarmable (glasshouse.core.execution): the server's warm pool --------------
+
+    def prewarm(self) -> _VMHandle:
+        """A VM restored ahead of any request, connected and *primed*: its guest already
+        mixed fresh entropy into its pool, reseeded and set its clock (the clone owns its
+        randomness before any request can reach it), and now blocks reading the request.
+        Only Firecracker snapshot restores can be prewarmed (a cold boot takes minutes)."""
+        self.prepare()
+        if self.name != "firecracker" or self._snapshot is None:
+            raise BackendError("only Firecracker snapshot restores can be prewarmed")
+        slot = self._new_handle(ExecutionSpec(argv=["true"]), None, None)
         t0 = time.monotonic()
         try:
-            if self.name == "firecracker":
-                vm = FirecrackerVM(
-                    self._binary, run_dir or Path("/"), self._images.rootfs, self._jailer
-                )
-                handle.vm = vm
-                vm.spawn()
-                handle.timings["spawn_ms"] = _ms(t0)
-                snap = self._snapshot
-                if snap is not None:
-                    self._maybe_refresh(snap)
-                    vm.restore(snap.state, snap.memory)
-                    handle.source = f"snapshot:{snap.dir.name.removeprefix('snapshot-')}"
-                    handle.timings["restore_ms"] = _ms(t0)
-                else:
-                    vm.boot(self._images.kernel, _images.boot_args(), self.mem_mib)
-                    vm.wait_ready(self.boot_timeout)
-                    handle.source = "cold"
-                    handle.timings["boot_ms"] = _ms(t0)
-            else:
-                assert run_dir is not None
-                qvm = QemuVM(self._binary, run_dir, self._images.kernel, self._images.rootfs)
-                handle.vm = qvm
-                qvm.spawn(_images.boot_args(serial=True), self.mem_mib)
-                handle.source = "cold"
-                try:
-                    qvm.wait_ready(None, self.boot_timeout)
-                except TimeoutError:
-                    raise GuestFailure(
-                        f"guest did not boot within {self.boot_timeout:g}s"
-                    ) from None
-                handle.timings["boot_ms"] = _ms(t0)
+            self._launch(slot, t0)
+            assert isinstance(slot.vm, FirecrackerVM)
+            slot.conn = slot.vm.connect(timeout=10.0)
+            body = exchange(slot.conn, T.encode_frame(build_prime()), T.PRIMED_LIMIT, t0 + 10.0)
+            try:
+                slot.primed = T.parse_primed(body)
+            except T.ProtocolError as exc:
+                raise GuestFailure(f"guest answered the prime frame wrongly: {exc}") from None
+        except TimeoutError:
+            self.cleanup(slot)
+            raise GuestFailure("a prewarmed guest did not answer within 10s") from None
         except BaseException:
-            self.cleanup(handle)
+            self.cleanup(slot)
             raise
-        handle.pid = handle.vm.pid
-        return handle
+        slot.timings["prewarm_ms"] = _ms(t0)
+        slot.prewarmed_at = time.monotonic()
+        return slot
+
+    def start_prewarmed(
+        self,
+        slot: _VMHandle,
+        spec: ExecutionSpec,
+        stdout: Sink | None = None,
+        stderr: Sink | None = None,
+    ) -> Handle:
+        """Hand ``slot``'s VM this run (it serves exactly one: the slot is spent)."""
+        if slot.closed or slot.used or slot.vm is None:
+            raise BackendError("a prewarmed VM can be used only once")
+        try:
+            _check_spec(spec)
+        except BaseException:
+            self.cleanup(slot)
+            raise
+        slot.used = True
+        slot.spec = spec
+        slot.sinks = (stdout, stderr)
+        slot.started_at = utcnow()
+        slot.timings["pool_idle_ms"] = _ms(slot.prewarmed_at)
+        slot.pid = slot.vm.pid
+        return slot
+
+    def discard(self, slot: _VMHandle) -> None:
+        self.cleanup(slot)
 
     def release(self, handle: Handle) -> None:
         """Send the request: only now does user code run in the guest."""
@@ -251,7 +320,7 @@ class MicroVMBackend:
         handle.released_at = time.monotonic()
         deadline_s = handle.spec.deadline_s
         handle.deadline = None if deadline_s is None else handle.released_at + deadline_s
-        if isinstance(handle.vm, FirecrackerVM):
+        if isinstance(handle.vm, FirecrackerVM) and handle.conn is None:
             try:
                 handle.conn = handle.vm.connect(timeout=10.0)
                 handle.timings["connect_ms"] = _ms(handle.released_at)
@@ -264,7 +333,7 @@ class MicroVMBackend:
     def wait(self, handle: Handle) -> ExecutionResult:
         assert isinstance(handle, _VMHandle) and handle.vm is not None
         spec = handle.spec
-        request = T.encode_frame(build_request(spec))
+        request = T.encode_frame(build_request(spec, primed=handle.primed is not None))
         limit = T.result_limit(spec.limits.output_bytes, OUTPUTS_BYTES)
         timed_out = False
         data: dict[str, Any] | None = None
@@ -297,6 +366,8 @@ class MicroVMBackend:
             handle.vm.kill()
 
     def cleanup(self, handle: Handle) -> None:
+        """Kill the VM now; its reaping and directory removal finish in the background
+        (:data:`REAPER`, ~15-20 ms that no result waits for). :meth:`close` waits for them."""
         assert isinstance(handle, _VMHandle)
         with handle.lock:
             if handle.closed:
@@ -304,10 +375,20 @@ class MicroVMBackend:
             handle.closed = True
             if handle.conn is not None:
                 handle.conn.close()
-            if handle.vm is not None:
-                handle.vm.kill()
-                handle.vm.close()
-            remove_run_dir(handle.run_dir)
+            vm, run_dir = handle.vm, handle.run_dir
+            if vm is not None:
+                vm.kill()
+
+        def teardown() -> None:
+            if vm is not None:
+                vm.close()
+            remove_run_dir(run_dir)
+
+        REAPER.submit(teardown)
+
+    def close(self) -> None:
+        """Wait until every VM this process killed is reaped and its directory removed."""
+        REAPER.drain()
 
     # ----- result -----------------------------------------------------------------------
 
@@ -365,6 +446,7 @@ class MicroVMBackend:
             "guest_kernel_digest": self._images.kernel_digest,
             "guest_rootfs_digest": self._images.rootfs_digest,
             "vm_source": handle.source,
+            "prewarmed": handle.primed is not None,
             "jailer": isinstance(handle.vm, FirecrackerVM) and handle.vm.jailer is not None,
             "timings_ms": dict(handle.timings),
             "host_fields": "vmm_pid,timings,timeout,digests,vm_source",
@@ -372,6 +454,8 @@ class MicroVMBackend:
         if data is not None:
             details["guest_mode"] = data["mode"]
             details["guest_reported"] = data["guest"]
+        if handle.primed is not None:
+            details["guest_primed"] = handle.primed  # the guest's claims, like guest_reported
         result.details.update(details)
         result.sandbox = {"vm": self.name, "guest_memory_mib": self.mem_mib}
         return result
@@ -389,6 +473,13 @@ class QemuBackend(MicroVMBackend):
 
 
 # ----- helpers ----------------------------------------------------------------------------
+
+
+def _check_spec(spec: ExecutionSpec) -> None:
+    if spec.network:
+        raise BackendError(
+            "the microvm backend gives guests no network device (network=True not supported)"
+        )
 
 
 def _ms(t0: float) -> int:

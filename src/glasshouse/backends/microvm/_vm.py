@@ -3,6 +3,8 @@ builder and the strict reading of the guest's result."""
 
 from __future__ import annotations
 
+import atexit
+import collections
 import os
 import secrets
 import select
@@ -100,9 +102,21 @@ def remove_run_dir(path: Path | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def build_request(spec: ExecutionSpec) -> dict[str, Any]:
-    limits = spec.limits
+def build_prime() -> dict[str, Any]:
+    """What a VM restored ahead of its request gets at once: fresh entropy and the time."""
     return {
+        "v": 1,
+        "kind": "prime",
+        "entropy": T.b64(secrets.token_bytes(64)),
+        "time_ns": time.time_ns(),
+    }
+
+
+def build_request(spec: ExecutionSpec, *, primed: bool = False) -> dict[str, Any]:
+    """The request frame. A ``primed`` VM got its entropy already (:func:`build_prime`);
+    the time goes along anyway, so the guest can check its clock did not drift."""
+    limits = spec.limits
+    request = {
         "v": 1,
         "argv": list(spec.argv),
         "env": dict(spec.env) if spec.env is not None else None,
@@ -118,10 +132,12 @@ def build_request(spec: ExecutionSpec) -> dict[str, Any]:
         },
         "output_bytes": limits.output_bytes,
         "outputs_bytes": OUTPUTS_BYTES,
-        # Fresh per run, from the host: a restored clone must not reuse the snapshot's state.
-        "entropy": T.b64(secrets.token_bytes(64)),
         "time_ns": time.time_ns(),
     }
+    if not primed:
+        # Fresh per run, from the host: a restored clone must not reuse the snapshot's state.
+        request["entropy"] = T.b64(secrets.token_bytes(64))
+    return request
 
 
 def parse_guest_result(body: bytes, spec: ExecutionSpec) -> dict[str, Any]:
@@ -172,3 +188,57 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
                 stream.close()
             except OSError:
                 pass
+
+
+class Reaper:
+    """Finishes VM teardowns off the run's path. A killed VMM takes 15-20 ms to exit here
+    (the kernel tears its KVM VM and guest memory down in the dying process); a run's result
+    does not wait for that. One daemon thread runs the queued teardowns in order;
+    :meth:`drain` waits for all of them (backend ``close()``, tests, interpreter exit)."""
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[Any] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._thread: threading.Thread | None = None
+
+    def submit(self, teardown: Any) -> None:
+        with self._cond:
+            self._queue.append(teardown)
+            self._busy += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="gh-reaper", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every submitted teardown ran; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if not self._cond.wait(timeout=5.0):
+                        self._thread = None
+                        return
+                teardown = self._queue.popleft()
+            try:
+                teardown()
+            except Exception:  # a teardown that fails must not stop the others
+                pass
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+
+REAPER = Reaper()
+atexit.register(REAPER.drain, 10.0)

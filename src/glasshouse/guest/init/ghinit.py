@@ -86,6 +86,9 @@ _WARM = (
 _RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 _RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 _DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8"}
+#: A primed VM's clock is set again at the request only when it is off by more than this
+#: (the host's timestamp is already a few ms old when it arrives).
+_CLOCK_SLACK_NS = 20_000_000
 _PYTHONS = {"python", "python3", "python3.11", "/usr/bin/python3", "/usr/bin/python3.11"}
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -155,8 +158,11 @@ class _Vsock:
 
     def receive(self) -> dict:
         while True:
-            fd, _ = self._listener._accept()
-            conn = _socket.socket(fileno=fd)
+            if self._conn is not None:  # the next frame on the same connection
+                conn = self._conn
+            else:
+                fd, _ = self._listener._accept()
+                conn = _socket.socket(fileno=fd)
             try:
                 # One recv usually holds the whole (small) request: every syscall of a
                 # restored guest runs through the emulated kernel on kvm_pvm (~5-15 ms).
@@ -172,6 +178,7 @@ class _Vsock:
             except (OSError, T.ProtocolError) as exc:
                 _console(f"glasshouse: bad request connection: {exc}".encode())
                 conn.close()
+                self._conn = None
                 continue
             # The listener stays open: this VM serves one request and is destroyed, and
             # closing it would be one more emulated syscall before the user's code runs.
@@ -257,6 +264,10 @@ def _wait_wake() -> None:
 
 
 def _reseed(req: dict) -> dict:
+    """Make this clone's randomness and clock its own: the host's fresh bytes into the
+    kernel pool and Python's ``random``, the host's time into CLOCK_REALTIME. A VM primed
+    ahead (the host's warm pool) already did both; its request carries no entropy, and the
+    clock, running since, is set again only if it drifted."""
     facts = {}
     entropy = T.unb64(req.get("entropy", ""), "entropy", 512)
     if entropy:
@@ -274,18 +285,31 @@ def _reseed(req: dict) -> dict:
         finally:
             if fd != _PRE.get("urandom"):
                 os.close(fd)
-    import random
+    if entropy or not _PRE.get("primed"):
+        import random
 
-    # Seeded from the host's fresh bytes (no syscall after restore); os.urandom only when
-    # the request carried none.
-    random.seed(entropy if entropy else os.urandom(32))
+        # Seeded from the host's fresh bytes (no syscall after restore); os.urandom only
+        # when the request carried none.
+        random.seed(entropy if entropy else os.urandom(32))
     now = req.get("time_ns")
     if type(now) is int and now > 0:
-        try:
-            time.clock_settime_ns(time.CLOCK_REALTIME, now)
-            facts["clock_set"] = True
-        except OSError:
-            facts["clock_set"] = False
+        skew = time.time_ns() - now
+        facts["clock_skew_ms"] = round(skew / 1e6, 1)
+        if not _PRE.get("primed") or abs(skew) > _CLOCK_SLACK_NS:
+            try:
+                time.clock_settime_ns(time.CLOCK_REALTIME, now)
+                facts["clock_set"] = True
+            except OSError:
+                facts["clock_set"] = False
+    return facts
+
+
+def _prime(req: dict) -> dict:
+    """The warm pool's step ahead of a request: fresh entropy and the time, nothing else."""
+    t0 = time.monotonic()
+    facts = _reseed(req)
+    _PRE["primed"] = True
+    facts["ms"] = round((time.monotonic() - t0) * 1000, 1)
     return facts
 
 
@@ -672,6 +696,9 @@ def main() -> None:
     t_listen = time.monotonic()
     try:
         req = transport.receive()
+        if req.get("kind") == "prime":
+            transport.send(T.encode_frame({"v": 1, "primed": True, "guest": _prime(req)}))
+            req = transport.receive()
         t_request = time.monotonic()
         result = _handle(req)
         result["guest"]["ms"] = {
