@@ -143,6 +143,16 @@ class _Server:
     def health(self) -> dict:
         return httpx.get(self.url + "/health", timeout=5).json()
 
+    def cpu_ms(self) -> tuple[float, float]:
+        """CPU time so far: the server process itself, and its reaped children (VMMs,
+        sandboxes): where a run's cost lands."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) * 1000 / tick
+        children = (int(fields[13]) + int(fields[14])) * 1000 / tick
+        return own, children
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -227,13 +237,17 @@ def main() -> int:
                         target=_health_sampler, args=(server.url, stop, health)
                     )
                     sampler.start()
+                cpu0 = server.cpu_ms()
                 lat, err, wall = _drive(one, c, opts.requests)
+                cpu1 = server.cpu_ms()
                 stop.set()
                 if sampler is not None:
                     sampler.join()
                 rps = len(lat) / wall
                 p50, p95 = statistics.median(lat), pct(lat, 95)
                 per[c] = {"p50": p50, "p95": p95, "rps": rps, "errors": err}
+                per[c]["server_cpu_ms_per_run"] = (cpu1[0] - cpu0[0]) / len(lat)
+                per[c]["children_cpu_ms_per_run"] = (cpu1[1] - cpu0[1]) / len(lat)
                 if health:
                     per[c]["health_p50_ms"] = statistics.median(health) * 1000
                     per[c]["health_p95_ms"] = pct(health, 95) * 1000
@@ -268,6 +282,16 @@ def main() -> int:
                 f" p50 {top['health_p50_ms']:.1f} ms, p95 {top['health_p95_ms']:.1f} ms,"
                 f" max {top['health_max_ms']:.1f} ms; pool {per.get('pool')}"
             )
+    for name, per in results["runs"].items():
+        levels = [c for c in CONCURRENCY if isinstance(per, dict) and c in per]
+        if levels:
+            cost = ", ".join(
+                "c={} {:.0f}+{:.0f}".format(
+                    c, per[c]["server_cpu_ms_per_run"], per[c]["children_cpu_ms_per_run"]
+                )
+                for c in levels
+            )
+            print(f"# {name}: CPU ms per run, server + its sandboxes/VMMs: {cost}")
     for kind, example in FAILURES.items():
         print(f"# failure {kind}: {example}")
     if opts.json:

@@ -4,8 +4,8 @@ Stdlib only: this very file is copied into the guest rootfs and imported by the 
 
 One request goes in, one result comes out, each a *frame*: ``GH1`` + 4-byte big-endian
 length + UTF-8 JSON. A VM restored ahead of its request (the host's warm pool) first gets a
-``prime`` frame on the same connection (fresh entropy and the time) and answers
-``{"v": 1, "primed": true, "guest": {...}}``. On vsock a frame is sent as is; on the serial
+``prime`` frame on the same connection (fresh entropy and the time; no answer: the guest
+reports what it did in the result's ``guest.prime``). On vsock a frame is sent as is; on the serial
 console (the fallback where no vsock device exists) it travels as one line
 ``GHFRAME <base64 of the frame>`` between kernel messages.
 
@@ -136,24 +136,6 @@ def _stream(value: object, name: str, cap: int) -> dict[str, Any]:
     if len(data) > size or (not value["truncated"] and len(data) != size):
         raise ProtocolError(f"{name}: kept {len(data)} bytes is inconsistent with size {size}")
     return {"data": data, "size": size, "sha256": digest, "truncated": value["truncated"]}
-
-
-#: Cap of the guest's answer to a ``prime`` frame (a few facts about its reseed).
-PRIMED_LIMIT = 8192
-
-
-def parse_primed(body: bytes) -> dict[str, Any]:
-    """Validate the guest's answer to a ``prime`` frame: ``{"v": 1, "primed": true,
-    "guest": {...}}`` and nothing else. Returns the guest's (claimed) facts."""
-    obj = decode_body(body)
-    if set(obj) != {"v", "primed", "guest"}:
-        raise ProtocolError(f"primed answer has fields {sorted(obj)}, not v, primed, guest")
-    if obj["v"] != 1 or obj["primed"] is not True:
-        raise ProtocolError("primed answer must say v=1, primed=true")
-    guest = obj["guest"]
-    if not isinstance(guest, dict):
-        raise ProtocolError("primed answer field 'guest' must be an object")
-    return guest
 
 
 def parse_result(body: bytes, *, output_bytes: int, outputs_bytes: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ MANIFEST = GUEST_DIR / "manifest.json"
 #: Bump when the snapshot recipe (boot flow, guest memory, devices) changes.
 SNAPSHOT_RECIPE = 2
 
-BASE_ARGS = "console=ttyS0 reboot=k panic=-1 quiet rootfstype=ext4 init=/init"
+BASE_ARGS = "console=ttyS0 reboot=k panic=-1 quiet rootfstype=ext4 init=/init no-kvmapf"
 #: Needed on kvm_pvm, whose instruction emulator lacks XSAVE, CMPXCHG16B, CLAC/STAC, POPCNT
 #: and makes ERMS string ops slow (docs/microvm.md). Harmless but unneeded on hardware KVM.
 PVM_ARGS = "noxsave nofsgsbase clearcpuid=308,515,516,141,151,297,580 rodata=off"

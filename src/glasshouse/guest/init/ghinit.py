@@ -155,6 +155,7 @@ class _Vsock:
         self._listener.bind((_socket.VMADDR_CID_ANY, T.VSOCK_PORT))
         self._listener.listen(1)
         self._conn: _socket.socket | None = None
+        self._rest = b""
 
     def receive(self) -> dict:
         while True:
@@ -163,18 +164,19 @@ class _Vsock:
             else:
                 fd, _ = self._listener._accept()
                 conn = _socket.socket(fileno=fd)
+                self._rest = b""
             try:
                 # One recv usually holds the whole (small) request: every syscall of a
                 # restored guest runs through the emulated kernel on kvm_pvm (~5-15 ms).
-                data = conn.recv(1 << 16)
+                # A prime frame and the request may arrive in one read: keep what follows.
+                data = self._rest or conn.recv(1 << 16)
                 if len(data) < T.HEADER.size:
                     data += _recv_exact(conn, T.HEADER.size - len(data))
                 length = T.decode_header(data[: T.HEADER.size], T.MAX_REQUEST)
                 body = data[T.HEADER.size :]
                 if len(body) < length:
                     body += _recv_exact(conn, length - len(body))
-                elif len(body) > length:
-                    raise T.ProtocolError("trailing bytes after the request frame")
+                body, self._rest = body[:length], body[length:]
             except (OSError, T.ProtocolError) as exc:
                 _console(f"glasshouse: bad request connection: {exc}".encode())
                 conn.close()
@@ -696,11 +698,14 @@ def main() -> None:
     t_listen = time.monotonic()
     try:
         req = transport.receive()
-        if req.get("kind") == "prime":
-            transport.send(T.encode_frame({"v": 1, "primed": True, "guest": _prime(req)}))
+        primed = None
+        if req.get("kind") == "prime":  # the host's warm pool: no answer, the request follows
+            primed = _prime(req)
             req = transport.receive()
         t_request = time.monotonic()
         result = _handle(req)
+        if primed is not None:
+            result["guest"]["prime"] = primed
         result["guest"]["ms"] = {
             "wake_to_listen": round((t_listen - _PRE.get("woken", t_listen)) * 1000, 1),
             "listen_to_request": round((t_request - t_listen) * 1000, 1),
