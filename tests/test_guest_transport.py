@@ -99,3 +99,80 @@ def test_result_limit_covers_the_largest_legal_result() -> None:
     body = json.dumps(big).encode()
     assert len(body) <= T.result_limit(cap, 2000)
     assert T.parse_result(body, output_bytes=cap, outputs_bytes=2000)["stdout"]["truncated"]
+
+
+def test_guest_events_are_read_strictly() -> None:
+    good = [
+        ["open", "/work/a", 0o1101],
+        ["delete", "/work/a"],
+        ["rename", "/work/a", "/work/b"],
+        ["mkdir", "/work/d"],
+        ["link", "/work/a", "/work/l", "symbolic"],
+        ["spawn", "/bin/true", ["true"]],
+        ["connect", "unix", "tcp", "/tmp/s"],
+        ["bind", "inet", "udp", "0.0.0.0:53"],
+        ["process", 1, "/usr/bin/python3", ["python3", "-c", "x"], 0, None],
+    ]
+    assert T.parse_events(good) == good
+    for bad in [
+        {"open": 1},
+        [["exec", "/bin/sh"]],  # unknown kind
+        [["open", "/a"]],  # missing flags
+        [["open", "/a", "r"]],  # flags not an int
+        [["open", "x" * 5000, 0]],  # path over the cap
+        [["spawn", "/bin/true", "true"]],  # argv not a list
+        [["spawn", "/bin/true", [1]]],
+        [["process", 1, "/p", [], "0", None]],  # exit code not an int
+        [["process", True, "/p", [], 0, None]],  # a bool is not a pid
+    ]:
+        with pytest.raises(T.ProtocolError):
+            T.parse_events(bad)
+    frame = json.dumps({"v": 1, "kind": "events", "events": good}, separators=(",", ":"))
+    assert frame.encode().startswith(T.EVENTS_FRAME_PREFIX)
+    assert T.parse_events_frame(frame.encode()) == good
+    with pytest.raises(T.ProtocolError, match="exactly"):
+        T.parse_events_frame(json.dumps({"v": 1, "kind": "events", "events": [], "x": 1}).encode())
+
+
+def test_result_carries_events_checked() -> None:
+    events = {"events": [["delete", "/work/a"]], "count": 3, "lost": 2}
+    out = _parse(_good(events=events))
+    assert out["events"] == events
+    assert _parse(_good())["events"] is None
+    for bad in [{"events": []}, {**events, "lost": -1}, {**events, "events": [["nope"]]}]:
+        with pytest.raises(T.ProtocolError):
+            _parse(_good(events=bad))
+
+
+def test_guest_events_fold_into_a_guest_observation() -> None:
+    from glasshouse.backends.microvm import _events
+
+    raw = [
+        ["open", "/etc/hostname", 0o2000000],  # O_RDONLY | O_CLOEXEC
+        ["open", "/work/out", 0o1101],  # O_WRONLY | O_CREAT | O_TRUNC
+        ["open", "/work/rw", 0o2],  # O_RDWR
+        ["open", "<fd 3>", 0],
+        ["open", "/etc/hostname", 0],
+        ["delete", "/work/tmp"],
+        ["rename", "/work/a", "/work/b"],
+        ["spawn", "/nonexistent", ["/nonexistent", "-x"]],
+        ["connect", "unix", "tcp", "/tmp/s"],
+        ["process", 1, "/usr/bin/python3", ["python3", "-c", "..."], 0, None],
+    ]
+    obs = _events.fold(raw, count=12, lost=2, mode="inprocess", complete=True)
+    assert obs.provenance == "guest" and obs.available
+    assert (obs.events, obs.events_lost) == (12, 2)
+    assert obs.filesystem.reads == ["/etc/hostname", "/work/rw"]
+    assert obs.filesystem.writes == ["/work/out", "/work/rw"]
+    assert obs.filesystem.deletes == ["/work/tmp"]
+    assert [(r.src, r.dst) for r in obs.filesystem.renames] == [("/work/a", "/work/b")]
+    assert [(a.dst, a.family, a.result) for a in obs.network.attempts] == [
+        ("/tmp/s", "unix", "requested")
+    ]
+    root, spawned = obs.process_tree
+    assert (root.pid, root.argv[0], root.exit_code) == (1, "python3", 0)
+    assert (spawned.pid, spawned.ppid, spawned.argv) == (0, 1, ["/nonexistent", "-x"])
+    assert "syscalls" in obs.missing
+    # An exec'd command: the guest vouches only for its own process.
+    only = _events.fold(raw[-1:], count=1, lost=0, mode="exec", complete=True)
+    assert only.filesystem is None and "filesystem" in only.missing

@@ -391,3 +391,65 @@ def test_pooled_vm_through_the_server_pool(backend) -> None:
     assert run.result.details["prewarmed"] is True
     assert pool.stats()["hits"] == 1
     assert _vmm_children() == []
+
+
+# ----- guest events (--profile guest/combined) ----------------------------------------------
+
+
+def test_guest_profile_records_what_the_code_asked_the_guest(backend) -> None:
+    code = (
+        "import os, socket, subprocess\n"
+        "open('/work/out.txt', 'w').write('x')\n"
+        "open('/etc/hostname').read()\n"
+        "os.rename('/work/out.txt', '/work/moved.txt')\n"
+        "os.remove('/work/moved.txt')\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.connect('/tmp/nobody-listens')\nexcept OSError:\n    pass\n"
+        "try:\n    subprocess.run(['/nonexistent-tool', '-v'])\nexcept OSError:\n    pass\n"
+        "for _ in range(1100):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))\n"
+        "print('done')\n"
+    )
+    run = Engine(backend, profile="guest").run(
+        ExecutionSpec(argv=["python3", "-c", code], timeout=60)
+    )
+    assert run.result.stdout.data == b"done\n", run.result.error
+    rec = run.receipt
+    assert rec.provenance == "guest"
+    fs = rec.filesystem
+    assert "/work/out.txt" in fs.writes and "/etc/hostname" in fs.reads
+    assert [(r.src, r.dst) for r in fs.renames] == [("/work/out.txt", "/work/moved.txt")]
+    assert fs.deletes == ["/work/moved.txt"]
+    assert [(a.dst, a.family) for a in rec.network.attempts] == [("/tmp/nobody-listens", "unix")]
+    argvs = [p.argv for p in rec.process_tree]
+    assert argvs[0][:2] == ["python3", "-c"] and ["/nonexistent-tool", "-v"] in argvs
+    report = next(o for o in rec.observation.observers if o.name == "guest-audit")
+    # > 1100 events: two intermediate frames (512 each) arrived before the result
+    assert report.events > 1100 and report.events_lost == 0
+    assert "syscalls" in rec.observation.missing
+
+
+def test_guest_events_past_the_cap_are_counted_lost(backend, monkeypatch) -> None:
+    from glasshouse.backends.microvm import _vm
+
+    monkeypatch.setattr(_vm, "EVENTS_CAP", 600)
+    code = "import os\nfor _ in range(1000):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))"
+    run = Engine(backend, profile="guest").run(
+        ExecutionSpec(argv=["python3", "-c", code], timeout=60)
+    )
+    assert run.result.exit_code == 0, run.result.error
+    report = next(o for o in run.receipt.observation.observers if o.name == "guest-audit")
+    assert report.events >= 1000 and report.events_lost >= 400
+    assert run.receipt.process_tree[0].argv[:2] == ["python3", "-c"]  # never dropped
+
+
+def test_host_profile_asks_the_guest_for_nothing(backend) -> None:
+    run = _py(backend, "print(1)", timeout=30)
+    assert run.result.guest_observation is None
+    exec_run = Engine(backend, profile="guest").run(
+        ExecutionSpec(argv=["sh", "-c", "echo hi > /work/f"], timeout=60)
+    )
+    rec = exec_run.receipt
+    assert exec_run.result.exit_code == 0, exec_run.result.error
+    assert rec.process_tree[0].argv == ["sh", "-c", "echo hi > /work/f"]
+    assert rec.process_tree[0].pid > 1 and rec.process_tree[0].exit_code == 0
+    assert "guest records its exec and exit only" in rec.observation.missing["filesystem"]

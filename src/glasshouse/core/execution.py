@@ -9,6 +9,7 @@ or a backend that cannot start, yields an :class:`ExecutionResult` and so a rece
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import threading
@@ -89,7 +90,9 @@ class ExecutionSpec:
     ``env=None`` inherits the caller's environment (process backend) or uses the backend's
     minimal default; ``network=None`` takes the backend's default (on for ``process``, off for
     isolating backends). ``files`` are placed in the workspace before the run (isolating
-    backends); ``outputs`` name workspace files copied back afterwards.
+    backends); ``outputs`` name workspace files copied back afterwards. ``guest_events``
+    asks a VM backend for the guest's own record of the run (the Engine sets it for the
+    ``guest`` and ``combined`` profiles); other backends ignore it.
     """
 
     argv: Sequence[str]
@@ -101,6 +104,7 @@ class ExecutionSpec:
     network: bool | None = None
     files: Mapping[str, bytes] = field(default_factory=dict)
     outputs: Sequence[str] = ()
+    guest_events: bool = False
 
     def validate(self) -> None:
         if isinstance(self.argv, str | bytes):
@@ -392,6 +396,8 @@ class Engine:
         except SpecError as exc:
             result = ExecutionResult.failure(f"invalid spec: {exc}")
         else:
+            if self.profile in ("guest", "combined") and not spec.guest_events:
+                spec = dataclasses.replace(spec, guest_events=True)
             result = self._run_validated(spec, stdout, stderr, observations, on_start)
         receipt_data = build_receipt(
             execution_id=execution_id,

@@ -104,7 +104,67 @@ _RESULT_KEYS = {
     "outputs",
     "mode",
     "guest",
+    "events",
 }
+
+# ----- guest events (guest -> host; the guest's claims, parsed as strictly as the result) ---
+
+#: Bytes allowed for the guest's events on top of a result (intermediate frames included).
+EVENTS_BYTES = 8 << 20
+#: Longest path or argument kept from a guest event.
+_EVENT_STR = 4096
+_EVENT_KINDS: dict[str, tuple[type, ...]] = {
+    "open": (str, int),
+    "delete": (str,),
+    "rename": (str, str),
+    "mkdir": (str,),
+    "link": (str, str, str),
+    "spawn": (str, list),
+    "connect": (str, str, str),
+    "bind": (str, str, str),
+    "process": (int, str, list, object, object),
+}
+#: The prefix of an intermediate events frame (``{"v":1,"kind":"events","events":[...]}``).
+EVENTS_FRAME_PREFIX = b'{"v":1,"kind":"events"'
+
+
+def _event(value: object) -> list[Any]:
+    if not isinstance(value, list) or not value or value[0] not in _EVENT_KINDS:
+        raise ProtocolError(f"unknown guest event {str(value)[:80]!r}")
+    kinds = _EVENT_KINDS[value[0]]
+    args = value[1:]
+    if len(args) != len(kinds):
+        raise ProtocolError(f"guest event {value[0]!r} needs {len(kinds)} fields")
+    for arg, kind in zip(args, kinds, strict=True):
+        if kind is object:
+            if arg is not None and type(arg) is not int:
+                raise ProtocolError(f"guest event {value[0]!r}: a status must be int or null")
+        elif kind is int:
+            if type(arg) is not int:
+                raise ProtocolError(f"guest event {value[0]!r}: expected an integer")
+        elif kind is list:
+            if not isinstance(arg, list) or len(arg) > 4096:
+                raise ProtocolError(f"guest event {value[0]!r}: expected a list of strings")
+            if not all(isinstance(a, str) and len(a) <= _EVENT_STR for a in arg):
+                raise ProtocolError(f"guest event {value[0]!r}: expected a list of strings")
+        elif not isinstance(arg, str) or len(arg) > _EVENT_STR:
+            raise ProtocolError(f"guest event {value[0]!r}: expected a string")
+    return value
+
+
+def parse_events(value: object) -> list[list[Any]]:
+    """Validate a list of raw guest events (see ``_EVENT_KINDS``)."""
+    if not isinstance(value, list):
+        raise ProtocolError("guest events must be a list")
+    return [_event(v) for v in value]
+
+
+def parse_events_frame(body: bytes) -> list[list[Any]]:
+    """An intermediate ``{"v": 1, "kind": "events", "events": [...]}`` frame."""
+    obj = decode_body(body)
+    if set(obj) != {"v", "kind", "events"} or obj["v"] != 1 or obj["kind"] != "events":
+        raise ProtocolError("an events frame must be exactly {v: 1, kind: events, events}")
+    return parse_events(obj["events"])
 
 
 def result_limit(output_bytes: int, outputs_bytes: int) -> int:
@@ -180,4 +240,15 @@ def parse_result(body: bytes, *, output_bytes: int, outputs_bytes: int) -> dict[
     if not isinstance(guest, dict) or len(json.dumps(guest)) > 4096:
         raise ProtocolError("result field 'guest' must be a small object")
     out["guest"] = guest
+    events = obj.get("events")
+    if events is not None:
+        if not isinstance(events, dict) or set(events) != {"events", "count", "lost"}:
+            raise ProtocolError("result field 'events' must be {events, count, lost}")
+        out["events"] = {
+            "events": parse_events(events["events"]),
+            "count": _int(events, "count", 0, 1 << 40, optional=False),
+            "lost": _int(events, "lost", 0, 1 << 40, optional=False),
+        }
+    else:
+        out["events"] = None
     return out

@@ -35,6 +35,7 @@ from glasshouse.core.execution import (
     StreamResult,
     utcnow,
 )
+from glasshouse.core.profiling import Observation
 from glasshouse.guest import transport as T
 
 from . import images as _images
@@ -73,6 +74,8 @@ class _VMHandle(Handle):
     timings: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    #: Guest events received in intermediate frames (``spec.guest_events``).
+    events: list[list[Any]] = field(default_factory=list)
     #: Prewarmed VMs (the warm pool): sent their entropy and time ahead; when ready.
     primed: bool = False
     prewarmed_at: float = 0.0
@@ -336,6 +339,8 @@ class MicroVMBackend:
         spec = handle.spec
         request = T.encode_frame(build_request(spec, primed=handle.primed))
         limit = T.result_limit(spec.limits.output_bytes, OUTPUTS_BYTES)
+        if spec.guest_events:
+            limit += T.EVENTS_BYTES
         timed_out = False
         data: dict[str, Any] | None = None
         error: str | None = None
@@ -343,7 +348,7 @@ class MicroVMBackend:
             if handle.killed_reason is not None:
                 raise GuestFailure("killed before the request was sent")
             if isinstance(handle.vm, FirecrackerVM):
-                body = exchange(handle.conn, request, limit, handle.deadline)
+                body = exchange(handle.conn, request, limit, handle.deadline, handle.events)
             else:
                 body = handle.vm.exchange(request, limit, handle.deadline)
             data = parse_guest_result(body, spec)
@@ -457,6 +462,8 @@ class MicroVMBackend:
             details["guest_reported"] = data["guest"]
         result.details.update(details)
         result.sandbox = {"vm": self.name, "guest_memory_mib": self.mem_mib}
+        if spec.guest_events:
+            result.guest_observation = _guest_observation(handle, data)
         return result
 
 
@@ -472,6 +479,23 @@ class QemuBackend(MicroVMBackend):
 
 
 # ----- helpers ----------------------------------------------------------------------------
+
+
+def _guest_observation(handle: _VMHandle, data: dict[str, Any] | None) -> Observation:
+    from . import _events
+
+    final = data["events"] if data is not None else None
+    if final is None and not handle.events:
+        why = "the guest sent no events" + ("" if data is not None else " (no result)")
+        return Observation.unavailable(_events.OBSERVER, "guest", why)
+    raw = handle.events + (final["events"] if final else [])
+    return _events.fold(
+        raw,
+        count=final["count"] if final else len(raw),
+        lost=final["lost"] if final else 0,
+        mode=data["mode"] if data is not None else "",
+        complete=final is not None,
+    )
 
 
 def _check_spec(spec: ExecutionSpec) -> None:

@@ -23,6 +23,8 @@ from glasshouse.guest import transport as T
 CONSOLE_KEEP = 64 * 1024
 #: Bytes of workspace output files a run may bring back.
 OUTPUTS_BYTES = 16 << 20
+#: Guest events recorded per run (``guest_events``); past it they are counted as lost.
+EVENTS_CAP = 10000
 
 RUN_ROOT = Path(os.environ.get("GLASSHOUSE_RUN_DIR", "/run/glasshouse/microvm"))
 
@@ -134,6 +136,9 @@ def build_request(spec: ExecutionSpec, *, primed: bool = False) -> dict[str, Any
         "outputs_bytes": OUTPUTS_BYTES,
         "time_ns": time.time_ns(),
     }
+    if spec.guest_events:
+        request["events"] = True
+        request["events_cap"] = EVENTS_CAP
     if not primed:
         # Fresh per run, from the host: a restored clone must not reuse the snapshot's state.
         request["entropy"] = T.b64(secrets.token_bytes(64))

@@ -371,16 +371,36 @@ def _readline(sock: socket.socket, limit: int) -> bytes:
     return buf
 
 
-def exchange(sock: socket.socket, request: bytes, limit: int, deadline: float | None) -> bytes:
-    """Send the request frame and read the result frame (body only), bounded in size and time."""
+def exchange(
+    sock: socket.socket,
+    request: bytes,
+    limit: int,
+    deadline: float | None,
+    events: list[list[Any]] | None = None,
+) -> bytes:
+    """Send the request frame and read the result frame (body only), bounded in size and
+    time. With ``events``, the guest's intermediate events frames before the result are
+    validated and appended to it (at most ``T.EVENTS_BYTES`` of them), so what arrived
+    survives a run that never sends its result."""
     sock.settimeout(None if deadline is None else max(0.001, deadline - time.monotonic()))
     sock.sendall(request)
-    header = _recv_exact(sock, T.HEADER.size, deadline)
-    try:
-        length = T.decode_header(header, limit)
-    except T.ProtocolError as exc:
-        raise GuestFailure(f"guest sent an invalid result: {exc}") from None
-    return _recv_exact(sock, length, deadline)
+    budget = T.EVENTS_BYTES
+    while True:
+        header = _recv_exact(sock, T.HEADER.size, deadline)
+        try:
+            length = T.decode_header(header, limit)
+        except T.ProtocolError as exc:
+            raise GuestFailure(f"guest sent an invalid result: {exc}") from None
+        body = _recv_exact(sock, length, deadline)
+        if events is None or not body.startswith(T.EVENTS_FRAME_PREFIX):
+            return body
+        budget -= length
+        if budget < 0:
+            raise GuestFailure("guest sent more events than the cap")
+        try:
+            events.extend(T.parse_events_frame(body))
+        except T.ProtocolError as exc:
+            raise GuestFailure(f"guest sent an invalid events frame: {exc}") from None
 
 
 def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:

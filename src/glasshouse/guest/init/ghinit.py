@@ -192,6 +192,17 @@ class _Vsock:
         # No shutdown(): the host reads exactly the announced length.
         self._conn.sendall(frame)
 
+    def linger(self, seconds: float) -> None:
+        """Wait until the host has the result: it closes the connection or kills the VM
+        once it read it. sendall() only queues the bytes; a kernel worker moves them to the
+        device, and powering off first lost a whole result now and then."""
+        assert self._conn is not None
+        self._conn.settimeout(seconds)
+        try:
+            self._conn.recv(1)
+        except OSError:
+            pass
+
 
 def _recv_exact(conn: _socket.socket, n: int) -> bytes:
     buf = bytearray()
@@ -394,6 +405,7 @@ def _run_exec(req: dict, argv: list[str], env: dict, cwd: str, fds: tuple[int, i
                 pass
     _, status, ru = os.wait4(proc.pid, 0)
     out: dict = {"cpu_time_ms": int((ru.ru_utime + ru.ru_stime) * 1000), "max_rss_kb": ru.ru_maxrss}
+    out["pid"] = proc.pid
     if os.WIFSIGNALED(status):
         out["signal"] = os.WTERMSIG(status)
     else:
@@ -402,7 +414,13 @@ def _run_exec(req: dict, argv: list[str], env: dict, cwd: str, fds: tuple[int, i
 
 
 def _run_inprocess(
-    req: dict, code: str, args: list[str], env: dict, cwd: str, fds: tuple[int, int, int]
+    req: dict,
+    code: str,
+    args: list[str],
+    env: dict,
+    cwd: str,
+    fds: tuple[int, int, int],
+    events: _GuestEvents | None = None,
 ) -> dict:
     import builtins
     import resource
@@ -423,6 +441,8 @@ def _run_inprocess(
         )
     before = resource.getrusage(resource.RUSAGE_SELF)
     exit_code = 0
+    if events is not None:
+        events.start()
     try:
         exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
     except SystemExit as exc:
@@ -441,6 +461,8 @@ def _run_inprocess(
         )
         exit_code = 1
     finally:
+        if events is not None:
+            events.stop()
         if limits.get("memory_bytes"):
             resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
     for stream in (sys.stdout, sys.stderr):
@@ -451,6 +473,110 @@ def _run_inprocess(
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"exit_code": exit_code, "cpu_time_ms": int(cpu * 1000), "max_rss_kb": after.ru_maxrss}
+
+
+class _GuestEvents:
+    """The guest's own record of what the user's code asked its runtime to do, for the
+    ``guest``/``combined`` profiles: PEP 578 audit hooks (file opens, deletes, renames,
+    mkdirs, links, process spawns, socket connects and binds) around an in-process run, and
+    the command itself for an exec'd one. Raw events go to the host in batches (a frame
+    each on vsock, the rest with the result); the host folds them into receipt sections
+    and labels them the guest's claims. A hook cannot be removed, so recording stops by a
+    flag once the user's code returned; past ``cap`` events are only counted as lost."""
+
+    def __init__(self, transport: object, cap: int) -> None:
+        self.events: list[list] = []
+        self.count = 0
+        self.lost = 0
+        self.cap = cap
+        self.sent = 0
+        self.on = False
+        self._transport = transport
+
+    def start(self) -> None:
+        self.on = True
+        sys.addaudithook(self._hook)
+
+    def stop(self) -> None:
+        self.on = False
+
+    def add(self, event: list) -> None:
+        self.count += 1
+        if self.sent + len(self.events) >= self.cap:
+            self.lost += 1
+            return
+        self.events.append(event)
+        if len(self.events) >= _EVENT_BATCH and isinstance(self._transport, _Vsock):
+            batch, self.events = self.events, []
+            self.sent += len(batch)
+            was, self.on = self.on, False  # the send itself is not the user's doing
+            try:
+                self._transport.send(T.encode_frame({"v": 1, "kind": "events", "events": batch}))
+            finally:
+                self.on = was
+
+    def _hook(self, name: str, args: tuple) -> None:
+        if not self.on or name not in _AUDITED:
+            return
+        try:
+            event = _AUDITED[name](args)
+        except Exception:  # never break the user's code over a record
+            event = None
+        if event is not None:
+            self.add(event)
+
+
+def _p(value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if isinstance(value, int):
+        return f"<fd {value}>"
+    path = os.fspath(value)
+    if isinstance(path, bytes):
+        path = path.decode("utf-8", "surrogateescape")
+    return path if path.startswith("/") else os.path.join(os.getcwd(), path)
+
+
+def _addr(sock: object, address: object) -> tuple[str, str, str]:
+    family = getattr(sock, "family", None)
+    kind = getattr(sock, "type", None)
+    fam = {1: "unix", 2: "inet", 10: "inet6", 40: "vsock"}.get(int(family or 0), str(family))
+    proto = {1: "tcp", 2: "udp"}.get(int(kind or 0) & 0xF, str(kind))
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        dst = f"[{host}]:{address[1]}" if fam == "inet6" else f"{host}:{address[1]}"
+    else:
+        dst = _p(address) if isinstance(address, (str, bytes)) else str(address)
+    return fam, proto, dst
+
+
+_AUDITED = {
+    "open": lambda a: (
+        ["open", _p(a[0]), int(a[2]) if len(a) > 2 and a[2] is not None else 0]
+        if a[0] is not None
+        else None
+    ),
+    "os.remove": lambda a: ["delete", _p(a[0])],
+    "os.rmdir": lambda a: ["delete", _p(a[0])],
+    "shutil.rmtree": lambda a: ["delete", _p(a[0])],
+    "os.rename": lambda a: ["rename", _p(a[0]), _p(a[1])],
+    "os.mkdir": lambda a: ["mkdir", _p(a[0])],
+    "os.link": lambda a: ["link", _p(a[0]), _p(a[1]), "hard"],
+    "os.symlink": lambda a: ["link", os.fsdecode(a[0]), _p(a[1]), "symbolic"],
+    "subprocess.Popen": lambda a: [
+        "spawn",
+        os.fsdecode(a[0]) if a[0] is not None else "",
+        [os.fsdecode(x) for x in ([a[1]] if isinstance(a[1], (str, bytes)) else a[1])],
+    ],
+    "os.system": lambda a: ["spawn", "/bin/sh", ["/bin/sh", "-c", os.fsdecode(a[0])]],
+    "os.exec": lambda a: ["spawn", os.fsdecode(a[0]), [os.fsdecode(x) for x in a[1]]],
+    "os.posix_spawn": lambda a: ["spawn", os.fsdecode(a[0]), [os.fsdecode(x) for x in a[1]]],
+    "os.spawn": lambda a: ["spawn", os.fsdecode(a[1]), [os.fsdecode(x) for x in a[2]]],
+    "socket.connect": lambda a: ["connect", *_addr(a[0], a[1])],
+    "socket.bind": lambda a: ["bind", *_addr(a[0], a[1])],
+}
+#: Events per intermediate frame (each send is an emulated syscall path on kvm_pvm).
+_EVENT_BATCH = 512
 
 
 #: Opened before the snapshot, so a restored run makes fewer (emulated) syscalls.
@@ -606,7 +732,7 @@ def _preopen() -> None:
     gc.freeze()
 
 
-def _handle(req: dict) -> dict:
+def _handle(req: dict, transport: object = None) -> dict:
     if req.get("v") != 1:
         raise ValueError(f"unsupported request version {req.get('v')!r}")
     marks = [("start", time.monotonic())]
@@ -630,15 +756,24 @@ def _handle(req: dict) -> dict:
     marks.append(("files", time.monotonic()))
     # The exit status of the in-process run is not an OS exit status, so the result says
     # which way the command ran.
+    events = None
+    if req.get("events"):
+        events = _GuestEvents(transport, int(req.get("events_cap") or 10000))
     if len(argv) >= 3 and argv[0] in _PYTHONS and argv[1] == "-c":
-        outcome = _run_inprocess(req, argv[2], argv[3:], env, cwd, fds)
+        outcome = _run_inprocess(req, argv[2], argv[3:], env, cwd, fds, events)
         outcome["mode"] = "inprocess"
+        pid, exe = os.getpid(), sys.executable
     else:
         outcome = _run_exec(req, argv, env, cwd, fds)
         outcome["mode"] = "exec"
+        pid, exe = outcome.pop("pid", 0), argv[0]
         missing = outcome.pop("not_found", None)
         if missing is not None:
             os.write(fds[2], f"{missing}: command not found\n".encode())
+    if events is not None:
+        code, sig = outcome.get("exit_code"), outcome.get("signal")
+        events.events.append(["process", pid, exe, list(argv), code, sig])  # never capped
+        outcome["events"] = {"events": events.events, "count": events.count, "lost": events.lost}
     marks.append(("run", time.monotonic()))
     cap = int(req.get("output_bytes", 1 << 20))
     outcome["stdout"] = _stream(fds[1], cap)
@@ -703,7 +838,7 @@ def main() -> None:
             primed = _prime(req)
             req = transport.receive()
         t_request = time.monotonic()
-        result = _handle(req)
+        result = _handle(req, transport)
         if primed is not None:
             result["guest"]["prime"] = primed
         result["guest"]["ms"] = {
@@ -719,6 +854,8 @@ def main() -> None:
             "stderr": _empty_stream(),
         }
     transport.send(T.encode_frame(result))
+    if isinstance(transport, _Vsock):
+        transport.linger(10.0)
     os.sync()
     if os.getpid() == 1:
         _libc.reboot(0x01234567)  # RB_AUTOBOOT: with reboot=k the VMM sees the reset and exits
