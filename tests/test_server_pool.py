@@ -64,6 +64,20 @@ def test_stale_slots_are_recycled(sandbox) -> None:
         pool.close()
 
 
+def test_pool_waits_while_the_host_is_saturated(sandbox) -> None:
+    # Every run slot taken: a slot made now would only steal CPU from the runs in flight.
+    saturated = [True]
+    pool = WarmPool(sandbox, size=1, max_age_s=60, busy=lambda: saturated[0])
+    pool.start()
+    try:
+        time.sleep(0.5)
+        assert pool.ready() == 0 and pool.stats()["failures"] == 0
+        saturated[0] = False
+        _until(lambda: pool.ready() == 1)
+    finally:
+        pool.close()
+
+
 def test_server_runs_from_the_pool(sandbox, tmp_path: Path) -> None:
     with api(config(tmp_path, "sandbox", pool_size=2)) as client:
         runner = client.runner

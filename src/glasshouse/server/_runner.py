@@ -138,7 +138,12 @@ class Runner:
         self.sandboxed = inner.isolation not in ("none",)
         self.pool: WarmPool | None = None
         if config.pool_size > 0 and isinstance(inner, Prewarmable):
-            self.pool = WarmPool(inner, config.pool_size, config.pool_max_age_s)
+            self.pool = WarmPool(
+                inner,
+                config.pool_size,
+                config.pool_max_age_s,
+                busy=lambda: self._running >= config.max_concurrency,
+            )
         self.engine = Engine(
             PooledBackend(inner, self.pool),
             observers=_host_observers(config.profile),
