@@ -73,6 +73,26 @@ def test_print_from_snapshot_and_receipt_facts(backend) -> None:
     assert r.network == "disabled"
 
 
+def test_vmm_runs_in_a_cgroup_of_its_own(backend) -> None:
+    from glasshouse.backends import _cgroup
+
+    ok, why = _cgroup.available()
+    if not ok:
+        pytest.skip(f"no cgroups here: {why}")
+    handle = backend.start(ExecutionSpec(argv=["python3", "-c", "print(1)"], timeout=30))
+    try:
+        membership = Path(f"/proc/{handle.pid}/cgroup").read_text()
+        assert "/glasshouse/vm-" in membership, membership
+        backend.release(handle)
+        r = backend.wait(handle)
+    finally:
+        backend.cleanup(handle)
+    assert r.stdout.data == b"1\n", r.error
+    assert "memory <= 384 MiB" in r.details["vmm_cgroup"], r.details["vmm_cgroup"]
+    assert "pids <= 64" in r.details["vmm_cgroup"]
+    assert r.details["vmm_cpu_ms"] > 0 and r.details["vmm_peak_memory_kb"] > 0
+
+
 def test_restored_clones_get_fresh_entropy_and_clock(backend) -> None:
     code = (
         "import os, random, time, uuid;"
@@ -223,6 +243,7 @@ def test_twenty_runs_leave_nothing_behind(backend) -> None:
     before_net = set(os.listdir("/sys/class/net"))
     before_dirs = set(os.listdir(_vm.RUN_ROOT))
     before_jails = set(os.listdir(jails)) if jails.exists() else set()
+    before_groups = _vm_cgroups()
     for i in range(20):
         r = _py(backend, f"print({i})", timeout=30).result
         assert r.stdout.data == f"{i}\n".encode(), r.error
@@ -232,6 +253,15 @@ def test_twenty_runs_leave_nothing_behind(backend) -> None:
     assert set(os.listdir("/sys/class/net")) == before_net  # no tap devices
     after_jails = set(os.listdir(jails)) if jails.exists() else set()
     assert after_jails <= before_jails  # no jail (chroot, hard links, /dev/kvm node) left
+    assert _vm_cgroups() <= before_groups  # no VMM cgroup left
+
+
+def _vm_cgroups() -> set[str]:
+    from glasshouse.backends import _cgroup
+
+    lay = _cgroup.layout()
+    roots = ([lay.v2] if lay.v2 else []) + list(lay.v1.values())
+    return {str(p) for root in roots for p in (root / "glasshouse").glob("vm-*")}
 
 
 @pytest.mark.slow

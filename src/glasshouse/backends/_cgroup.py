@@ -296,6 +296,26 @@ class Cgroup:
         self.removed = True
 
 
+def sweep_empty(prefix: str, min_age_s: float = 120.0) -> int:
+    """Remove the leftover groups named ``prefix*`` (of a Glasshouse process that died
+    before its cleanup) that are empty and older than ``min_age_s``: rmdir refuses a group
+    that still holds a process, so a live one is never touched. Returns how many went."""
+    lay = layout()
+    roots = ([lay.v2] if lay.v2 is not None else []) + list(dict.fromkeys(lay.v1.values()))
+    removed = 0
+    now = time.time()
+    for root in roots:
+        for path in (root / _PARENT).glob(prefix + "*"):
+            try:
+                if now - path.stat().st_mtime < min_age_s:
+                    continue
+                path.rmdir()
+                removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir()
     return path

@@ -18,6 +18,7 @@ import atexit
 import hashlib
 import json
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -38,6 +39,7 @@ from glasshouse.core.execution import (
 from glasshouse.core.profiling import Observation
 from glasshouse.guest import transport as T
 
+from .. import _cgroup
 from . import images as _images
 from ._vm import (
     OUTPUTS_BYTES,
@@ -56,6 +58,12 @@ __all__ = ["FirecrackerBackend", "MicroVMBackend", "QemuBackend", "doctor_checks
 
 #: Guest RAM. The snapshot's memory file has this size; restored VMs only touch a few MiB.
 DEFAULT_MEM_MIB = 256
+#: A VMM's cgroup: guest RAM plus this much for the VMM itself (page cache of the snapshot
+#: file it reads is charged too, and reclaimable), and at most this many tasks (Firecracker
+#: runs ~4 threads, QEMU ~10).
+VMM_OVERHEAD_MIB = 128
+VMM_PIDS = 64
+_CGROUP_PREFIX = "vm-"
 #: Bound on a cold boot to a ready guest (20 s on an idle kvm_pvm host, minutes on a busy one).
 BOOT_TIMEOUT_S = 600.0
 
@@ -74,6 +82,9 @@ class _VMHandle(Handle):
     timings: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    #: The VMM's own cgroup (None where cgroups are unavailable: ``cgroup_note`` says why).
+    cgroup: Any = None
+    cgroup_note: str = "none"
     #: Guest events received in intermediate frames (``spec.guest_events``).
     events: list[list[Any]] = field(default_factory=list)
     #: Prewarmed VMs (the warm pool): sent their entropy and time ahead; when ready.
@@ -137,6 +148,7 @@ class MicroVMBackend:
             images = _images.GuestImages.load()
             try:
                 sweep_orphans()
+                _cgroup.sweep_empty(_CGROUP_PREFIX)
             except OSError:
                 pass
             fc = (
@@ -236,6 +248,7 @@ class MicroVMBackend:
             vm = FirecrackerVM(self._binary, run_dir or Path("/"), rootfs, self._jailer)
             handle.vm = vm
             vm.spawn()
+            self._contain(handle)
             handle.timings["spawn_ms"] = _ms(t0)
             snap = self._snapshot
             if snap is not None:
@@ -253,12 +266,35 @@ class MicroVMBackend:
             qvm = QemuVM(self._binary, run_dir, self._images.kernel, self._images.rootfs)
             handle.vm = qvm
             qvm.spawn(_images.boot_args(serial=True), self.mem_mib)
+            self._contain(handle)
             handle.source = "cold"
             try:
                 qvm.wait_ready(None, self.boot_timeout)
             except TimeoutError:
                 raise GuestFailure(f"guest did not boot within {self.boot_timeout:g}s") from None
             handle.timings["boot_ms"] = _ms(t0)
+
+    def _contain(self, handle: _VMHandle) -> None:
+        """Put the VMM in a cgroup of its own: its memory (guest RAM + the VMM) and its
+        thread count are capped on the host, and its CPU and peak memory go into the receipt
+        as host facts. Fail-open (not root, no cgroup filesystem): the receipt says why."""
+        assert handle.vm is not None and handle.vm.pid is not None
+        memory = (self.mem_mib + VMM_OVERHEAD_MIB) << 20
+        try:
+            group = _cgroup.Cgroup.create(f"{_CGROUP_PREFIX}{secrets.token_hex(6)}")
+        except _cgroup.CgroupUnavailable as exc:
+            handle.cgroup_note = f"none ({exc})"
+            return
+        try:
+            applied = group.set_limits(memory_bytes=memory, pids=VMM_PIDS)
+            group.add(handle.vm.pid)
+        except OSError as exc:
+            group.remove()
+            handle.cgroup_note = f"none ({exc})"
+            return
+        handle.cgroup = group
+        limits = {"memory": f"memory <= {memory >> 20} MiB", "pids": f"pids <= {VMM_PIDS}"}
+        handle.cgroup_note = ", ".join(limits[name] for name in applied) or "accounting only"
 
     # ----- Prewarmable (glasshouse.core.execution): the server's warm pool --------------
 
@@ -381,13 +417,15 @@ class MicroVMBackend:
             handle.closed = True
             if handle.conn is not None:
                 handle.conn.close()
-            vm, run_dir = handle.vm, handle.run_dir
+            vm, run_dir, group = handle.vm, handle.run_dir, handle.cgroup
             if vm is not None:
                 vm.kill()
 
         def teardown() -> None:
             if vm is not None:
                 vm.close()
+            if group is not None:
+                group.remove()
             remove_run_dir(run_dir)
 
         REAPER.submit(teardown)
@@ -455,8 +493,15 @@ class MicroVMBackend:
             "prewarmed": handle.primed,
             "jailer": isinstance(handle.vm, FirecrackerVM) and handle.vm.jailer is not None,
             "timings_ms": dict(handle.timings),
-            "host_fields": "vmm_pid,timings,timeout,digests,vm_source",
+            "vmm_cgroup": handle.cgroup_note,
+            "host_fields": "vmm_pid,vmm_cgroup,vmm_cpu_ms,vmm_peak_memory_kb,timings,timeout,"
+            "digests,vm_source",
         }
+        if handle.cgroup is not None:
+            # The VMM's whole life (restore, and for a prewarmed VM its priming and wait too):
+            # the guest kernel runs inside it, emulated on kvm_pvm.
+            details["vmm_cpu_ms"] = handle.cgroup.cpu_time_ms()
+            details["vmm_peak_memory_kb"] = handle.cgroup.max_rss_kb()
         if data is not None:
             details["guest_mode"] = data["mode"]
             details["guest_reported"] = data["guest"]
