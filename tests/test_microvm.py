@@ -489,3 +489,38 @@ def test_host_profile_asks_the_guest_for_nothing(backend) -> None:
     assert rec.process_tree[0].argv == ["sh", "-c", "echo hi > /work/f"]
     assert rec.process_tree[0].pid > 1 and rec.process_tree[0].exit_code == 0
     assert "guest records its exec and exit only" in rec.observation.missing["filesystem"]
+
+
+def test_cli_run_leaves_no_vm_behind(backend, tmp_path: Path) -> None:
+    # The CLI exits with os._exit right after the receipt: the VM's background teardown
+    # (reaping, jail and cgroup removal) must be finished by then.
+    import subprocess
+    import sys
+
+    from glasshouse.backends.microvm.firecracker import JAIL_BASE
+
+    jails = JAIL_BASE / "firecracker"
+    before = set(os.listdir(jails)) if jails.exists() else set()
+    groups = _vm_cgroups()
+    cli = [sys.executable, "-m", "glasshouse.cli", "run", "-q", "-b", "microvm", "-p", "disabled"]
+    out = subprocess.run(
+        [*cli, "--", "python3", "-c", "print(6*7)"],
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    after = set(os.listdir(jails)) if jails.exists() else set()
+    assert after <= before
+    assert _vm_cgroups() <= groups
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _is_orphan_vmm(p)]
+
+
+def _is_orphan_vmm(proc: Path) -> bool:
+    try:
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return False
+    comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+    ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+    return "firecracker" in comm and ppid == 1

@@ -276,7 +276,6 @@ def _run(**opts: Any) -> None:
             signal.signal(s, handler)
 
     data = run.receipt_data
-    close_backend(backend)
     for hook in _RECEIPT_HOOKS:
         data = hook(data, opts)
     write_receipt(data, opts["receipt_path"])
@@ -285,6 +284,7 @@ def _run(**opts: Any) -> None:
         click.echo(_summary(run, opts["receipt_path"]), err=True)
     if result.error and not result.timed_out and result.signal is None:
         click.echo(f"glasshouse: {result.error}", err=True)
+    close_backend(backend)  # background teardown (a microVM's reaping) ends before we do
     if interrupted:
         _exit_now(128 + interrupted[0])
     _exit_now(result.shell_exit_code())
