@@ -384,7 +384,8 @@ class MicroVMBackend:
             if handle.killed_reason is not None:
                 raise GuestFailure("killed before the request was sent")
             if isinstance(handle.vm, FirecrackerVM):
-                body = exchange(handle.conn, request, limit, handle.deadline, handle.events)
+                events = handle.events if spec.guest_events else None  # uninvited: refused
+                body = exchange(handle.conn, request, limit, handle.deadline, events)
             else:
                 body = handle.vm.exchange(request, limit, handle.deadline)
             data = parse_guest_result(body, spec)
