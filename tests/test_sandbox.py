@@ -178,12 +178,41 @@ def test_cannot_write_outside_workspace(any_sandbox: SandboxBackend) -> None:
 
 
 def test_workspace_is_fresh_and_removed(bwrap: SandboxBackend) -> None:
+    base = bwrap._base
+    before = {p.name for p in base.glob("ws-*")}  # (other processes' runs may be live)
     first = run(bwrap, ["sh", "-c", "ls -A; echo secret > left.txt; pwd"])
     assert first.result.stdout.data == b"/workspace\n"
     second = run(bwrap, ["sh", "-c", "ls -A"])
     assert second.result.stdout.data == b""  # nothing of the previous run
-    base = bwrap._base
-    assert not [p for p in base.iterdir() if p.name.startswith("ws-")]
+    assert {p.name for p in base.glob("ws-*")} <= before
+
+
+def test_workspaces_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    # A Glasshouse process killed mid-run leaves its workspace; the next one removes it,
+    # never a live process's.
+    import subprocess
+    import sys
+
+    from glasshouse.backends import _workspace
+
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from glasshouse.backends._workspace import Workspace\n"
+        "print(Workspace.create(Path(sys.argv[1]), 0, 0).path)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    dead = Path(out.stdout.strip())
+    mine = _workspace.Workspace.create(tmp_path, os.getuid(), os.getgid())
+    legacy = tmp_path / "ws-0123456789abcdef"
+    legacy.mkdir()
+    assert dead.is_dir()
+    assert _workspace.sweep(tmp_path) == 1
+    assert not dead.exists() and mine.path.is_dir() and legacy.is_dir()  # legacy: too young
+    os.utime(legacy, (0, 0))
+    assert _workspace.sweep(tmp_path) == 1 and not legacy.exists()
+    mine.remove()
 
 
 def test_inputs_in_outputs_back_and_nothing_else(any_sandbox: SandboxBackend) -> None:

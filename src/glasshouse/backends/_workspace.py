@@ -15,8 +15,11 @@ import os
 import secrets
 import shutil
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import _owner
 
 #: Per-file and total cap on outputs copied back (bytes).
 DEFAULT_OUTPUT_CAP = 16 << 20
@@ -24,6 +27,32 @@ DEFAULT_OUTPUT_CAP = 16 << 20
 
 class WorkspaceError(Exception):
     pass
+
+
+def sweep(base: Path, legacy_age_s: float = 3600.0) -> int:
+    """Remove workspaces whose creating process is gone (killed, crashed: it could not clean
+    up). A live creator's are never touched; a name without an owner (older versions) goes
+    once it is ``legacy_age_s`` old. Returns how many were removed."""
+    removed = 0
+    try:
+        entries = list(base.glob("ws-*"))
+    except OSError:
+        return 0
+    for path in entries:
+        owner, _, rest = path.name[3:].partition("-")
+        pid, _, start = owner.partition(".")
+        if rest and pid.isdigit() and start.isdigit():
+            if _owner.alive(f"{pid} {start}"):
+                continue
+        else:
+            try:
+                if time.time() - path.stat().st_mtime < legacy_age_s:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 @dataclass
@@ -41,7 +70,9 @@ class Workspace:
     def create(cls, base: Path, uid: int, gid: int) -> Workspace:
         """A new, empty directory under ``base`` (made 0711 so the run uid can reach it)."""
         ensure_base(base)
-        path = base / f"ws-{secrets.token_hex(8)}"
+        # The creator's identity is in the name: sweep() removes what a dead process left.
+        pid, start = _owner.me().split()
+        path = base / f"ws-{pid}.{start}-{secrets.token_hex(8)}"
         os.mkdir(path, 0o700)
         try:
             if os.geteuid() == 0:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from glasshouse.backends import _seccomp
+from glasshouse.backends import _seccomp, _workspace
 from glasshouse.backends._workspace import DEFAULT_OUTPUT_CAP, Workspace, ensure_base
 from glasshouse.backends.process import Command, ProcessBackend, ProcessHandle
 from glasshouse.core.execution import (
@@ -236,6 +236,7 @@ class SandboxBackend(ProcessBackend):
             self._binary = os.path.realpath(found)
             self._version = _tool_version(found)
             ensure_base(self._base)
+            _workspace.sweep(self._base)
             if self._use_seccomp:
                 try:
                     self._program = _seccomp.program()

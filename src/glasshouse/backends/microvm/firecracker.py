@@ -23,6 +23,7 @@ from typing import Any
 from glasshouse.core.execution import BackendError
 from glasshouse.guest import transport as T
 
+from .. import _owner
 from ._vm import Console, GuestFailure, kill_process_group, stop_process
 
 ROOTFS_NAME = "rootfs.ext4"
@@ -77,7 +78,7 @@ class FirecrackerVM:
             self.run_dir = run_dir
         # Who owns this VM: sweep_orphans() removes it once that process is gone.
         owner = (self.jail_dir if self.jail_dir is not None else self.run_dir) / OWNER_NAME
-        owner.write_text(_owner_id(os.getpid()) or "")
+        owner.write_text(_owner.me())
         try:
             self._link(rootfs, ROOTFS_NAME)
         except BaseException:
@@ -298,8 +299,7 @@ def sweep_orphans(min_age_s: float = 120.0) -> int:
         except OSError:
             owner = ""
         if owner:
-            owner_pid = int(owner.split()[0])
-            if _owner_id(owner_pid) == owner:
+            if _owner.alive(owner):
                 continue  # its creator is alive and cleans up itself
         elif pid > 0 and _alive(pid) and _ppid(pid) != 1:
             continue  # no owner record: only an orphan re-parented to init is fair game
@@ -325,15 +325,6 @@ def _pid_by_cwd(path: Path) -> int:
             except OSError:
                 continue
     return 0
-
-
-def _owner_id(pid: int) -> str | None:
-    """``"<pid> <start time>"``: identifies a process across pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return f"{pid} {stat[stat.rindex(')') + 2 :].split()[19]}"
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,36 @@
+"""Which Glasshouse process owns a leftover (a VM directory, a workspace): ``"<pid> <start>"``
+identifies a process across pid reuse, so a sweep removes only what a dead process left."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+
+def owner_id(pid: int) -> str | None:
+    """``"<pid> <start time in clock ticks>"``, or None if ``pid`` is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return f"{pid} {stat[stat.rindex(')') + 2 :].split()[19]}"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@functools.cache
+def _mine(pid: int) -> str:
+    return owner_id(pid) or f"{pid} 0"
+
+
+def me() -> str:
+    """This process's owner id (cached per pid: a forked child gets its own)."""
+    return _mine(os.getpid())
+
+
+def alive(owner: str) -> bool:
+    """Is the process that wrote ``owner`` still running (the same one, not a pid reuse)?"""
+    try:
+        pid = int(owner.split()[0])
+    except (ValueError, IndexError):
+        return False
+    return owner_id(pid) == owner
