@@ -19,17 +19,24 @@ from glasshouse.core.profiling import ObserverUnavailable
 from glasshouse.receipt.store import load_receipt
 
 
-@pytest.fixture
-def agent(tmp_path):
+def _watching(tmp_path: Path, program: str):
+    """An agent watching a private copy of ``program`` (a unique comm: nothing else on the
+    host matches it), and that copy."""
     from glasshouse.agent.__main__ import Agent
 
-    name = "gha" + secrets.token_hex(4)  # unique comm: nothing else on the host matches
+    name = "gh" + secrets.token_hex(4)
     binary = tmp_path / name
-    shutil.copy("/bin/sh", binary)
+    shutil.copy(program, binary)
     try:
         a = Agent(tmp_path / "receipts", [name], [], log=lambda _msg: None)
     except ObserverUnavailable as exc:
         pytest.skip(f"eBPF observer unavailable: {exc}")
+    return a, binary
+
+
+@pytest.fixture
+def agent(tmp_path):
+    a, binary = _watching(tmp_path, "/bin/sh")
     yield a, binary
     a.stop()
 
@@ -135,15 +142,7 @@ def _is_v2(path: str) -> bool:
 
 def test_roots_beyond_the_slots_are_counted(tmp_path):
     """With every session slot busy a watched exec is not observed, and that is counted."""
-    from glasshouse.agent.__main__ import Agent
-
-    name = "ghs" + secrets.token_hex(4)
-    binary = tmp_path / name
-    shutil.copy("/bin/sleep", binary)
-    try:
-        a = Agent(tmp_path / "receipts", [name], [], log=lambda _msg: None)
-    except ObserverUnavailable as exc:
-        pytest.skip(f"eBPF observer unavailable: {exc}")
+    a, binary = _watching(tmp_path, "/bin/sleep")
     procs = []
     try:
         procs = [subprocess.Popen([str(binary), "30"]) for _ in range(66)]

@@ -80,7 +80,7 @@ def require_cgroups() -> None:
 
 @pytest.fixture
 def loopback_listener() -> Iterator[int]:
-    """A TCP service on the host's 127.0.0.1 that answers every connection with b"host"."""
+    """A TCP service on the host's 127.0.0.1: echoes what it gets, or answers b"host"."""
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))
@@ -452,31 +452,6 @@ def test_seccomp_program_matches_debian_binding() -> None:
 
 
 # -- resource exhaustion ----------------------------------------------------------------
-@pytest.fixture
-def echo_server() -> Iterator[int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except (TimeoutError, OSError):
-                continue
-            with conn:
-                conn.sendall(conn.recv(64))
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    yield srv.getsockname()[1]
-    stop.set()
-    t.join(5)
-    srv.close()
-
-
 def _while_running(backend: SandboxBackend, spec: ExecutionSpec, port: int) -> tuple[Run, int]:
     """Run ``spec``; meanwhile check the host still answers loopback echoes."""
     box: dict[str, Run] = {}
@@ -506,28 +481,28 @@ def _limited_backend(runtime: str, **options: object) -> SandboxBackend:
 
 
 @pytest.mark.parametrize("runtime", ["bwrap", "gvisor"])
-def test_fork_bomb_is_contained(runtime: str, echo_server: int) -> None:
+def test_fork_bomb_is_contained(runtime: str, loopback_listener: int) -> None:
     backend = _limited_backend(runtime, cpu_cores=0.5)
     spec = ExecutionSpec(argv=py(_FORK_BOMB), limits=Limits(pids=32), timeout=4)
-    r, answered = _while_running(backend, spec, echo_server)
+    r, answered = _while_running(backend, spec, loopback_listener)
     assert answered >= 1  # the host served while the bomb ran
     assert r.result.timed_out
     if runtime == "bwrap":  # (gVisor enforces the limit in its own kernel: RLIMIT_NPROC)
         assert r.result.details.get("pids_limit_hit") is True
-    assert echo_roundtrip(echo_server) == b"ping"
+    assert echo_roundtrip(loopback_listener) == b"ping"
     left = [p for p in os.listdir("/proc") if p.isdigit() and b"os.fork" in _cmdline(int(p))]
     assert left == []
 
 
 @pytest.mark.parametrize("runtime", ["bwrap", "gvisor"])
-def test_memory_hog_is_killed(runtime: str, echo_server: int) -> None:
+def test_memory_hog_is_killed(runtime: str, loopback_listener: int) -> None:
     backend = _limited_backend(runtime)
     hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n"
     spec = ExecutionSpec(argv=py(hog), limits=Limits(memory_bytes=96 << 20), timeout=60)
-    r, _ = _while_running(backend, spec, echo_server)
+    r, _ = _while_running(backend, spec, loopback_listener)
     assert r.result.oom_killed and not r.result.timed_out
     assert r.result.exit_code != 0
-    assert echo_roundtrip(echo_server) == b"ping"
+    assert echo_roundtrip(loopback_listener) == b"ping"
 
 
 # -- errors and receipts ----------------------------------------------------------------

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
-
-def owner_id(pid: int) -> str | None:
-    """``"<pid> <start time in clock ticks>"``, or None if ``pid`` is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return f"{pid} {stat[stat.rindex(')') + 2 :].split()[19]}"
-    except (OSError, ValueError, IndexError):
-        return None
+from glasshouse.core import procfs
 
 
 @functools.cache
 def _mine(pid: int) -> str:
-    return owner_id(pid) or f"{pid} 0"
+    return procfs.owner_id(pid) or f"{pid} 0"
 
 
 def me() -> str:
@@ -33,4 +25,4 @@ def alive(owner: str) -> bool:
         pid = int(owner.split()[0])
     except (ValueError, IndexError):
         return False
-    return owner_id(pid) == owner
+    return procfs.owner_id(pid) == owner

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from glasshouse.backends import _cgroup
+from glasshouse.core import procfs
 from glasshouse.core.execution import (
     BackendError,
     CommandNotRunnable,
@@ -352,7 +353,7 @@ class ProcessBackend:
             for pid in victims - {handle.pid}:  # reap what earlier passes killed
                 with contextlib.suppress(ChildProcessError, OSError):
                     os.waitpid(pid, os.WNOHANG)
-            living = {pid for pid in victims if _alive(pid)}
+            living = {pid for pid in victims if procfs.running(pid)}
             if not living or time.monotonic() > deadline:
                 return
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -503,13 +504,9 @@ def _ppids() -> dict[int, int]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(b")") + 2 :].split()
-        out[int(entry.name)] = int(rest[1])
+        ppid = procfs.ppid(int(entry.name))
+        if ppid is not None:
+            out[int(entry.name)] = ppid
     return out
 
 
@@ -524,16 +521,6 @@ def _descendants(root: int) -> list[int]:
             out.append(child)
             stack.append(child)
     return out
-
-
-def _alive(pid: int) -> bool:
-    """Running (not a zombie waiting to be reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
 
 
 def _orphans_of(reaper: int, exclude: set[int]) -> list[int]:

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 
+from glasshouse.core import procfs
 from glasshouse.core.profiling import Observation, ObserverUnavailable
 from glasshouse.observe.ebpf._decode import _CONNECT_RESULTS, _Dedup, normalize
 from glasshouse.receipt.model import (
@@ -129,12 +130,8 @@ def _readlink(path: str) -> str | None:
 
 
 def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return os.getpid()
+    found = procfs.ppid(pid)
+    return os.getpid() if found is None else found
 
 
 def _tracer(pid: int) -> int:

@@ -154,6 +154,38 @@ def parse_guest_result(body: bytes, spec: ExecutionSpec) -> dict[str, Any]:
         raise GuestFailure(f"guest sent an invalid result: {exc}") from None
 
 
+class VMProcess:
+    """What both VMM drivers share: the VMM process (its own session, console on stdout),
+    the console reader, and kill/reap."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    console: Console | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def _start(self, cmd: list[str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.console = Console(self.proc.stdout)
+
+    def kill(self) -> None:
+        kill_process_group(self.proc)
+
+    def close(self) -> None:
+        stop_process(self.proc)
+
+    def console_tail(self) -> str:
+        return self.console.tail() if self.console is not None else ""
+
+
 def kill_process_group(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGKILL a running VMM's whole process group now (reaping is ``stop_process``'s job)."""
     if proc is not None and proc.poll() is None:

@@ -15,16 +15,16 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from glasshouse.core import procfs
 from glasshouse.core.execution import BackendError
 from glasshouse.guest import transport as T
 
 from .. import _owner
-from ._vm import Console, GuestFailure, kill_process_group, stop_process
+from ._vm import GuestFailure, VMProcess
 
 ROOTFS_NAME = "rootfs.ext4"
 VSOCK_NAME = "v.sock"
@@ -53,7 +53,7 @@ JAIL_BASE = Path(os.environ.get("GLASSHOUSE_JAIL_DIR", "/var/lib/glasshouse/jail
 JAIL_UID_BASE = 0x6B000000
 
 
-class FirecrackerVM:
+class FirecrackerVM(VMProcess):
     """One Firecracker process. Not thread-safe except :meth:`kill`.
 
     Without ``jailer`` the VMM runs as the caller with its working directory in ``run_dir``.
@@ -65,8 +65,6 @@ class FirecrackerVM:
     def __init__(self, binary: str, run_dir: Path, rootfs: str, jailer: str | None = None) -> None:
         self.binary = binary
         self.jailer = jailer
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.console: Console | None = None
         self.jail_dir: Path | None = None
         if jailer is not None:
             self.jail_id = "gh-" + secrets.token_hex(8)
@@ -104,10 +102,6 @@ class FirecrackerVM:
         self._link(src, name)
         return "/" + name
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
     def spawn(self) -> None:
         api = self.run_dir / API_NAME
         fc_args = ["--api-sock", str(api), "--level", "Error"]
@@ -124,15 +118,8 @@ class FirecrackerVM:
                 "--chroot-base-dir", str(JAIL_BASE),
                 "--", *fc_args,
             ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=self.run_dir,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.console = Console(self.proc.stdout)
+        self._start(cmd, self.run_dir)
+        assert self.proc is not None
         if self.jailer is None:  # the jailer writes firecracker.pid itself
             (self.run_dir / PID_NAME).write_text(str(self.proc.pid))
         deadline = time.monotonic() + 5
@@ -261,16 +248,10 @@ class FirecrackerVM:
             f"cannot reach the guest agent over vsock ({last}): {self.console_tail()}"
         )
 
-    def kill(self) -> None:
-        kill_process_group(self.proc)
-
     def close(self) -> None:
-        stop_process(self.proc)
+        super().close()
         if self.jail_dir is not None:
             shutil.rmtree(self.jail_dir, ignore_errors=True)
-
-    def console_tail(self) -> str:
-        return self.console.tail() if self.console is not None else ""
 
 
 def sweep_orphans(min_age_s: float = 120.0) -> int:
@@ -301,7 +282,7 @@ def sweep_orphans(min_age_s: float = 120.0) -> int:
         if owner:
             if _owner.alive(owner):
                 continue  # its creator is alive and cleans up itself
-        elif pid > 0 and _alive(pid) and _ppid(pid) != 1:
+        elif pid > 0 and _alive(pid) and procfs.ppid(pid) != 1:
             continue  # no owner record: only an orphan re-parented to init is fair game
         if pid > 0 and _alive(pid):
             if not _is_firecracker(pid):
@@ -335,14 +316,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _ppid(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1
 
 
 def _is_firecracker(pid: int) -> bool:

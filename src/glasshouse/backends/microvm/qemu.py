@@ -9,32 +9,25 @@ QEMU has no snapshot-per-run path here (that is Firecracker's job) and this host
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from glasshouse.core.execution import BackendError
 from glasshouse.guest import transport as T
 
-from ._vm import Console, GuestFailure, kill_process_group, stop_process
+from ._vm import GuestFailure, VMProcess
 
 
 def qemu_binary() -> str | None:
     return shutil.which("qemu-system-x86_64")
 
 
-class QemuVM:
+class QemuVM(VMProcess):
     def __init__(self, binary: str, run_dir: Path, kernel: str, rootfs: str) -> None:
         self.binary = binary
         self.run_dir = run_dir
         self.kernel = kernel
         self.rootfs = rootfs
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.console: Console | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
 
     def command(self, boot_args: str, mem_mib: int) -> list[str]:
         return [
@@ -55,15 +48,7 @@ class QemuVM:
         ]  # fmt: skip
 
     def spawn(self, boot_args: str, mem_mib: int) -> None:
-        self.proc = subprocess.Popen(
-            self.command(boot_args, mem_mib),
-            cwd=self.run_dir,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.console = Console(self.proc.stdout)
+        self._start(self.command(boot_args, mem_mib), self.run_dir)
 
     def wait_ready(self, deadline: float | None, boot_timeout: float) -> None:
         assert self.console is not None and self.proc is not None
@@ -99,15 +84,6 @@ class QemuVM:
         if len(body) != length:
             raise GuestFailure("guest sent a truncated result frame")
         return body
-
-    def kill(self) -> None:
-        kill_process_group(self.proc)
-
-    def close(self) -> None:
-        stop_process(self.proc)
-
-    def console_tail(self) -> str:
-        return self.console.tail() if self.console is not None else ""
 
 
 def check_binary() -> str:

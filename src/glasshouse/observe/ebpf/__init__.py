@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from glasshouse.core import procfs
 from glasshouse.core.profiling import Observation, ObserverUnavailable
 from glasshouse.observe.ebpf import _decode, _libbpf
 
@@ -421,12 +422,8 @@ def _is_root(rec: bytes) -> bool:
 
 
 def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return os.getpid()
+    found = procfs.ppid(pid)
+    return os.getpid() if found is None else found
 
 
 def _pid_max() -> int:
