@@ -18,6 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+# The errors live in glasshouse.core.errors; re-exported here for the backends.
+from glasshouse.core.errors import BackendError as BackendError
+from glasshouse.core.errors import BackendUnavailable as BackendUnavailable
+from glasshouse.core.errors import CommandNotRunnable as CommandNotRunnable
+from glasshouse.core.errors import GlasshouseError as GlasshouseError
+from glasshouse.core.errors import SpecError as SpecError
+
 if TYPE_CHECKING:
     from glasshouse.core.profiling import Observation, Observer, Profile
     from glasshouse.receipt.model import Receipt
@@ -31,30 +38,6 @@ except ImportError:  # pragma: no cover - other interpreters
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 
 Sink = Callable[[bytes], None]
-
-
-class GlasshouseError(Exception):
-    """Glasshouse's own failure (not the workload's). The CLI maps it to exit code 125."""
-
-
-class SpecError(GlasshouseError, ValueError):
-    """An ExecutionSpec that cannot be run as given; the message says which field and why."""
-
-
-class BackendError(GlasshouseError):
-    """A backend could not prepare, start or supervise the workload."""
-
-
-class BackendUnavailable(BackendError):
-    """The backend cannot work on this host (missing binary, capability, kernel feature)."""
-
-
-class CommandNotRunnable(BackendError):
-    """The command does not exist (exit code 127) or cannot be executed (126), as in a shell."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
