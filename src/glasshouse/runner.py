@@ -26,16 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from glasshouse.core.execution import (
     Backend,
-    Engine,
     ExecutionResult,
     ExecutionSpec,
     Handle,
     Limits,
-    Run,
     Sink,
     close_backend,
     new_execution_id,
 )
+from glasshouse.engine import Engine, Run
 from glasshouse.receipt.pipeline import FinishedReceipt, ReceiptHook, ReceiptPipeline
 
 if TYPE_CHECKING:

@@ -216,7 +216,8 @@ def run(
 
 def _run(**opts: Any) -> None:
     from glasshouse import backends
-    from glasshouse.core.execution import Engine, ExecutionSpec, Limits, close_backend
+    from glasshouse.core.execution import ExecutionSpec, Limits, close_backend
+    from glasshouse.engine import Engine
     from glasshouse.receipt.store import write_receipt
 
     env = None

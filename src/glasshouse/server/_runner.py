@@ -27,17 +27,16 @@ from glasshouse import backends
 from glasshouse.core.execution import (
     DEFAULT_OUTPUT_LIMIT,
     BackendUnavailable,
-    Engine,
     ExecutionResult,
     ExecutionSpec,
     Handle,
     Limits,
     Prewarmable,
-    Run,
     close_backend,
     new_execution_id,
 )
 from glasshouse.core.version import __version__
+from glasshouse.engine import Engine, Run
 from glasshouse.receipt.log import ReceiptLog
 from glasshouse.server._index import ReceiptIndex
 from glasshouse.server._metrics import Metrics
