@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from glasshouse.core.version import RECEIPT_VERSION
-from glasshouse.policy._net import parse_endpoint
+from glasshouse.policy import parse_endpoint
 
 if TYPE_CHECKING:
     from glasshouse.policy.models import Policy
