@@ -199,3 +199,27 @@ def test_sandbox_run_with_files_and_outputs() -> None:
     assert result.returncode == 0, result.stderr
     assert result.outputs == {"out.txt": b"HELLO"}
     assert result.receipt["execution"]["isolation"] == "namespaces"
+
+
+def test_every_public_error_is_a_glasshouse_error() -> None:
+    from glasshouse.policy import PolicyError
+    from glasshouse.receipt.dsse import EnvelopeError
+    from glasshouse.receipt.redact import RedactionConfigError
+    from glasshouse.receipt.sign import KeyFileError, VerificationError
+    from glasshouse.receipt.store import ReceiptError
+    from glasshouse.training.export import ExportError
+
+    for error in (
+        PolicyError,
+        EnvelopeError,
+        RedactionConfigError,
+        KeyFileError,
+        VerificationError,
+        ReceiptError,
+        ExportError,
+        glasshouse.ObserverUnavailable,
+        glasshouse.BackendUnavailable,
+        glasshouse.SpecError,
+    ):
+        assert issubclass(error, glasshouse.GlasshouseError), error
+    assert ReceiptError is glasshouse.ReceiptError

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glasshouse.core.errors import GlasshouseError
+
 MARKER = re.compile(r"\[REDACTED:[0-9a-f]{16}\]")
 #: Environment variable with a salt (any string) shared across runs.
 SALT_ENV = "GLASSHOUSE_REDACT_SALT"
@@ -63,7 +65,7 @@ _SKIP_KEYS = frozenset(
 )
 
 
-class RedactionConfigError(ValueError):
+class RedactionConfigError(GlasshouseError, ValueError):
     """A redaction rules file is malformed; the message names the rule and the reason."""
 
 

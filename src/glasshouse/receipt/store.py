@@ -7,14 +7,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glasshouse.core.errors import ReceiptError as ReceiptError
 from glasshouse.receipt.canonical import seal, seal_data, to_bytes
 
 if TYPE_CHECKING:
     from glasshouse.receipt.model import Receipt
-
-
-class ReceiptError(Exception):
-    """A receipt file could not be read or is not a valid v0.3.0 receipt."""
 
 
 def write_atomic(
