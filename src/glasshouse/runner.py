@@ -170,7 +170,7 @@ class Runner:
         if isinstance(stdin, str):
             stdin = stdin.encode()
         spec = ExecutionSpec(
-            argv=list(args) if not isinstance(args, str | bytes) else args,  # type: ignore[arg-type]
+            argv=args if isinstance(args, str | bytes) else list(args),  # validate() says why
             env=env,
             cwd=cwd,
             stdin=stdin,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-try:  # CPython's builtin SHA-256: importing hashlib would load OpenSSL (~10 ms at startup)
-    from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - other interpreters
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
     from hashlib import sha256
+else:
+    try:  # CPython's builtin SHA-256: importing hashlib would load OpenSSL (~10 ms at start)
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - other interpreters
+        from hashlib import sha256
 
 __all__ = ["sha256"]

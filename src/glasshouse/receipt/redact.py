@@ -204,7 +204,7 @@ class Redactor:
         if self._screen is None:
             self._screen = _screen(self.rules) or False
         screen = self._screen
-        if screen:
+        if isinstance(screen, re.Pattern):
             lowered = _fold(text)
             if screen.search(lowered) is None:
                 return text  # the common case (paths, names): no rule can match
@@ -246,7 +246,7 @@ class Redactor:
         The copy is unsealed (``digest`` None): redaction happens before sealing and signing.
         """
         counts: Counter[str] = Counter()
-        out = self._walk(data, counts, None)
+        out: dict[str, Any] = self._walk(data, counts, None)
         names = [r.name for r in self.rules] + (["argv-flag"] if self.argv_flags else [])
         out["redaction"] = {
             "rules": names,

@@ -234,18 +234,19 @@ def _scan(root: Path, problems: _Problems, key: Any = None) -> list[_Entry]:
         try:
             data = json.loads(path.read_bytes())
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            rid = name.removesuffix(".json")
+            stem = name.removesuffix(".json")
             problems.add(
                 "unreadable",
                 f"not a readable JSON receipt ({exc})",
-                execution_id=rid if RECEIPT_ID.match(rid) else None,
+                execution_id=stem if RECEIPT_ID.match(stem) else None,
                 file=name,
             )
             continue
         if not isinstance(data, dict):
             problems.add("unreadable", "not a JSON object", file=name)
             continue
-        rid = data.get("execution_id") if isinstance(data.get("execution_id"), str) else None
+        found_id = data.get("execution_id")
+        rid = found_id if isinstance(found_id, str) else None
         seq = data.get("sequence")
         entry = _Entry(
             file=name,
