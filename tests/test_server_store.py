@@ -123,3 +123,29 @@ def test_a_full_receipt_disk_refuses_runs_then_resumes(tmp_path: Path) -> None:
         server.stop()
         report = verify_log(receipts)
         assert report.ok, [str(p) for p in report.problems]
+
+
+def test_a_receipt_the_index_cannot_take_is_still_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQLite index is a cache: its failure after a stored append is no lost receipt
+    (200, not 500), and the row is added with the next receipt."""
+    with api(config(tmp_path)) as client:
+        index = client.runner.index
+        real_add = index.add
+        calls = [0]
+
+        def add(data: dict[str, Any]) -> None:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_add(data)
+
+        monkeypatch.setattr(index, "add", add)
+        first = client.post("/run", json={"code": "print(1)"})
+        assert first.status_code == 200, first.text
+        assert client.get(f"/receipts/{first.json()['receipt_id']}").status_code == 200
+        second = client.post("/run", json={"code": "print(2)"})
+        assert second.status_code == 200, second.text
+        listed = [r["id"] for r in client.get("/receipts").json()["receipts"]]
+        assert listed == [second.json()["receipt_id"], first.json()["receipt_id"]]
