@@ -307,10 +307,13 @@ def _read_index(root: Path, problems: _Problems) -> list[tuple[int, str, str]] |
         return None
     out: list[tuple[int, str, str]] = []
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text().split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         problems.add("index", f"INDEX is unreadable: {exc}", file=INDEX)
         return None
+    # An unterminated last line is a journal write cut short (full disk, crash): the append
+    # it began never wrote its receipt, and the writer cuts it off before its next append.
+    lines.pop()
     for n, line in enumerate(lines, 1):
         try:
             item = json.loads(line)
