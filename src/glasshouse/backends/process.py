@@ -498,9 +498,9 @@ def _close_inherited(keep: tuple[int, ...], fd_limit: int) -> None:
     bubblewrap passes on all it inherits. os.closerange is one close_range(2) per gap."""
     low = 3
     for fd in sorted(set(keep)):
-        if fd >= low:
+        if fd > low:
             os.closerange(low, fd)
-            low = fd + 1
+        low = max(low, fd + 1)
     os.closerange(low, fd_limit)
 
 
