@@ -27,6 +27,7 @@ ahead and hand one to ``start(..., run=...)``; each is used once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -76,6 +77,9 @@ _DEFAULT_TMP_BYTES = 256 << 20
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _MERGED_USR = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"))
 _OPTIONAL_MERGED_USR = (("usr/lib64", "/lib64"), ("usr/lib32", "/lib32"))
+#: /proc files of the host's that bwrap's fresh /proc still shows: each is overlaid with an
+#: empty read-only file (the host's boot command line, the id of its current boot).
+_HIDDEN_PROC = ("/proc/cmdline", "/proc/sys/kernel/random/boot_id")
 _GVISOR_NOTE = (
     "gVisor runtime: the workload's syscalls are served by gVisor's user-space kernel; host "
     "observation (eBPF) sees only the runsc sentry/gofer processes, not the workload's own "
@@ -269,6 +273,8 @@ class SandboxBackend(ProcessBackend):
                 args += ["--symlink", target, link]
         args += ["--ro-bind", str(self._etc[network]), "/etc"]
         args += ["--proc", "/proc", "--dev", "/dev"]
+        for hidden, fd in zip(_HIDDEN_PROC, _empty_sources(), strict=True):
+            args += ["--perms", "0444", "--ro-bind-data", str(fd), hidden]
         if self._init is not None:
             args += ["--as-pid-1", "--ro-bind", str(self._init), INIT_PATH]
         return args
@@ -367,7 +373,7 @@ class SandboxBackend(ProcessBackend):
         args += ["--size", str(tmp_size), "--tmpfs", "/tmp"]
         args += ["--bind", str(run.workspace.path), INSIDE_WORKSPACE, "--chdir", cwd]
         args += ["--remount-ro", "/"]  # bwrap's root tmpfs; /tmp and the workspace stay rw
-        pass_fds: tuple[int, ...] = (run.status_w,)
+        pass_fds: tuple[int, ...] = (run.status_w, *_empty_sources())
         args += ["--json-status-fd", str(run.status_w)]
         if run.seccomp_fd >= 0:
             args += ["--seccomp", str(run.seccomp_fd)]
@@ -630,6 +636,15 @@ def _tool_version(binary: str) -> str:
     if name == "runsc":
         return "gvisor " + text.removeprefix("runsc version ").strip()
     return text
+
+
+@functools.cache
+def _empty_sources() -> tuple[int, ...]:
+    """One fd per :data:`_HIDDEN_PROC` file that reads as empty forever (/dev/null,
+    close-on-exec; a child inherits them only through ``pass_fds``): bwrap copies from each
+    into the file it lays over that path (and closes its copy, hence one each). Opened once
+    per process: the bwrap arguments are built once per backend."""
+    return tuple(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in _HIDDEN_PROC)
 
 
 def _sandbox_env(spec: ExecutionSpec) -> dict[str, str]:
