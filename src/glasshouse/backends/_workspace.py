@@ -4,22 +4,28 @@ A workspace is a directory ``<base>/<run id>/`` owned by the run's unprivileged 
 mode 0700, bind-mounted read-write as the sandbox's cwd. Everything in it after the run was
 written by untrusted code, so outputs are read without following any symlink (each path
 component is opened with ``O_NOFOLLOW`` relative to the previous one), only regular files
-are copied, FIFOs cannot block us (``O_NONBLOCK``) and sizes are capped. Removal uses
-:func:`shutil.rmtree`, which never follows symlinks.
+are copied, FIFOs cannot block us (``O_NONBLOCK``) and sizes are capped. Removal is
+:func:`._tree.remove_tree` (any depth, bounded fds, no symlink followed, modes fixed only
+inside the workspace). The shared base directory's mode is never changed on an
+error path; :func:`ensure_base` puts it back to what runs need before every run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
-import shutil
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _owner
+from ._tree import remove_tree
+
+_log = logging.getLogger("glasshouse.sandbox")
 
 #: Per-file and total cap on outputs copied back (bytes).
 DEFAULT_OUTPUT_CAP = 16 << 20
@@ -29,30 +35,55 @@ class WorkspaceError(Exception):
     pass
 
 
-def sweep(base: Path, legacy_age_s: float = 3600.0) -> int:
+def sweep(base: Path, legacy_age_s: float = 3600.0, failures: list[str] | None = None) -> int:
     """Remove workspaces whose creating process is gone (killed, crashed: it could not clean
-    up). A live creator's are never touched; a name without an owner (older versions) goes
-    once it is ``legacy_age_s`` old. Returns how many were removed."""
+    up). A live creator's are never touched; a name
+    without an owner (older versions) goes once it is ``legacy_age_s`` old. Never raises:
+    returns how many were removed; each leftover that could not be is logged and added to
+    ``failures``."""
     removed = 0
+    failures = [] if failures is None else failures
     try:
         entries = list(base.glob("ws-*"))
-    except OSError:
+    except OSError as exc:
+        failures.append(f"{base}: {exc}")
         return 0
     for path in entries:
-        owner, _, rest = path.name[3:].partition("-")
-        pid, _, start = owner.partition(".")
-        if rest and pid.isdigit() and start.isdigit():
-            if _owner.alive(f"{pid} {start}"):
-                continue
-        else:
-            try:
-                if time.time() - path.stat().st_mtime < legacy_age_s:
-                    continue
-            except OSError:
-                continue
-        shutil.rmtree(path, ignore_errors=True)
+        if not _abandoned(path, legacy_age_s):
+            continue
+        try:
+            remove_tree(path)
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # one bad leftover must never stop a start
+            failures.append(f"{path.name}: {exc}")
+            _log.warning("cannot remove leftover workspace %s: %s", path, exc)
+            continue
         removed += 1
     return removed
+
+
+#: workspaces whose removal failed (retried by :func:`retry_left` before later runs)
+_left: dict[Path, Workspace] = {}
+
+
+def retry_left() -> None:
+    """Try again to remove this process's workspaces that could not be removed before (the
+    sweep only takes those of dead processes). Quiet: they stay listed until it works."""
+    for workspace in list(_left.values()):
+        with contextlib.suppress(Exception):
+            workspace.remove()
+
+
+def _abandoned(path: Path, legacy_age_s: float) -> bool:
+    owner, _, rest = path.name[3:].partition("-")
+    pid, _, start = owner.partition(".")
+    if rest and pid.isdigit() and start.isdigit():
+        return not _owner.alive(f"{pid} {start}")
+    try:
+        return time.time() - path.lstat().st_mtime >= legacy_age_s
+    except OSError:
+        return False
 
 
 @dataclass
@@ -68,8 +99,7 @@ class Workspace:
 
     @classmethod
     def create(cls, base: Path, uid: int, gid: int) -> Workspace:
-        """A new, empty directory under ``base`` (made 0711 so the run uid can reach it)."""
-        ensure_base(base)
+        """A new, empty directory under ``base`` (see :func:`ensure_base`, called first)."""
         # The creator's identity is in the name: sweep() removes what a dead process left.
         pid, start = _owner.me().split()
         path = base / f"ws-{pid}.{start}-{secrets.token_hex(8)}"
@@ -78,7 +108,8 @@ class Workspace:
             if os.geteuid() == 0:
                 os.chown(path, uid, gid)
         except OSError:
-            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
             raise
         return cls(path, uid, gid)
 
@@ -173,10 +204,18 @@ class Workspace:
             os.close(dirfd)
 
     def remove(self) -> None:
+        """Delete the workspace. On failure (e.g. no fds
+        left) it raises and stays for the next call or the sweep; nothing outside the
+        workspace is touched, whatever fails."""
         if self.removed:
             return
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.path, onerror=_force)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                remove_tree(self.path)
+        except BaseException:
+            _left[self.path] = self
+            raise
+        _left.pop(self.path, None)
         self.removed = True
 
 
@@ -194,22 +233,24 @@ def _why(exc: OSError, loop_reason: str) -> str:
     return exc.strerror or str(exc)
 
 
-def _force(func: object, path: str, exc_info: object) -> None:
-    """rmtree error handler: a sandbox may leave 0000 directories; make them removable."""
-    parent = os.path.dirname(path)
-    with contextlib.suppress(OSError):
-        os.chmod(parent, 0o700)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
-
-
-def ensure_base(base: Path) -> None:
-    """Create the workspace root: root-owned 0711 (traversable, not listable)."""
-    if base.is_dir():
-        return
-    base.mkdir(parents=True, exist_ok=True, mode=0o711)
-    with contextlib.suppress(OSError):
+def ensure_base(base: Path, readable: Iterable[Path] = ()) -> None:
+    """Create the workspace root, or repair it: 0711 (traversable, not listable) and, when we
+    are root, root-owned; each directory in ``readable`` (the /etc skeletons) at least 0755.
+    Called before every run: a stat per directory when all is well."""
+    try:
+        st = os.stat(base)
+    except FileNotFoundError:
+        base.mkdir(parents=True, exist_ok=True, mode=0o711)
+        st = os.stat(base)
+    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+        _log.warning("%s was owned by %d:%d; chown root:root", base, st.st_uid, st.st_gid)
+        os.chown(base, 0, 0)
+    if stat.S_IMODE(st.st_mode) != 0o711:
+        _log.warning("%s had mode %o; repaired to 711", base, stat.S_IMODE(st.st_mode))
         os.chmod(base, 0o711)
+    for path in readable:
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o755 != 0o755:
+                _log.warning("%s had mode %o; repaired", path, stat.S_IMODE(st.st_mode))
+                os.chmod(path, stat.S_IMODE(st.st_mode) | 0o755)

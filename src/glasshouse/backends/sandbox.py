@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.backends import _seccomp, _workspace
+from glasshouse.backends._tree import remove_tree
 from glasshouse.backends._workspace import DEFAULT_OUTPUT_CAP, Workspace, ensure_base
 from glasshouse.backends.process import Command, ProcessBackend, ProcessHandle
 from glasshouse.core.execution import (
@@ -146,9 +147,10 @@ class SandboxRun:
                 with contextlib.suppress(OSError):
                     os.close(fd)
                 setattr(self, name, -1)
-        self.workspace.remove()
         for d in self.extra_dirs:
-            shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(d)
+        self.workspace.remove()  # raises if it cannot: the receipt says so (cleanup_error)
         self.closed = True
 
 
@@ -217,6 +219,8 @@ class SandboxBackend(ProcessBackend):
         self._init: Path | None = None  # glasshouse-init, or None: runtime's own PID 1
         self._init_reason = ""
         self._static_args: dict[bool, list[str]] = {}
+        #: leftovers of dead processes the last sweep could not remove (logged; never fatal)
+        self.sweep_failures: list[str] = []
 
     # -- preparation (once per backend) -------------------------------------------------
     def prepare(self) -> None:
@@ -236,7 +240,7 @@ class SandboxBackend(ProcessBackend):
             self._binary = os.path.realpath(found)
             self._version = _tool_version(found)
             ensure_base(self._base)
-            _workspace.sweep(self._base)
+            _workspace.sweep(self._base, failures=self.sweep_failures)
             if self._use_seccomp:
                 try:
                     self._program = _seccomp.program()
@@ -277,6 +281,9 @@ class SandboxBackend(ProcessBackend):
     def prepare_run(self) -> SandboxRun:
         """Create one run's workspace, uid, seccomp fd and status pipe."""
         self.prepare()
+        # Cheap (a stat each): put back modes something else broke, so runs keep working.
+        ensure_base(self._base, self._etc.values())
+        _workspace.retry_left()
         uid, gid = self._next_identity()
         workspace = Workspace.create(self._base, uid, gid)
         run = SandboxRun(workspace, uid, gid)
