@@ -6,7 +6,8 @@ written by untrusted code, so outputs are read without following any symlink (ea
 component is opened with ``O_NOFOLLOW`` relative to the previous one), only regular files
 are copied, FIFOs cannot block us (``O_NONBLOCK``) and sizes are capped. Removal is
 :func:`._tree.remove_tree` (any depth, bounded fds, no symlink followed, modes fixed only
-inside the workspace). The shared base directory's mode is never changed on an
+inside the workspace); a workspace with a disk limit is a tmpfs mounted on that directory
+(:mod:`._quota`), unmounted first. The shared base directory's mode is never changed on an
 error path; :func:`ensure_base` puts it back to what runs need before every run.
 """
 
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _owner
+from . import _owner, _quota
 from ._tree import remove_tree
 
 _log = logging.getLogger("glasshouse.sandbox")
@@ -37,13 +38,14 @@ class WorkspaceError(Exception):
 
 def sweep(base: Path, legacy_age_s: float = 3600.0, failures: list[str] | None = None) -> int:
     """Remove workspaces whose creating process is gone (killed, crashed: it could not clean
-    up). A live creator's are never touched; a name
+    up), unmounting their disk quota first. A live creator's are never touched; a name
     without an owner (older versions) goes once it is ``legacy_age_s`` old. Never raises:
     returns how many were removed; each leftover that could not be is logged and added to
     ``failures``."""
     removed = 0
     failures = [] if failures is None else failures
     try:
+        base_dev = os.stat(base).st_dev
         entries = list(base.glob("ws-*"))
     except OSError as exc:
         failures.append(f"{base}: {exc}")
@@ -52,6 +54,7 @@ def sweep(base: Path, legacy_age_s: float = 3600.0, failures: list[str] | None =
         if not _abandoned(path, legacy_age_s):
             continue
         try:
+            _quota.unmount_all(path, base_dev)
             remove_tree(path)
         except FileNotFoundError:
             continue
@@ -94,6 +97,8 @@ class Workspace:
     uid: int
     gid: int
     removed: bool = False
+    #: how the disk limit is enforced ("" when the run has none)
+    quota: str = ""
     #: what happened to each requested output ("copied", "missing", "too large", ...)
     output_status: dict[str, str] = field(default_factory=dict)
 
@@ -112,6 +117,12 @@ class Workspace:
                 os.rmdir(path)
             raise
         return cls(path, uid, gid)
+
+    def limit_disk(self, size: int) -> str:
+        """Cap what the (still unused) workspace can hold at ``size`` bytes; returns how the
+        limit is enforced. Raises :class:`_quota.QuotaUnavailable` where it cannot be."""
+        self.quota = _quota.mount(self.path, size, self.uid, self.gid)
+        return self.quota
 
     def write_inputs(self, files: dict[str, bytes] | None) -> None:
         """Place ``files`` (relative path -> bytes) in the still-unused workspace."""
@@ -204,12 +215,15 @@ class Workspace:
             os.close(dirfd)
 
     def remove(self) -> None:
-        """Delete the workspace. On failure (e.g. no fds
+        """Unmount the quota (if any) and delete the workspace. On failure (e.g. no fds
         left) it raises and stays for the next call or the sweep; nothing outside the
         workspace is touched, whatever fails."""
         if self.removed:
             return
         try:
+            if self.quota:
+                _quota.unmount(self.path)
+                self.quota = ""
             with contextlib.suppress(FileNotFoundError):
                 remove_tree(self.path)
         except BaseException:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.backends import _seccomp, _workspace
+from glasshouse.backends._quota import QuotaUnavailable
 from glasshouse.backends._tree import remove_tree
 from glasshouse.backends._workspace import DEFAULT_OUTPUT_CAP, Workspace, ensure_base
 from glasshouse.backends.process import Command, ProcessBackend, ProcessHandle
@@ -341,7 +342,12 @@ class SandboxBackend(ProcessBackend):
             raise BackendError("a prepared sandbox run can be used only once")
         run.used = True
         try:
+            if spec.limits.disk_bytes is not None:  # at start: a pool's slot predates its spec
+                run.workspace.limit_disk(spec.limits.disk_bytes)
             run.workspace.write_inputs(dict(spec.files))
+        except QuotaUnavailable as exc:
+            run.close()
+            raise BackendError(f"limits.disk cannot be enforced: {exc}") from exc
         except (OSError, ValueError) as exc:
             run.close()
             raise BackendError(f"cannot place input files in the workspace: {exc}") from exc
@@ -440,10 +446,13 @@ class SandboxBackend(ProcessBackend):
         spec = handle.spec
         result.network = "enabled" if spec.network else "loopback"
         result.details["runtime"] = self._version
+        if run.workspace.quota:
+            result.details["disk_limit"] = run.workspace.quota
         facts: dict[str, Any] = {
             "runtime": self._version,
             "root_fs": "read-only /usr and a minimal /etc; nothing else of the host",
             "workspace": f"{INSIDE_WORKSPACE} (fresh per-run directory, cwd)",
+            "disk": run.workspace.quota or "no quota (the host filesystem's free space)",
             "tmp": "private tmpfs",
             "host_uid": run.host_uid,
             "capabilities": "none",
