@@ -227,6 +227,24 @@ def test_deep_leftover_of_a_dead_owner_does_not_stop_the_next_start(base: Path) 
     assert not leftover.exists()
 
 
+def test_deep_leftover_does_not_stop_the_server(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the sweep's RecursionError in backend setup made glasshouse-server exit 2.
+    from server_helpers import server_process
+
+    _need(sandbox_mod.probe())
+    _workspace.ensure_base(base)
+    leftover = base / _dead_owner_name()
+    leftover.mkdir()
+    _deep(leftover, 3000)
+    monkeypatch.setenv("GLASSHOUSE_SANDBOX_DIR", str(base))
+    args = ["--backend", "sandbox", "--profile", "disabled", "--max-concurrency", "1"]
+    with server_process(args, tmp_path) as server:
+        assert server.proc.poll() is None
+    assert not leftover.exists()
+
+
 def test_a_leftover_that_cannot_be_removed_is_reported_not_fatal(base: Path) -> None:
     _need(sandbox_mod.probe())
     _workspace.ensure_base(base)

@@ -19,7 +19,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,21 +250,30 @@ def _why(exc: OSError, loop_reason: str) -> str:
 def ensure_base(base: Path, readable: Iterable[Path] = ()) -> None:
     """Create the workspace root, or repair it: 0711 (traversable, not listable) and, when we
     are root, root-owned; each directory in ``readable`` (the /etc skeletons) at least 0755.
-    Called before every run: a stat per directory when all is well."""
+    Called before every run: a stat per directory when all is well. A repair that fails is
+    logged, not raised (the run then says what is wrong)."""
     try:
         st = os.stat(base)
     except FileNotFoundError:
         base.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(base, 0o711)  # whatever the umask
         st = os.stat(base)
     if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
-        _log.warning("%s was owned by %d:%d; chown root:root", base, st.st_uid, st.st_gid)
-        os.chown(base, 0, 0)
+        _repair(base, f"owned by {st.st_uid}:{st.st_gid}", os.chown, base, 0, 0)
     if stat.S_IMODE(st.st_mode) != 0o711:
-        _log.warning("%s had mode %o; repaired to 711", base, stat.S_IMODE(st.st_mode))
-        os.chmod(base, 0o711)
+        _repair(base, f"mode {stat.S_IMODE(st.st_mode):o}", os.chmod, base, 0o711)
     for path in readable:
         with contextlib.suppress(FileNotFoundError):
             st = os.lstat(path)
             if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o755 != 0o755:
-                _log.warning("%s had mode %o; repaired", path, stat.S_IMODE(st.st_mode))
-                os.chmod(path, stat.S_IMODE(st.st_mode) | 0o755)
+                mode = stat.S_IMODE(st.st_mode)
+                _repair(path, f"mode {mode:o}", os.chmod, path, mode | 0o755)
+
+
+def _repair(path: Path, what: str, fix: Callable[..., None], *args: object) -> None:
+    try:
+        fix(*args)
+    except OSError as exc:
+        _log.warning("%s: %s, cannot repair it: %s", path, what, exc)
+    else:
+        _log.warning("%s: %s, repaired", path, what)
