@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,14 +69,20 @@ def sweep(base: Path, legacy_age_s: float = 3600.0, failures: list[str] | None =
 
 #: workspaces whose removal failed (retried by :func:`retry_left` before later runs)
 _left: dict[Path, Workspace] = {}
+_left_lock = threading.Lock()
 
 
 def retry_left() -> None:
     """Try again to remove this process's workspaces that could not be removed before (the
     sweep only takes those of dead processes). Quiet: they stay listed until it works."""
-    for workspace in list(_left.values()):
-        with contextlib.suppress(Exception):
-            workspace.remove()
+    if not _left or not _left_lock.acquire(blocking=False):
+        return  # nothing left, or another thread is at it
+    try:
+        for workspace in list(_left.values()):
+            with contextlib.suppress(Exception):
+                workspace.remove()
+    finally:
+        _left_lock.release()
 
 
 def _abandoned(path: Path, legacy_age_s: float) -> bool:
