@@ -267,6 +267,10 @@ class ProcessBackend:
                 "the process backend has no private workspace for --file/--output;"
                 " use --backend sandbox"
             )
+        if spec.limits.disk_bytes is not None:
+            raise BackendError(
+                "the process backend has no workspace to hold to limits.disk; use --backend sandbox"
+            )
         env = dict(os.environ if spec.env is None else spec.env)
         exe = resolve_executable(spec.argv[0], env.get("PATH", os.defpath), spec.cwd)
         return Command(exe, list(spec.argv), env, spec.cwd, rlimits=self._rlimits(spec))

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.backends import _seccomp, _workspace
+from glasshouse.backends._quota import QuotaUnavailable
+from glasshouse.backends._tree import remove_tree
 from glasshouse.backends._workspace import DEFAULT_OUTPUT_CAP, Workspace, ensure_base
 from glasshouse.backends.process import Command, ProcessBackend, ProcessHandle
 from glasshouse.core.execution import (
@@ -150,9 +152,10 @@ class SandboxRun:
                 with contextlib.suppress(OSError):
                     os.close(fd)
                 setattr(self, name, -1)
-        self.workspace.remove()
         for d in self.extra_dirs:
-            shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(d)
+        self.workspace.remove()  # raises if it cannot: the receipt says so (cleanup_error)
         self.closed = True
 
 
@@ -221,6 +224,8 @@ class SandboxBackend(ProcessBackend):
         self._init: Path | None = None  # glasshouse-init, or None: runtime's own PID 1
         self._init_reason = ""
         self._static_args: dict[bool, list[str]] = {}
+        #: leftovers of dead processes the last sweep could not remove (logged; never fatal)
+        self.sweep_failures: list[str] = []
 
     # -- preparation (once per backend) -------------------------------------------------
     def prepare(self) -> None:
@@ -240,7 +245,7 @@ class SandboxBackend(ProcessBackend):
             self._binary = os.path.realpath(found)
             self._version = _tool_version(found)
             ensure_base(self._base)
-            _workspace.sweep(self._base)
+            _workspace.sweep(self._base, failures=self.sweep_failures)
             if self._use_seccomp:
                 try:
                     self._program = _seccomp.program()
@@ -283,6 +288,9 @@ class SandboxBackend(ProcessBackend):
     def prepare_run(self) -> SandboxRun:
         """Create one run's workspace, uid, seccomp fd and status pipe."""
         self.prepare()
+        # Cheap (a stat each): put back modes something else broke, so runs keep working.
+        ensure_base(self._base, self._etc.values())
+        _workspace.retry_left()
         uid, gid = self._next_identity()
         workspace = Workspace.create(self._base, uid, gid)
         run = SandboxRun(workspace, uid, gid)
@@ -340,7 +348,12 @@ class SandboxBackend(ProcessBackend):
             raise BackendError("a prepared sandbox run can be used only once")
         run.used = True
         try:
+            if spec.limits.disk_bytes is not None:  # at start: a pool's slot predates its spec
+                run.workspace.limit_disk(spec.limits.disk_bytes)
             run.workspace.write_inputs(dict(spec.files))
+        except QuotaUnavailable as exc:
+            run.close()
+            raise BackendError(f"limits.disk cannot be enforced: {exc}") from exc
         except (OSError, ValueError) as exc:
             run.close()
             raise BackendError(f"cannot place input files in the workspace: {exc}") from exc
@@ -439,10 +452,13 @@ class SandboxBackend(ProcessBackend):
         spec = handle.spec
         result.network = "enabled" if spec.network else "loopback"
         result.details["runtime"] = self._version
+        if run.workspace.quota:
+            result.details["disk_limit"] = run.workspace.quota
         facts: dict[str, Any] = {
             "runtime": self._version,
             "root_fs": "read-only /usr and a minimal /etc; nothing else of the host",
             "workspace": f"{INSIDE_WORKSPACE} (fresh per-run directory, cwd)",
+            "disk": run.workspace.quota or "no quota (the host filesystem's free space)",
             "tmp": "private tmpfs",
             "host_uid": run.host_uid,
             "capabilities": "none",
