@@ -19,7 +19,8 @@ import pytest
 from glasshouse.backends import gvisor as gvisor_mod
 from glasshouse.backends import sandbox as sandbox_mod
 from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend
-from glasshouse.core.execution import Engine, ExecutionSpec
+from glasshouse.core.execution import ExecutionSpec
+from glasshouse.engine import Engine
 
 pytestmark = pytest.mark.root
 

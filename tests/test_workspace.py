@@ -28,7 +28,8 @@ from glasshouse.backends import sandbox as sandbox_mod
 from glasshouse.backends._tree import remove_tree
 from glasshouse.backends.process import ProcessBackend
 from glasshouse.backends.sandbox import SandboxBackend
-from glasshouse.core.execution import Engine, ExecutionSpec, Limits, Run, SpecError
+from glasshouse.core.execution import ExecutionSpec, Limits, SpecError
+from glasshouse.engine import Engine, Run
 
 pytestmark = pytest.mark.root
 
