@@ -4,7 +4,7 @@
 # - apt: bubblewrap (the sandbox), runsc (gVisor), libseccomp2 (the seccomp filter, used via
 #   ctypes), gcc + libc6-dev (to build glasshouse-init, the sandboxes' PID 1, static).
 # - glasshouse-init is compiled into $GLASSHOUSE_CACHE/sandbox-init-<source hash>/ (default
-#   /var/cache/glasshouse); an empty cache rebuilds it from src/glasshouse/backends/sandbox_init.
+#   /var/cache/glasshouse); an empty cache rebuilds it from src/glasshouse/backends/sandbox.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$GH_ROOT"

@@ -33,7 +33,7 @@ class BackendCase:
     slow: bool = False
 
 
-_SANDBOX, _GVISOR = "glasshouse.backends.sandbox", "glasshouse.backends.gvisor"
+_SANDBOX, _GVISOR = "glasshouse.backends.sandbox", "glasshouse.backends.sandbox.gvisor"
 _MICROVM = "glasshouse.backends.microvm"
 BACKENDS = [
     pytest.param(BackendCase("fake", lambda: create("fake"), real=False), id="fake"),

@@ -45,7 +45,7 @@ time.sleep({hold})
 _BACKENDS = {
     "process": (None, "python3"),
     "sandbox": ("glasshouse.backends.sandbox:probe", "bwrap"),
-    "gvisor": ("glasshouse.backends.gvisor:probe", "runsc"),
+    "gvisor": ("glasshouse.backends.sandbox.gvisor:probe", "runsc"),
     "firecracker": ("glasshouse.backends.microvm:probe", "firecracker"),
     "qemu": ("glasshouse.backends.microvm.qemu:qemu_binary", "qemu-system-x86"),
 }

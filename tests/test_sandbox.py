@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from glasshouse.backends import gvisor as gvisor_mod
 from glasshouse.backends import sandbox as sandbox_mod
 from glasshouse.backends._cgroup import available as cgroups_available
 from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend
+from glasshouse.backends.sandbox import gvisor as gvisor_mod
 from glasshouse.core.execution import ExecutionSpec, Limits
 from glasshouse.engine import Engine, Run
 
@@ -353,7 +353,7 @@ def test_network_opt_in_reaches_host_loopback(
     r = run(any_sandbox, [*py(_CONNECT), str(loopback_listener)], network=True)
     assert b"REACHED b'hi'" in r.result.stdout.data, r.result
     assert r.receipt.environment.sandbox.network == "enabled"
-    if any_sandbox.runtime == "bwrap":
+    if any_sandbox.name == "sandbox":
         assert "net" not in r.receipt.environment.sandbox.details["namespaces"]
 
 
@@ -478,7 +478,8 @@ def _limited_backend(runtime: str, **options: object) -> SandboxBackend:
     require_root()
     require_cgroups()
     _need(sandbox_mod.probe() if runtime == "bwrap" else gvisor_mod.probe())
-    return SandboxBackend(runtime=runtime, **options)  # type: ignore[arg-type]
+    cls = SandboxBackend if runtime == "bwrap" else GVisorBackend
+    return cls(**options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("runtime", ["bwrap", "gvisor"])
@@ -537,11 +538,13 @@ def test_gvisor_receipt_says_what_host_observation_sees(gvisor: GVisorBackend) -
     assert "sentry" in str(r.receipt.execution.details["observation_note"])
 
 
-def test_runtime_option_selects_gvisor() -> None:
-    b = SandboxBackend(runtime="gvisor")
+def test_gvisor_is_its_own_backend() -> None:
+    from glasshouse.backends import create
+
+    b, s = create("gvisor"), create("sandbox")
+    assert isinstance(b, GVisorBackend) and not isinstance(b, SandboxBackend)
     assert (b.name, b.isolation) == ("gvisor", "gvisor")
-    with pytest.raises(Exception, match="unknown sandbox runtime"):
-        SandboxBackend(runtime="docker")
+    assert (s.name, s.isolation) == ("sandbox", "namespaces")
 
 
 def test_prepared_run_is_single_use(bwrap: SandboxBackend) -> None:
@@ -585,7 +588,7 @@ def test_probe_says_no_where_user_namespaces_are_refused(tmp_path: Path) -> None
     try it (fresh-check's chroot once made every sandbox test fail instead of skip)."""
     if os.geteuid() != 0:
         pytest.skip("chroot needs root")
-    from glasshouse.backends.sandbox import _userns_allowed
+    from glasshouse.backends.sandbox._probe import _userns_allowed
 
     ok, why = _userns_allowed()
     if not ok:  # the control half: here, outside a chroot, it must work

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from glasshouse.backends import gvisor as gvisor_mod
 from glasshouse.backends import sandbox as sandbox_mod
 from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend
+from glasshouse.backends.sandbox import gvisor as gvisor_mod
 from glasshouse.core.execution import ExecutionSpec
 from glasshouse.engine import Engine
 

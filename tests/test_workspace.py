@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 from glasshouse.backends import _quota, _workspace
-from glasshouse.backends import gvisor as gvisor_mod
 from glasshouse.backends import sandbox as sandbox_mod
 from glasshouse.backends._tree import remove_tree
 from glasshouse.backends.process import ProcessBackend
-from glasshouse.backends.sandbox import SandboxBackend
+from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend
+from glasshouse.backends.sandbox import gvisor as gvisor_mod
 from glasshouse.core.execution import ExecutionSpec, Limits, SpecError
 from glasshouse.engine import Engine, Run
 
@@ -62,7 +62,8 @@ def base() -> Iterator[Path]:
 
 def _backend(base: Path, runtime: str = "bwrap") -> SandboxBackend:
     _need(sandbox_mod.probe() if runtime == "bwrap" else gvisor_mod.probe())
-    backend = SandboxBackend(runtime=runtime, base_dir=base)
+    cls = SandboxBackend if runtime == "bwrap" else GVisorBackend
+    backend = cls(base_dir=base)
     backend.prepare()
     return backend
 
@@ -375,7 +376,7 @@ def test_timed_out_run_leaves_no_mount(base: Path) -> None:
 
 _KILLED_OWNER = """
 import sys, time
-from glasshouse.backends.sandbox import SandboxBackend
+from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend
 from glasshouse.core.execution import ExecutionSpec, Limits
 b = SandboxBackend(base_dir=sys.argv[1])
 spec = ExecutionSpec(argv=["sleep", "60"], limits=Limits(disk_bytes=1 << 20))

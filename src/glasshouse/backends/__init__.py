@@ -15,8 +15,8 @@ from glasshouse.core.execution import Backend, BackendUnavailable
 _REGISTRY: dict[str, str] = {
     "process": "glasshouse.backends.process:ProcessBackend",
     "fake": "glasshouse.backends.fake:FakeBackend",
-    "sandbox": "glasshouse.backends.sandbox:SandboxBackend",
-    "gvisor": "glasshouse.backends.sandbox:GVisorBackend",
+    "sandbox": "glasshouse.backends.sandbox.bwrap:SandboxBackend",
+    "gvisor": "glasshouse.backends.sandbox.gvisor:GVisorBackend",
     "microvm": "glasshouse.backends.microvm:MicroVMBackend",
     "firecracker": "glasshouse.backends.microvm:FirecrackerBackend",
     "qemu": "glasshouse.backends.microvm:QemuBackend",

@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from glasshouse.backends import _cgroup
 from glasshouse.core import procfs
@@ -78,7 +79,8 @@ class ProcessHandle(Handle):
     status: int | None = None
     rusage: resource.struct_rusage | None = None
     kill_lock: threading.Lock = field(default_factory=threading.Lock)
-    context: dict[str, object] = field(default_factory=dict)
+    #: The run's own state for a subclass (a sandbox's workspace and fds), given to start().
+    context: Any = None
 
 
 class ProcessBackend:
@@ -111,9 +113,16 @@ class ProcessBackend:
             self._prepared = True
 
     def start(
-        self, spec: ExecutionSpec, stdout: Sink | None = None, stderr: Sink | None = None
+        self,
+        spec: ExecutionSpec,
+        stdout: Sink | None = None,
+        stderr: Sink | None = None,
+        *,
+        context: Any = None,
     ) -> ProcessHandle:
-        command = self._command(spec)
+        """Fork the gated child. ``context``: a subclass's per-run state, passed to its hooks
+        (``_command``) and kept on the handle (``handle.context``) for the others."""
+        command = self._command(spec, context)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         gate_r, gate_w = os.pipe()
@@ -147,6 +156,7 @@ class ProcessBackend:
             stdin_w=stdin_w,
             stdout_cap=OutputCapture(limit, stdout),
             stderr_cap=OutputCapture(limit, stderr),
+            context=context,
         )
         try:
             handle.pidfd = os.pidfd_open(pid)
@@ -257,7 +267,7 @@ class ProcessBackend:
         self._cleanup_extra(handle)
 
     # -- hooks for subclasses -----------------------------------------------------------
-    def _command(self, spec: ExecutionSpec) -> Command:
+    def _command(self, spec: ExecutionSpec, context: Any = None) -> Command:
         if spec.network is False:
             raise BackendError(
                 "the process backend cannot isolate the network; use --backend sandbox"
