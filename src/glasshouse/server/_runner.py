@@ -72,6 +72,13 @@ class ServerConfig:
     output_limit: int = DEFAULT_OUTPUT_LIMIT
     memory_bytes: int | None = 512 << 20
     pids: int | None = 256
+    #: HTTP hardening (``glasshouse.server._http``): seconds a client gets to send a
+    #: request's head and its body, seconds a response may wait on a client that does not
+    #: read, and the open-connection cap (None: derived from RLIMIT_NOFILE).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    write_timeout_s: float = 30.0
+    max_connections: int | None = None
     shutdown_grace_s: float = 10.0
     token: str | None = None
     #: Receipt post-processing (redaction, policy, signing...): run before the log append.
