@@ -67,13 +67,14 @@ class Limits:
     pids: int | None = None
     output_bytes: int = DEFAULT_OUTPUT_LIMIT  # kept per stream; the rest is hashed, not kept
     file_size_bytes: int | None = None
+    disk_bytes: int | None = None  # the workspace's disk quota
 
     def validate(self) -> None:
         for name in ("wall_s", "cpu_s"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SpecError(f"limits.{name} must be > 0, got {value!r}")
-        for name in ("memory_bytes", "pids", "file_size_bytes"):
+        for name in ("memory_bytes", "pids", "file_size_bytes", "disk_bytes"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise SpecError(f"limits.{name} must be a positive integer, got {value!r}")

@@ -29,8 +29,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from glasshouse.core.version import __version__
 from glasshouse.receipt.log import RECEIPT_ID
+from glasshouse.server._limits import AboveCeiling, check_request
 from glasshouse.server._metrics import CONTENT_TYPE
 from glasshouse.server._runner import ReceiptWriteError, Rejected, Runner
+from glasshouse.server._stream import json_stream
 from glasshouse.server.models import (
     ErrorResponse,
     Health,
@@ -232,6 +234,10 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         body = await _read_body(request, config.body_limit)
         run_request = parse_run_request(body, request.headers.get("content-type"))
         try:
+            check_request(run_request, config)
+        except AboveCeiling as exc:
+            raise ApiError(422, "above_ceiling", str(exc)) from exc
+        try:
             future = runner.submit(run_request)
         except Rejected as exc:
             if exc.reason == "draining":
@@ -245,7 +251,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             raise ApiError(503, "shutting_down", str(exc)) from exc
         except ReceiptWriteError as exc:
             raise ApiError(500, "receipt_write_failed", str(exc)) from exc
-        return JSONResponse(result.model_dump(mode="json"))
+        return json_stream(result)  # encoded in pieces, off the event loop
 
     @app.get("/health", response_model=Health, summary="Status, backend and capabilities")
     async def health() -> dict[str, Any]:
