@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -74,7 +75,8 @@ def free_port() -> int:
 class ServerProcess:
     """``glasshouse-server`` as a real subprocess on a loopback port."""
 
-    def __init__(self, args: list[str], tmp_path: Path) -> None:
+    def __init__(self, args: list[str], tmp_path: Path, nofile: int | None = None) -> None:
+        """``nofile``: the server's RLIMIT_NOFILE (soft and hard), as ``ulimit -n`` sets it."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.receipts = tmp_path / "receipts"
@@ -82,7 +84,10 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "glasshouse.server.cli", "--port", str(self.port)]
         cmd += ["--receipts-dir", str(self.receipts), "--log-level", "warning", *args]
         self._log_fh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log_fh, stderr=subprocess.STDOUT)
+        limit = None if nofile is None else _nofile_limit(nofile)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log_fh, stderr=subprocess.STDOUT, preexec_fn=limit
+        )
 
     def wait_ready(self, limit_s: float = 30.0) -> None:
         deadline = time.monotonic() + limit_s
@@ -116,9 +121,18 @@ class ServerProcess:
         return code
 
 
+def _nofile_limit(n: int) -> Any:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return limit
+
+
 @contextlib.contextmanager
-def server_process(args: list[str], tmp_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(args, tmp_path)
+def server_process(
+    args: list[str], tmp_path: Path, nofile: int | None = None
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(args, tmp_path, nofile)
     try:
         server.wait_ready()
         yield server

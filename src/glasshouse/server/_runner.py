@@ -30,7 +30,6 @@ from glasshouse.core.execution import (
     ExecutionResult,
     ExecutionSpec,
     Handle,
-    Limits,
     Prewarmable,
     close_backend,
     new_execution_id,
@@ -38,6 +37,7 @@ from glasshouse.core.execution import (
 from glasshouse.core.version import __version__
 from glasshouse.engine import Engine, Run
 from glasshouse.receipt.log import ReceiptLog
+from glasshouse.server import _limits
 from glasshouse.server._index import ReceiptIndex
 from glasshouse.server._metrics import Metrics
 from glasshouse.server._pool import PooledBackend, WarmPool
@@ -74,6 +74,21 @@ class ServerConfig:
     output_limit: int = DEFAULT_OUTPUT_LIMIT
     memory_bytes: int | None = 512 << 20
     pids: int | None = 256
+    #: Per-run workspace disk quota (``--disk``); a request may set ``limits.disk``.
+    disk_bytes: int | None = 1 << 30
+    #: Ceilings on what a request may ask for (``--max-*``): above one, 422.
+    max_memory_bytes: int = 2 << 30
+    max_pids: int = 1024
+    max_output_bytes: int = 16 << 20
+    max_disk_bytes: int = 4 << 30
+    max_timeout_s: float = 300.0
+    #: HTTP hardening (``glasshouse.server._http``): seconds a client gets to send a
+    #: request's head and its body, seconds a response may wait on a client that does not
+    #: read, and the open-connection cap (None: derived from RLIMIT_NOFILE).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    write_timeout_s: float = 30.0
+    max_connections: int | None = None
     shutdown_grace_s: float = 10.0
     token: str | None = None
     #: Receipt post-processing (redaction, policy, signing...): run before the log append.
@@ -82,6 +97,9 @@ class ServerConfig:
     signing_key: Any = None
     #: Options passed to ``glasshouse.backends.create``.
     backend_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _limits.check_config(self)
 
 
 #: Rejected reason (and API error code) while the receipt store cannot write.
@@ -283,13 +301,8 @@ class Runner:
         else:
             files[MAIN_FILE] = code
             argv = ["python3", MAIN_FILE]
-        limits = request.limits
-        cfg = self.config
-        spec_limits = Limits(
-            memory_bytes=limits.memory if limits.memory is not None else cfg.memory_bytes,
-            pids=limits.pids if limits.pids is not None else cfg.pids,
-            output_bytes=limits.output if limits.output is not None else cfg.output_limit,
-        )
+        spec_limits = _limits.limits_for(request, self.config)
+        timeout = _limits.timeout_for(request, self.config)
         stdin = request.stdin.encode("utf-8") if request.stdin is not None else None
         if workspace is not None:  # unsandboxed: the server makes the workspace itself
             for name, data in files.items():
@@ -302,14 +315,14 @@ class Runner:
                 env=env,
                 cwd=str(workspace),
                 stdin=stdin,
-                timeout=request.timeout,
+                timeout=timeout,
                 limits=spec_limits,
                 network=None,  # the process backend cannot isolate the network
             )
         return ExecutionSpec(
             argv=argv,
             stdin=stdin,
-            timeout=request.timeout,
+            timeout=timeout,
             limits=spec_limits,
             network=request.network,
             files=files,
@@ -406,14 +419,15 @@ class Runner:
             return None
 
     def health(self) -> dict[str, Any]:
-        caps: dict[str, bool | int | str] = {
+        caps: dict[str, bool | int | float | str] = {
             "network_isolation": self.sandboxed,
             "files": True,
             "stdin": True,
             "limits.memory": True,
             "limits.pids": True,
             "limits.output": True,
-            "max_timeout_s": 300,
+            "limits.disk": True,
+            **_limits.capabilities(self.config),
             "max_body_bytes": self.config.body_limit,
             "profile": self.config.profile,
             "warm_pool": self.pool is not None,

@@ -24,12 +24,15 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from glasshouse.core.version import __version__
 from glasshouse.receipt.log import RECEIPT_ID
+from glasshouse.server._limits import AboveCeiling, check_request
 from glasshouse.server._metrics import CONTENT_TYPE
 from glasshouse.server._runner import STORE_UNAVAILABLE, ReceiptWriteError, Rejected, Runner
+from glasshouse.server._stream import json_stream
 from glasshouse.server.models import (
     ErrorResponse,
     Health,
@@ -116,10 +119,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"request body over the limit of {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, "body_too_large", f"request body over the limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(
+                    413, "body_too_large", f"request body over the limit of {limit} bytes"
+                )
+    except ClientDisconnect as exc:  # gone, or dropped at the body deadline: nobody to answer
+        raise ApiError(408, "client_disconnected", "the body did not arrive in time") from exc
     return bytes(body)
 
 
@@ -229,13 +237,17 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         body = await _read_body(request, config.body_limit)
         run_request = parse_run_request(body, request.headers.get("content-type"))
         try:
+            check_request(run_request, config)
+        except AboveCeiling as exc:
+            raise ApiError(422, "above_ceiling", str(exc)) from exc
+        try:
             future = runner.submit(run_request)
             result = await asyncio.wrap_future(future)
         except Rejected as exc:
             raise _refused(exc, runner) from exc
         except ReceiptWriteError as exc:
             raise ApiError(500, "receipt_write_failed", str(exc)) from exc
-        return JSONResponse(result.model_dump(mode="json"))
+        return json_stream(result)  # encoded in pieces, off the event loop
 
     @app.get("/health", response_model=Health, summary="Status, backend and capabilities")
     async def health() -> dict[str, Any]:

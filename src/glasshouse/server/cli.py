@@ -118,6 +118,59 @@ def read_token(path: Path) -> str:
 @click.option("--memory", type=SIZE, default="512M", show_default=True, help="Default per run.")
 @click.option("--pids", type=int, default=256, show_default=True, help="Default per run.")
 @click.option(
+    "--disk", type=SIZE, default="1G", show_default=True, help="Workspace disk quota per run."
+)
+@click.option(
+    "--max-memory", type=SIZE, default="2G", show_default=True, help="Ceiling on limits.memory."
+)
+@click.option(
+    "--max-pids",
+    type=click.IntRange(1, 4096),
+    default=1024,
+    show_default=True,
+    help="Ceiling on limits.pids.",
+)
+@click.option(
+    "--max-output", type=SIZE, default="16M", show_default=True, help="Ceiling on limits.output."
+)
+@click.option(
+    "--max-disk", type=SIZE, default="4G", show_default=True, help="Ceiling on limits.disk."
+)
+@click.option(
+    "--max-timeout",
+    type=click.FloatRange(1, 300),
+    default=300.0,
+    show_default=True,
+    help="Ceiling on a request's timeout (seconds).",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client gets to send a request's head.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client gets to send a request's body.",
+)
+@click.option(
+    "--write-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds an answer may wait on a client that reads nothing; then it is dropped.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=None,
+    help="Open connections at most (default: derived from ulimit -n minus the runs' needs).",
+)
+@click.option(
     "--shutdown-grace",
     type=float,
     default=10.0,
@@ -171,24 +224,37 @@ def _config_from_options(options: dict[str, Any]) -> Any:
         )
     pool_size = options["pool_size"]
     hooks, signing_key = _trust_options(options)
-    return ServerConfig(
-        backend=options["backend"],
-        receipts_dir=options["receipts_dir"],
-        max_concurrency=options["max_concurrency"],
-        queue=options["queue"],
-        allow_unsandboxed=options["allow_unsandboxed"],
-        pool_size=options["max_concurrency"] if pool_size is None else pool_size,
-        pool_max_age_s=options["pool_max_age"],
-        profile=options["profile"],
-        body_limit=options["body_limit"],
-        output_limit=options["output_limit"],
-        memory_bytes=options["memory"],
-        pids=options["pids"],
-        shutdown_grace_s=options["shutdown_grace"],
-        token=token,
-        receipt_hooks=hooks,
-        signing_key=signing_key,
-    )
+    try:
+        return ServerConfig(
+            backend=options["backend"],
+            receipts_dir=options["receipts_dir"],
+            max_concurrency=options["max_concurrency"],
+            queue=options["queue"],
+            allow_unsandboxed=options["allow_unsandboxed"],
+            pool_size=options["max_concurrency"] if pool_size is None else pool_size,
+            pool_max_age_s=options["pool_max_age"],
+            profile=options["profile"],
+            body_limit=options["body_limit"],
+            output_limit=options["output_limit"],
+            memory_bytes=options["memory"],
+            pids=options["pids"],
+            disk_bytes=options["disk"],
+            max_memory_bytes=options["max_memory"],
+            max_pids=options["max_pids"],
+            max_output_bytes=options["max_output"],
+            max_disk_bytes=options["max_disk"],
+            max_timeout_s=options["max_timeout"],
+            header_timeout_s=options["header_timeout"],
+            body_timeout_s=options["body_timeout"],
+            write_timeout_s=options["write_timeout"],
+            max_connections=options["max_connections"],
+            shutdown_grace_s=options["shutdown_grace"],
+            token=token,
+            receipt_hooks=hooks,
+            signing_key=signing_key,
+        )
+    except ValueError as exc:  # a default above its ceiling...
+        raise click.UsageError(str(exc)) from exc
 
 
 def _trust_options(options: dict[str, Any]) -> tuple[list[Any], Any]:
@@ -222,10 +288,23 @@ def serve(config: Any, host: str, port: int, log_level: str = "info") -> None:
     """Build the runner (failing fast if the backend cannot work) and serve until SIGTERM."""
     import uvicorn
 
+    from glasshouse.server._http import ACCEPT_BATCH, http_limits, protocol_class
     from glasshouse.server._runner import Runner
     from glasshouse.server.app import create_app
 
     runner = Runner(config)
+    try:
+        limits = http_limits(config)  # after the backend opened what it keeps open
+    except ValueError:
+        runner.close()
+        raise
+    logging.getLogger("glasshouse.server").info(
+        "at most %d connections; head %gs, body %gs, write %gs",
+        limits.max_connections,
+        limits.header_timeout_s,
+        limits.body_timeout_s,
+        limits.write_timeout_s,
+    )
     app = create_app(runner)
 
     class _Server(uvicorn.Server):
@@ -242,6 +321,11 @@ def serve(config: Any, host: str, port: int, log_level: str = "info") -> None:
         log_level=log_level,
         timeout_graceful_shutdown=int(config.shutdown_grace_s) + 30,
         server_header=False,
+        # the deadlines and the connection cap (glasshouse.server._http) on uvicorn's h11
+        # parser, and asyncio's accept loop, whose per-turn batch (backlog) they budget for
+        http=protocol_class(limits),
+        loop="asyncio",
+        backlog=ACCEPT_BATCH,
     )
     _Server(uv_config).run()
 

@@ -12,12 +12,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-#: Bounds a request may ask for (the server may lower the upper ones with its own flags).
+#: Bounds a request may ask for. The server's ceilings (``--max-memory``...) lower the upper
+#: ones; a request above a ceiling gets 422 ``above_ceiling`` (``glasshouse.server._limits``).
 TIMEOUT_MIN_S = 1
 TIMEOUT_MAX_S = 300
 MAX_FILES = 64
 MAX_PIDS = 4096
 MAX_MEMORY_BYTES = 16 << 30
+MAX_OUTPUT_BYTES = 64 << 20
+MAX_DISK_BYTES = 1 << 40
 
 
 def _utf8(value: str, what: str) -> str:
@@ -44,7 +47,8 @@ class _Strict(BaseModel):
 
 
 class RunLimits(_Strict):
-    """Per-run resource limits; omitted ones take the server's defaults."""
+    """Per-run resource limits; omitted ones take the server's defaults, and none may be
+    above the server's ceilings (``/health`` states them)."""
 
     memory: Annotated[int, Field(ge=1 << 20, le=MAX_MEMORY_BYTES)] | None = Field(
         default=None, description="Memory limit in bytes (at least 1 MiB)."
@@ -52,9 +56,12 @@ class RunLimits(_Strict):
     pids: Annotated[int, Field(ge=1, le=MAX_PIDS)] | None = Field(
         default=None, description="Maximum number of processes and threads."
     )
-    output: Annotated[int, Field(ge=0, le=64 << 20)] | None = Field(
+    output: Annotated[int, Field(ge=0, le=MAX_OUTPUT_BYTES)] | None = Field(
         default=None,
         description="Bytes kept per output stream; the receipt hashes the full stream.",
+    )
+    disk: Annotated[int, Field(ge=1 << 20, le=MAX_DISK_BYTES)] | None = Field(
+        default=None, description="Disk quota of the run's workspace in bytes (at least 1 MiB)."
     )
 
 
@@ -66,7 +73,9 @@ class RunRequest(_Strict):
         json_schema_extra={"pattern": _CODE},
     )
     timeout: Annotated[float, Field(ge=TIMEOUT_MIN_S, le=TIMEOUT_MAX_S)] = Field(
-        default=60, description="Wall-clock limit in seconds (1..300)."
+        default=60,
+        description="Wall-clock limit in seconds (1..300, and at most the server's ceiling; "
+        "omitted: 60 or the ceiling if lower).",
     )
     stdin: Annotated[str, Field(json_schema_extra={"pattern": _TEXT})] | None = Field(
         default=None, description="Text fed to the program's stdin."
@@ -150,7 +159,7 @@ class Health(BaseModel):
     isolation: str
     sandboxed: bool = Field(description="False when running with --allow-unsandboxed.")
     warning: str | None = None
-    capabilities: dict[str, bool | int | str]
+    capabilities: dict[str, bool | int | float | str]
     running: int
     queued: int
     max_concurrency: int
