@@ -58,9 +58,14 @@ def test_a_request_above_a_ceiling_is_refused_naming_it(client, field, value, fl
 
 def test_a_request_at_the_ceilings_runs_with_them(client) -> None:
     limits = {"memory": 64 << 20, "pids": 32, "output": 1 << 20, "disk": 256 << 20}
-    response = client.post("/run", json={"code": "print(1)", "timeout": 20, "limits": limits})
+    # (the process backend has no workspace quota: the run itself goes without limits.disk)
+    runnable = {k: v for k, v in limits.items() if k != "disk"}
+    response = client.post("/run", json={"code": "print(1)", "timeout": 20, "limits": runnable})
     assert response.status_code == 200, response.text
     assert response.json()["stdout"] == "1\n"
+    refused = client.post("/run", json={"code": "print(1)", "timeout": 20, "limits": limits})
+    assert refused.status_code == 200 and refused.json()["exit_code"] == 125
+    assert "limits.disk" in refused.json()["error"]
     request = RunRequest.model_validate({"code": "x", "timeout": 20, "limits": limits})
     spec = client.runner.spec_for(request, None)
     assert spec.timeout == 20
@@ -77,7 +82,7 @@ def test_omitted_limits_take_the_defaults_and_the_timeout_its_ceiling(client) ->
 
 def test_health_states_the_ceilings(client) -> None:
     caps = client.get("/health").json()["capabilities"]
-    assert caps["limits.disk"] is True
+    assert caps["limits.disk"] is False  # the process backend cannot hold a run to a quota
     assert caps["max_memory_bytes"] == 64 << 20 and caps["max_pids"] == 32
     assert caps["max_output_bytes"] == 1 << 20 and caps["max_disk_bytes"] == 256 << 20
     assert caps["max_timeout_s"] == 20

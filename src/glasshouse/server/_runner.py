@@ -10,6 +10,7 @@ Every admitted run that starts gets a receipt, appended to the tamper-evident
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import contextlib
 import hashlib
 import logging
@@ -305,6 +306,9 @@ class Runner:
         timeout = _limits.timeout_for(request, self.config)
         stdin = request.stdin.encode("utf-8") if request.stdin is not None else None
         if workspace is not None:  # unsandboxed: the server makes the workspace itself
+            if request.limits.disk is None:  # no quota here: --disk is for sandboxes (a
+                # request that asks for one gets the backend's refusal in its receipt)
+                spec_limits = dataclasses.replace(spec_limits, disk_bytes=None)
             for name, data in files.items():
                 target = workspace / name
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -426,7 +430,7 @@ class Runner:
             "limits.memory": True,
             "limits.pids": True,
             "limits.output": True,
-            "limits.disk": True,
+            "limits.disk": self.sandboxed,
             **_limits.capabilities(self.config),
             "max_body_bytes": self.config.body_limit,
             "profile": self.config.profile,
