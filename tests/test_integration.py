@@ -7,6 +7,8 @@ import pytest
 from glasshouse.backends import create
 from glasshouse.core.execution import Engine, ExecutionSpec
 
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
+
 
 @pytest.fixture(scope="module")
 def observer():
