@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _support import until
 
 from glasshouse.server import Runner, ServerConfig, create_app
 
@@ -90,17 +90,15 @@ class ServerProcess:
         )
 
     def wait_ready(self, limit_s: float = 30.0) -> None:
-        deadline = time.monotonic() + limit_s
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.output()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
+                return httpx.get(self.url + "/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready after {limit_s}s:\n{self.output()}")
+                return False
+
+        until(ready, timeout=limit_s, interval=0.05, what=f"{self.url}/health to answer 200")
 
     def output(self) -> str:
         self._log_fh.flush()

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from _support import descendants, doomed, until, watched
 
 from glasshouse.backends import create
-from glasshouse.core.execution import Backend, ExecutionSpec, Limits
+from glasshouse.core.execution import Backend, ExecutionSpec, Handle, Limits
 from glasshouse.engine import Engine
 
 
@@ -31,6 +32,8 @@ class BackendCase:
     probe: str | None = None
     #: seconds a trivial run may take on this backend (to size timeouts in cases)
     slow: bool = False
+    #: the workload's own processes are host processes (not inside a VM or gVisor's kernel)
+    host_tree: bool = True
 
 
 _SANDBOX, _GVISOR = "glasshouse.backends.sandbox", "glasshouse.backends.sandbox.gvisor"
@@ -39,12 +42,18 @@ BACKENDS = [
     pytest.param(BackendCase("fake", lambda: create("fake"), real=False), id="fake"),
     pytest.param(BackendCase("process", lambda: create("process")), id="process"),
     pytest.param(
-        BackendCase("microvm", lambda: create("microvm"), probe=_MICROVM, slow=True),
+        BackendCase(
+            "microvm", lambda: create("microvm"), probe=_MICROVM, slow=True, host_tree=False
+        ),
         id="microvm",
         marks=pytest.mark.vm,
     ),
     pytest.param(BackendCase("sandbox", lambda: create("sandbox"), probe=_SANDBOX), id="sandbox"),
-    pytest.param(BackendCase("gvisor", lambda: create("gvisor"), probe=_GVISOR), id="gvisor"),
+    pytest.param(
+        BackendCase("gvisor", lambda: create("gvisor"), probe=_GVISOR, host_tree=False),
+        id="gvisor",
+        marks=pytest.mark.root,  # runsc runs as root (its probe says so where it is not)
+    ),
 ]
 
 
@@ -175,10 +184,62 @@ def test_cleanup_is_idempotent(backend: Backend) -> None:
     backend.cleanup(handle)
 
 
-def test_cleanup_without_release_kills(backend: Backend) -> None:
-    handle = backend.start(ExecutionSpec(argv=sh("sleep 30")))
-    backend.kill(handle, "abandoned")
-    backend.cleanup(handle)
+def _host_tree(case: BackendCase, handle: Handle) -> set[int]:
+    """The run's host processes: its root pid (process, sandbox init, runsc, the VMM) and
+    everything below it now."""
+    if not case.real or handle.pid is None:
+        pytest.skip(f"{case.name} runs no host process")
+    return {handle.pid} | descendants(handle.pid)
+
+
+@pytest.mark.parametrize("kill_first", [False, True], ids=["cleanup-only", "kill-then-cleanup"])
+def test_cleanup_without_release_kills(
+    case: BackendCase, backend: Backend, kill_first: bool
+) -> None:
+    handle = backend.start(ExecutionSpec(argv=sh("sleep 30")))  # held at its gate
+    with watched(_host_tree(case, handle)) as alive:
+        assert handle.pid in alive()  # control: the gated workload is there to be killed
+        if kill_first:
+            backend.kill(handle, "abandoned")
+        backend.cleanup(handle)
+        _assert_dead(alive)
+    backend.cleanup(handle)  # idempotent
+
+
+def _assert_dead(alive: Callable[[], set[int]]) -> None:
+    """Dead when cleanup returns: exited, or SIGKILLed and exiting (a VMM's exit may take a
+    few ms to unmap the guest's memory); then really gone."""
+    survivors = {pid: _cmdline(pid) for pid in alive() if not doomed(pid)}
+    assert not survivors, f"cleanup returned with these still running: {survivors}"
+    until(lambda: not alive(), timeout=60, what="the killed run's processes to exit")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _is_sleep(pid: int) -> bool:
+    return _cmdline(pid).startswith(b"sleep\0")
+
+
+def test_cleanup_kills_a_running_tree(case: BackendCase, backend: Backend) -> None:
+    handle = backend.start(ExecutionSpec(argv=sh("sleep 30 & sleep 31 & wait")))
+    backend.release(handle)
+    tree = _host_tree(case, handle)
+    if case.host_tree:  # wait for the children themselves, else for what the host runs now
+        until(
+            lambda: len([p for p in descendants(handle.pid or 0) if _is_sleep(p)]) == 2,
+            what=f"{case.name}: both sleeps running under pid {handle.pid}",
+        )
+        tree = _host_tree(case, handle)
+    with watched(tree) as alive:
+        assert alive() == tree  # control: all running before cleanup
+        backend.cleanup(handle)  # never waited for, never killed by the caller
+        _assert_dead(alive)
     backend.cleanup(handle)
 
 

@@ -8,6 +8,8 @@ from glasshouse.backends import create
 from glasshouse.core.execution import ExecutionSpec
 from glasshouse.engine import Engine
 
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
+
 
 @pytest.fixture(scope="module")
 def observer():

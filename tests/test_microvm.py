@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _support import until
 
 from glasshouse.backends import create
 from glasshouse.core import procfs
@@ -342,10 +343,9 @@ def test_vmms_orphaned_by_a_dead_glasshouse_are_swept(backend, tmp_path: Path) -
     finally:
         live.kill(handle)
         live.cleanup(handle)
-    for _ in range(100):
-        if not Path(f"/proc/{pid}").exists():
-            break
-        time.sleep(0.05)
+    until(lambda: not procfs.running(pid), what=f"the orphan VMM {pid} killed")
+    if procfs.ppid(pid) == os.getpid():  # we are a child subreaper (the process backend
+        os.waitpid(pid, 0)  # without cgroups makes us one): the orphan's zombie is ours
     assert not Path(f"/proc/{pid}").exists()
     assert not vm_dir.exists()
 
@@ -413,10 +413,7 @@ def test_pooled_vm_through_the_server_pool(backend) -> None:
     pool = WarmPool(backend, size=1, max_age_s=60)
     pool.start()
     try:
-        for _ in range(200):
-            if pool.ready():
-                break
-            time.sleep(0.05)
+        until(pool.ready, what="a primed VM in the pool")
         assert pool.ready() == 1, pool.stats()
         run = Engine(PooledBackend(backend, pool)).run(
             ExecutionSpec(argv=["python3", "-c", "print(6*7)"], timeout=30)

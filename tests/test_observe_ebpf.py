@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ from glasshouse.core.execution import ExecutionSpec
 from glasshouse.core.profiling import ObserverUnavailable
 from glasshouse.engine import Engine
 from glasshouse.observe import host_observer, unavailable_observer
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
 CORPUS = Path(__file__).parent / "observe_corpus"
 PY = os.path.realpath(sys.executable)
@@ -305,10 +306,15 @@ def test_no_phantoms_from_unrelated_busy_process(observer, tmp_path):
     busy_dir.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    busy = subprocess.Popen([PY, str(CORPUS / "busy.py"), str(busy_dir), "30"])
+    busy = subprocess.Popen(
+        [PY, str(CORPUS / "busy.py"), str(busy_dir), "120"], stdout=subprocess.PIPE, text=True
+    )
     try:
-        time.sleep(0.2)
+        assert busy.stdout.readline() == "ready\n"  # busy before the run starts...
         receipt, obs = run(observer, corpus("files.py", str(work)), cwd="/")
+        assert busy.poll() is None  # ...and still busy after it ended: busy throughout
+        (busy_dir / "stop").touch()
+        assert busy.wait(60) == 0 and busy.stdout.read().startswith("stopped after")
     finally:
         busy.kill()
         busy.wait()
@@ -317,6 +323,16 @@ def test_no_phantoms_from_unrelated_busy_process(observer, tmp_path):
     assert busy.pid not in by_pid(receipt)
     assert receipt.network.attempts == [] and receipt.network.sends == []
     assert obs.events_lost == 0
+
+
+def test_busy_process_is_seen_when_it_is_the_run(observer, tmp_path):
+    """The control for the test above: the same loop, observed, does show up."""
+    busy_dir = tmp_path / "busy"
+    busy_dir.mkdir()
+    receipt, _ = run(observer, corpus("busy.py", str(busy_dir), "0.2"), cwd="/")
+    assert receipt_stdout(receipt).startswith("ready\n")
+    assert any(w.endswith("busy-phantom.txt") for w in receipt.filesystem.writes)
+    assert any(s.dst == "127.0.0.1:9" for s in receipt.network.sends)
 
 
 def test_concurrent_runs_are_separated(observer, tmp_path):

@@ -4,10 +4,10 @@ cgroup limits and accounting, the fallback without cgroups."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
+from _support import until
 
 from glasshouse.backends import _cgroup
 from glasshouse.backends.process import ProcessBackend
@@ -45,10 +45,7 @@ def test_timeout_kills_double_forked_grandchildren(cgroups: bool) -> None:
     backend = ProcessBackend(cgroups=cgroups)
     run = Engine(backend).run(ExecutionSpec(["sh", "-c", DAEMONIZE.format(n=marker)], timeout=1))
     assert run.result.timed_out and run.result.shell_exit_code() == 124
-    deadline = time.monotonic() + 5
-    while _alive_with_marker(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _alive_with_marker(marker) == []
+    until(lambda: _alive_with_marker(marker) == [], what="the daemonized grandchildren gone")
 
 
 def test_processes_left_behind_by_the_root_are_killed() -> None:

@@ -21,12 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _support import descendants, until
 
 from glasshouse.backends import sandbox as sandbox_mod
 from glasshouse.backends._cgroup import available as cgroups_available
 from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend
 from glasshouse.backends.sandbox import gvisor as gvisor_mod
-from glasshouse.core.execution import ExecutionSpec, Limits
+from glasshouse.core import procfs
+from glasshouse.core.execution import ExecutionSpec, Handle, Limits
 from glasshouse.engine import Engine, Run
 
 pytestmark = pytest.mark.root
@@ -270,13 +272,13 @@ def test_pid_mapping_host_and_sandbox(bwrap: SandboxBackend) -> None:
     handle = bwrap.start(ExecutionSpec(argv=["sleep", "30"]))
     try:
         bwrap.release(handle)
-        pids: list[int] = []
-        for _ in range(200):  # bounded: wait until the command exists
-            pids = handle.cgroup.pids()  # type: ignore[union-attr]
-            if any(_cmdline(p).startswith(b"sleep") for p in pids):
-                break
-            time.sleep(0.02)
-        sleep_pid = next(p for p in pids if _cmdline(p).startswith(b"sleep"))
+        sleep_pid = until(
+            lambda: next(
+                (p for p in handle.cgroup.pids() if _cmdline(p).startswith(b"sleep")),  # type: ignore[union-attr]
+                None,
+            ),
+            what="the sandboxed sleep in the run's cgroup",
+        )
         status = Path(f"/proc/{sleep_pid}/status").read_text()
         nspid = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid"))
         assert nspid == [str(sleep_pid), "2"]  # host pid, then pid 2 inside the sandbox
@@ -300,12 +302,24 @@ def test_no_process_survives_the_run(any_sandbox: SandboxBackend) -> None:
     marker = f"{secrets.randbelow(10**6) + 1000}.{secrets.randbelow(1000)}"
     script = (
         f"sleep {marker} & (setsid sleep {marker} &) ; "
-        f"nohup sleep {marker} >/dev/null 2>&1 & echo started"
+        f"nohup sleep {marker} >/dev/null 2>&1 & "
+        # evidence first: all three are running (inside the sandbox's own /proc)
+        f"until [ $(grep -al '^sleep.{marker}' /proc/[0-9]*/cmdline | wc -l) -ge 3 ]; do :; done; "
+        "echo started"
     )
-    r = run(any_sandbox, ["sh", "-c", script])
+    host: list[str] = []  # the run's host processes at its start (pid + start time)
+
+    def on_start(handle: Handle) -> None:
+        assert handle.pid is not None
+        tree = {handle.pid} | descendants(handle.pid)
+        host.extend(i for i in map(procfs.owner_id, tree) if i is not None)
+
+    spec = ExecutionSpec(argv=["sh", "-c", script], timeout=60)
+    r = Engine(any_sandbox).run(spec, on_start=on_start)
     assert r.result.stdout.data == b"started\n"
     left = [p for p in os.listdir("/proc") if p.isdigit() and marker.encode() in _cmdline(int(p))]
     assert left == []
+    assert host and [i for i in host if procfs.owner_id(int(i.split()[0])) == i] == []
 
 
 def test_identity_inside(bwrap: SandboxBackend) -> None:
@@ -453,13 +467,20 @@ def test_seccomp_program_matches_debian_binding() -> None:
 
 
 # -- resource exhaustion ----------------------------------------------------------------
-def _while_running(backend: SandboxBackend, spec: ExecutionSpec, port: int) -> tuple[Run, int]:
-    """Run ``spec``; meanwhile check the host still answers loopback echoes."""
+def _while_running(
+    backend: SandboxBackend, spec: ExecutionSpec, port: int, marker: bytes
+) -> tuple[Run, int]:
+    """Run ``spec``; once its output shows ``marker`` (the workload is at its worst), check
+    the host still answers loopback echoes for as long as it runs."""
     box: dict[str, Run] = {}
-    t = threading.Thread(target=lambda: box.setdefault("run", Engine(backend).run(spec)))
+    seen = bytearray()
+    t = threading.Thread(
+        target=lambda: box.setdefault("run", Engine(backend).run(spec, stdout=seen.extend))
+    )
     t.start()
+    until(lambda: marker in seen or not t.is_alive(), timeout=60, what=f"{marker!r} printed")
+    assert marker in seen, f"the run ended without printing {marker!r}: {bytes(seen)!r}"
     answered = 0
-    time.sleep(0.5)
     while t.is_alive() and answered < 20:
         assert echo_roundtrip(port) == b"ping"
         answered += 1
@@ -470,7 +491,9 @@ def _while_running(backend: SandboxBackend, spec: ExecutionSpec, port: int) -> t
 
 
 _FORK_BOMB = (
-    "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    "import os\nfull = False\nwhile True:\n    try:\n        os.fork()\n"
+    "    except OSError:\n        if not full:\n            full = True\n"
+    "            print('at the limit', flush=True)\n"
 )
 
 
@@ -486,7 +509,7 @@ def _limited_backend(runtime: str, **options: object) -> SandboxBackend:
 def test_fork_bomb_is_contained(runtime: str, loopback_listener: int) -> None:
     backend = _limited_backend(runtime, cpu_cores=0.5)
     spec = ExecutionSpec(argv=py(_FORK_BOMB), limits=Limits(pids=32), timeout=4)
-    r, answered = _while_running(backend, spec, loopback_listener)
+    r, answered = _while_running(backend, spec, loopback_listener, b"at the limit")
     assert answered >= 1  # the host served while the bomb ran
     assert r.result.timed_out
     if runtime == "bwrap":  # (gVisor enforces the limit in its own kernel: RLIMIT_NPROC)
@@ -499,9 +522,12 @@ def test_fork_bomb_is_contained(runtime: str, loopback_listener: int) -> None:
 @pytest.mark.parametrize("runtime", ["bwrap", "gvisor"])
 def test_memory_hog_is_killed(runtime: str, loopback_listener: int) -> None:
     backend = _limited_backend(runtime)
-    hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n"
+    hog = (
+        "print('hogging', flush=True)\n"
+        "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n"
+    )
     spec = ExecutionSpec(argv=py(hog), limits=Limits(memory_bytes=96 << 20), timeout=60)
-    r, _ = _while_running(backend, spec, loopback_listener)
+    r, _ = _while_running(backend, spec, loopback_listener, b"hogging")
     assert r.result.oom_killed and not r.result.timed_out
     assert r.result.exit_code != 0
     assert echo_roundtrip(loopback_listener) == b"ping"

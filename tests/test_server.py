@@ -11,10 +11,10 @@ import os
 import socket
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from _support import until
 from server_helpers import API_BACKENDS, api, config, require_backend
 
 from glasshouse.receipt.canonical import check_digest
@@ -261,14 +261,6 @@ def test_bad_paths_and_ids(client, method: str, path: str, status: int, code: st
 
 
 # -- concurrency, the queue, health while full ----------------------------------------------
-def _wait_for(predicate, limit_s: float = 30.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
-
-
 def test_queue_full_gives_429_and_health_answers(tmp_path: Path) -> None:
     gate = tmp_path / "go"
     code = (
@@ -284,7 +276,7 @@ def test_queue_full_gives_429_and_health_answers(tmp_path: Path) -> None:
         threads = [threading.Thread(target=post) for _ in range(2)]
         for t in threads:
             t.start()
-        _wait_for(lambda: client.get("/health").json()["queued"] == 1)
+        until(lambda: client.get("/health").json()["queued"] == 1, what="one run queued")
         health = client.get("/health").json()  # answers although every place is taken
         assert health["running"] == 1 and health["queued"] == 1
         refused = client.post("/run", json={"code": "print(1)"})
@@ -321,8 +313,8 @@ def test_runs_use_at_most_max_concurrency(tmp_path: Path) -> None:
         ]
         for t in threads:
             t.start()
-        _wait_for(lambda: len(list(marker_dir.iterdir())) == 2)
-        _wait_for(lambda: client.get("/health").json()["queued"] == 3)
+        until(lambda: len(list(marker_dir.iterdir())) == 2, what="two runs started")
+        until(lambda: client.get("/health").json()["queued"] == 3, what="three runs queued")
         assert len(list(marker_dir.iterdir())) == 2  # the other three wait in the queue
         gate.touch()
         for t in threads:
@@ -467,10 +459,10 @@ def test_draining_refuses_new_and_queued_runs(tmp_path: Path) -> None:
 
         running = threading.Thread(target=post, args=("running",))
         running.start()
-        _wait_for(lambda: client.get("/health").json()["running"] == 1)
+        until(lambda: client.get("/health").json()["running"] == 1, what="one run running")
         queued = threading.Thread(target=post, args=("queued",))
         queued.start()
-        _wait_for(lambda: client.get("/health").json()["queued"] == 1)
+        until(lambda: client.get("/health").json()["queued"] == 1, what="one run queued")
         client.runner.begin_shutdown(grace_s=300)  # in flight may finish; nothing new starts
         assert client.get("/health").json()["status"] == "draining"
         refused = client.post("/run", json={"code": "print(1)"})

@@ -3,11 +3,10 @@ ones recycled, all released at close; and a backend that cannot prewarm runs col
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _support import until
 from server_helpers import api, config, require_backend
 
 from glasshouse.backends import create
@@ -23,22 +22,15 @@ def sandbox():
     return backend
 
 
-def _until(predicate: Callable[[], bool], limit_s: float = 30.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
-
-
 def test_pool_fills_hands_out_once_and_releases(sandbox) -> None:
     assert isinstance(sandbox, Prewarmable)
     pool = WarmPool(sandbox, size=2, max_age_s=60)
     pool.start()
     try:
-        _until(lambda: pool.ready() == 2)
+        until(lambda: pool.ready() == 2, what="two slots ready")
         slot = pool.take()
         assert slot is not None and not slot.used
-        _until(lambda: pool.ready() == 2)  # replaced
+        until(lambda: pool.ready() == 2, what="the taken slot replaced")
         assert pool.stats()["hits"] == 1
         workspaces = [s.workspace.path for _, s in list(pool._ready)]
         assert all(p.is_dir() for p in workspaces)
@@ -54,26 +46,33 @@ def test_stale_slots_are_recycled(sandbox) -> None:
     pool = WarmPool(sandbox, size=1, max_age_s=0.2)
     pool.start()
     try:
-        _until(lambda: pool.ready() == 1)
+        until(lambda: pool.ready() == 1, what="one slot ready")
         first = pool._ready[0][1]
-        _until(lambda: first.closed)  # discarded by the pool once older than max_age_s
+        until(lambda: first.closed, what="the slot discarded once older than max_age_s")
         assert pool.stats()["recycled"] >= 1 and not first.used
         assert not first.workspace.path.exists()
-        _until(lambda: pool.ready() == 1)  # and replaced
+        until(lambda: pool.ready() == 1, what="the stale slot replaced")
     finally:
         pool.close()
 
 
 def test_pool_waits_while_the_host_is_saturated(sandbox) -> None:
     # Every run slot taken: a slot made now would only steal CPU from the runs in flight.
-    saturated = [True]
-    pool = WarmPool(sandbox, size=1, max_age_s=60, busy=lambda: saturated[0])
+    # Evidence the pool decided, not just that time passed: it asked `busy` again and again,
+    # and each time (it could have filled in between) nothing had been made.
+    saturated, seen = [True], []
+
+    def busy() -> bool:
+        seen.append(pool.ready())
+        return saturated[0]
+
+    pool = WarmPool(sandbox, size=1, max_age_s=60, busy=busy)
     pool.start()
     try:
-        time.sleep(0.5)
-        assert pool.ready() == 0 and pool.stats()["failures"] == 0
+        until(lambda: len(seen) >= 5, timeout=10, what="the pool to check the host's load 5x")
+        assert set(seen) == {0} and pool.ready() == 0 and pool.stats()["failures"] == 0
         saturated[0] = False
-        _until(lambda: pool.ready() == 1)
+        until(lambda: pool.ready() == 1, what="a slot once the host has room")
     finally:
         pool.close()
 
@@ -82,7 +81,7 @@ def test_server_runs_from_the_pool(sandbox, tmp_path: Path) -> None:
     with api(config(tmp_path, "sandbox", pool_size=2)) as client:
         runner = client.runner
         assert runner.pool is not None
-        _until(lambda: runner.pool.ready() == 2)
+        until(lambda: runner.pool.ready() == 2, what="the server's pool filled")
         for i in range(3):
             body = client.post("/run", json={"code": f"print({i})", "files": {"f": "x"}}).json()
             assert body["stdout"] == f"{i}\n", body

@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from _support import until
 from server_helpers import API_BACKENDS, require_backend, server_process
 
 from glasshouse.client import Client, ServerError
@@ -42,10 +42,10 @@ def _post_in_thread(url: str, body: dict, out: list) -> threading.Thread:
 
 
 def _wait_running(url: str, n: int) -> None:
-    deadline = time.monotonic() + 30
-    while httpx.get(url + "/health", timeout=5).json()["running"] < n:
-        assert time.monotonic() < deadline, "runs never started"
-        time.sleep(0.02)
+    until(
+        lambda: httpx.get(url + "/health", timeout=5).json()["running"] >= n,
+        what=f"{n} runs running",
+    )
 
 
 def test_sigterm_kills_in_flight_runs_and_writes_their_receipts(
@@ -60,10 +60,7 @@ def test_sigterm_kills_in_flight_runs_and_writes_their_receipts(
         threads = [_post_in_thread(server.url, {"code": code}, responses) for _ in range(2)]
         _wait_running(server.url, 2)
         if backend_name == "process":
-            deadline = time.monotonic() + 30
-            while not marker.exists():
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            until(marker.exists, what="the runs' code to start")
         server.terminate()
         for t in threads:
             t.join(timeout=60)

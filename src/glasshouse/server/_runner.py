@@ -10,8 +10,8 @@ Every admitted run that starts gets a receipt, appended to the tamper-evident
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
