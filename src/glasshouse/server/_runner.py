@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -28,7 +29,6 @@ from glasshouse import backends
 from glasshouse.core.execution import (
     DEFAULT_OUTPUT_LIMIT,
     BackendUnavailable,
-    ExecutionResult,
     ExecutionSpec,
     Handle,
     Prewarmable,
@@ -36,8 +36,9 @@ from glasshouse.core.execution import (
     new_execution_id,
 )
 from glasshouse.core.version import __version__
-from glasshouse.engine import Engine, Run
 from glasshouse.receipt.log import ReceiptLog
+from glasshouse.receipt.pipeline import ReceiptHook, ReceiptPipeline
+from glasshouse.runner import Runner as LibraryRunner
 from glasshouse.server import _limits
 from glasshouse.server._index import ReceiptIndex
 from glasshouse.server._metrics import Metrics
@@ -55,8 +56,6 @@ _PROCESS_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 #: Stored receipts kept for a retry while the SQLite index cannot take rows.
 _MAX_UNINDEXED = 256
-
-ReceiptHook = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -170,12 +169,16 @@ class Runner:
                 config.pool_max_age_s,
                 busy=lambda: self._running >= config.max_concurrency,
             )
-        self.engine = Engine(
-            PooledBackend(inner, self.pool),
-            observers=_host_observers(config.profile),
-            profile=config.profile,
-        )
         self.log = ReceiptLog(config.receipts_dir, signing_key=config.signing_key)
+        # The library does the run and finishes its receipt (hooks -> seal -> sign -> log);
+        # this class adds admission, the warm pool, the index and metrics around it.
+        self.library = LibraryRunner(
+            PooledBackend(inner, self.pool),
+            profile=config.profile,
+            observers=_host_observers(config.profile),
+            pipeline=ReceiptPipeline(config.receipt_hooks, log=self.log),
+        )
+        self.engine = self.library.engine
         self.index = ReceiptIndex(self.log.dir)
         self._unindexed: list[dict[str, Any]] = []  # stored receipts the index lacks
         self._index_lock = threading.Lock()
@@ -345,18 +348,12 @@ class Runner:
         execution_id = new_execution_id()
         try:
             spec = self.spec_for(request, workspace)
-            try:
-                run = self.engine.run(spec, execution_id=execution_id, on_start=self._on_start)
-            except Exception as exc:  # a backend bug: the run still leaves a receipt
-                _log.exception("run %s failed inside the engine", execution_id)
-                run = self._failed_run(spec, execution_id, exc)
+            run = self.library.execute(spec, execution_id=execution_id, on_start=self._on_start)
         finally:
             if workspace is not None:
-                shutil.rmtree(workspace, ignore_errors=True)
+                _remove_tree(workspace)
         data = dict(run.receipt_data)
         data["code_hash"] = hashlib.sha256(request.code.encode("utf-8")).hexdigest()
-        for hook in self.config.receipt_hooks:
-            data = hook(data)
         stored = self._store(data)
         result = run.result
         self.metrics.observe_run(
@@ -377,25 +374,10 @@ class Runner:
             error=result.error,
         )
 
-    def _failed_run(self, spec: ExecutionSpec, execution_id: str, exc: Exception) -> Run:
-        from glasshouse.receipt.aggregate import build_receipt
-
-        result = ExecutionResult.failure(f"{self.backend_name}: {type(exc).__name__}: {exc}")
-        data = build_receipt(
-            execution_id=execution_id,
-            spec=spec,
-            result=result,
-            observations=[],
-            profile=self.engine.profile,
-            backend=self.engine.backend,
-        )
-        return Run(execution_id, spec, result, [], data)
-
     def _store(self, data: dict[str, Any]) -> dict[str, Any]:
-        from glasshouse.receipt.model import Receipt
-
+        """Hooks, seal, sign and append ``data`` (the pipeline); then index it."""
         try:
-            stored = self.log.append(Receipt.model_validate(data)).model_dump(mode="json")
+            stored = self.library.pipeline.finish(data).data
         except Exception as exc:  # the log undid the append; while it cannot write, 503s
             self.metrics.receipt_error()
             _log.error("receipt %s not stored: %s", data.get("execution_id"), exc)
@@ -496,3 +478,11 @@ def running(config: ServerConfig) -> Any:
         yield runner
     finally:
         runner.close()
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove an unsandboxed run's workspace, however deep the tree its code left."""
+    try:
+        shutil.rmtree(path)
+    except (OSError, RecursionError):  # (RecursionError: ~1,000 nested directories)
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from glasshouse.cli._util import SIZE
+from glasshouse.cli.params import SIZE
 from glasshouse.core.version import __version__
 
 _BACKENDS = ("auto", "microvm", "sandbox", "gvisor", "firecracker", "qemu", "process")
