@@ -156,3 +156,30 @@ def test_roots_beyond_the_slots_are_counted(tmp_path):
             p.wait()
         a.run(duration=0.5)
     assert a.skipped == 3
+
+
+def test_receipts_go_through_the_pipeline_signed_and_redacted(tmp_path):
+    """The agent finishes receipts like the CLI and the server: redaction, then a signature."""
+    from glasshouse.agent.__main__ import Agent
+    from glasshouse.receipt.sign import generate_keypair, load_public_key, verify_envelope
+    from glasshouse.runner import pipeline_for
+
+    key, pub = generate_keypair(tmp_path / "keys")
+    name = "gh" + secrets.token_hex(4)
+    binary = tmp_path / name
+    shutil.copy("/bin/sh", binary)
+    pipeline = pipeline_for(redact=True, signing_key=key)
+    try:
+        a = Agent(tmp_path / "receipts", [name], [], log=lambda _msg: None, pipeline=pipeline)
+    except ObserverUnavailable as exc:
+        pytest.skip(f"eBPF observer unavailable: {exc}")
+    out: list = []
+    t = threading.Thread(target=lambda: out.extend(a.run(count=1, duration=30)))
+    t.start()
+    subprocess.run([str(binary), "-c", "true --password hunter2"], check=False)
+    t.join(40)
+    assert len(out) == 1
+    text = out[0].read_text()
+    assert "hunter2" not in text and "REDACTED" in text
+    envelope = json.loads(out[0].with_suffix(".dsse.json").read_text())
+    assert verify_envelope(envelope, load_public_key(pub), receipt=json.loads(text)) is not None

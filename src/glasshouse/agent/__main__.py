@@ -22,14 +22,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from glasshouse.core.errors import GlasshouseError
 from glasshouse.core.execution import ExecutionResult, ExecutionSpec, new_execution_id
 from glasshouse.core.profiling import Observation, ObserverUnavailable
+from glasshouse.receipt.pipeline import ReceiptPipeline
+from glasshouse.runner import pipeline_for
 
 if TYPE_CHECKING:
     from glasshouse.observe.ebpf import EbpfSession
-    from glasshouse.receipt.model import Receipt
 
 
 class _Watched:
@@ -45,10 +47,9 @@ def _parse_ts(value: str | None) -> _dt.datetime | None:
     return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def receipt_for(obs: Observation, filters: str, execution_id: str | None = None) -> Receipt:
-    """Build the receipt of one observed root from its Observation."""
+def receipt_for(obs: Observation, filters: str, execution_id: str | None = None) -> dict[str, Any]:
+    """The receipt data (unsealed) of one observed root, from its Observation."""
     from glasshouse.receipt.aggregate import build_receipt
-    from glasshouse.receipt.model import Receipt
 
     root = obs.process_tree[0] if obs.process_tree else None
     now = _dt.datetime.now(_dt.UTC)
@@ -63,7 +64,7 @@ def receipt_for(obs: Observation, filters: str, execution_id: str | None = None)
         details={"observed_by": "glasshouse-agent", "filter": filters},
     )
     argv = (root.argv or [root.exe or "?"]) if root else ["?"]
-    data = build_receipt(
+    return build_receipt(
         execution_id=execution_id or new_execution_id(),
         spec=ExecutionSpec(argv=argv),
         result=result,
@@ -71,7 +72,6 @@ def receipt_for(obs: Observation, filters: str, execution_id: str | None = None)
         profile="host",
         backend=_Watched(),  # type: ignore[arg-type]
     )
-    return Receipt.model_validate(data)
 
 
 class Agent:
@@ -84,9 +84,13 @@ class Agent:
         cgroups: list[str],
         *,
         log: Callable[[str], None] = print,
+        pipeline: ReceiptPipeline | None = None,
     ) -> None:
+        """``pipeline``: how each receipt is finished (redaction, policy, signature), as
+        for ``glasshouse run`` and the server; default: sealed and written."""
         from glasshouse.observe.ebpf import EbpfObserver, Watch
 
+        self.pipeline = pipeline if pipeline is not None else ReceiptPipeline()
         self.receipts_dir = Path(receipts_dir)
         self.receipts_dir.mkdir(parents=True, exist_ok=True)
         cgroup_ids = [_cgroup_id(p) for p in cgroups]
@@ -127,16 +131,14 @@ class Agent:
         return self.written
 
     def _finish(self, session: EbpfSession) -> None:
-        from glasshouse.receipt.store import write_receipt
-
         obs = session.stop(linger=0)
-        receipt = receipt_for(obs, self.filters)
-        path = self.receipts_dir / f"{receipt.execution_id}.json"
-        write_receipt(receipt, path)
+        data = receipt_for(obs, self.filters)
+        path = self.receipts_dir / f"{data['execution_id']}.json"
+        sealed = self.pipeline.finish(data, path=path).data
         self.written.append(path)
         self._log(
-            f"pid {session.root_pid} exited ({receipt.outcome.exit_code}): "
-            f"{len(receipt.process_tree)} processes, {obs.events} events, "
+            f"pid {session.root_pid} exited ({sealed['outcome']['exit_code']}): "
+            f"{len(sealed['process_tree'])} processes, {obs.events} events, "
             f"{obs.events_lost} lost -> {path}"
         )
 
@@ -165,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cgroup", action="append", default=[], help="cgroup v2 path to observe")
     ap.add_argument("--count", type=int, help="exit after this many receipts")
     ap.add_argument("--duration", type=float, help="exit after this many seconds")
+    ap.add_argument("--signing-key", help="Ed25519 private key: sign every receipt (DSSE)")
+    ap.add_argument("--redact", action="store_true", help="replace secrets in receipts")
+    ap.add_argument("--policy", help="YAML policy whose verdict each receipt records")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     if not args.comm and not args.cgroup:
@@ -178,7 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"glasshouse-agent: {msg}", file=sys.stderr, flush=True)
 
     try:
-        agent = Agent(args.receipts_dir, args.comm, args.cgroup, log=log)
+        pipeline = pipeline_for(
+            redact=args.redact, policy=args.policy, signing_key=args.signing_key
+        )
+    except GlasshouseError as exc:  # a bad key or policy file: say which, before watching
+        print(f"glasshouse-agent: {exc.diagnostic()}", file=sys.stderr)
+        return 2
+    try:
+        agent = Agent(args.receipts_dir, args.comm, args.cgroup, log=log, pipeline=pipeline)
     except ObserverUnavailable as exc:
         print(f"glasshouse-agent: host observation unavailable: {exc}", file=sys.stderr)
         return 2
