@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from glasshouse.core.version import RECEIPT_VERSION
+from glasshouse.core.version import RECEIPT_VERSIONS
 from glasshouse.policy._net import parse_endpoint
 
 if TYPE_CHECKING:
@@ -363,12 +363,12 @@ def iter_records(
             continue
         if (
             not isinstance(data, dict)
-            or data.get("version") != RECEIPT_VERSION
+            or data.get("version") not in RECEIPT_VERSIONS
             or not isinstance(data.get("execution_id"), str)
             or not isinstance(data.get("outcome"), dict)
         ):
             stats.skipped += 1
-            stats.problems.append(f"{name}: not a {RECEIPT_VERSION} receipt")
+            stats.problems.append(f"{name}: not a {' or '.join(RECEIPT_VERSIONS)} receipt")
             continue
         stats.records += 1
         yield record_for(data, policy, seen)
