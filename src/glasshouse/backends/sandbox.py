@@ -465,6 +465,7 @@ class SandboxBackend(ProcessBackend):
             result.details["observation_note"] = _GVISOR_NOTE
         if spec.outputs:
             result.outputs = run.workspace.collect_outputs(list(spec.outputs), self._output_cap)
+            result.output_status.update(run.workspace.output_status)
             facts["outputs"] = [f"{k}: {v}" for k, v in run.workspace.output_status.items()]
         result.sandbox.update(facts)
 

@@ -30,6 +30,10 @@ except ImportError:  # pragma: no cover - other interpreters
 #: Default cap on the bytes kept per output stream (the hash always covers the full stream).
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 
+#: Default cap on the entries of each receipt list (process tree, files, network...): what a
+#: list leaves out is counted in ``observation.omitted``; observers keep no more in memory.
+DEFAULT_LIST_CAP = 10_000
+
 Sink = Callable[[bytes], None]
 
 
@@ -225,6 +229,9 @@ class ExecutionResult:
     sandbox: dict[str, Any] = field(default_factory=dict)
     #: Workspace files copied back (``ExecutionSpec.outputs``).
     outputs: dict[str, bytes] = field(default_factory=dict)
+    #: Why each requested output missing from ``outputs`` was not copied back (missing, a
+    #: symlink, too large...). The receipt's ``artifacts.outputs`` lists every requested one.
+    output_status: dict[str, str] = field(default_factory=dict)
     #: Guest-side observation delivered by the backend (VM backends), if any.
     guest_observation: Observation | None = None
 
@@ -369,12 +376,19 @@ class Engine:
         backend: Backend,
         observers: Sequence[Observer] = (),
         profile: Profile | str = "disabled",
+        *,
+        list_cap: int = DEFAULT_LIST_CAP,
     ) -> None:
+        """``list_cap``: the most entries each receipt list keeps (observers that support it,
+        ``list_cap_aware``, keep no more in memory); the rest is counted, never silent."""
         from glasshouse.core.profiling import Profile
 
+        if isinstance(list_cap, bool) or not isinstance(list_cap, int) or list_cap < 1:
+            raise ValueError(f"list_cap must be a positive integer, got {list_cap!r}")
         self.backend = backend
         self.observers = list(observers)
         self.profile = Profile(profile)
+        self.list_cap = list_cap
         self._active: dict[str, Handle] = {}
         self._lock = threading.Lock()
 
@@ -406,6 +420,7 @@ class Engine:
             observations=observations,
             profile=self.profile,
             backend=self.backend,
+            list_cap=self.list_cap,
         )
         return Run(execution_id, spec, result, observations, receipt_data)
 
@@ -440,7 +455,7 @@ class Engine:
                     )
                     continue
                 try:
-                    sessions.append((observer, observer.start(handle.pid)))
+                    sessions.append((observer, self._start_observer(observer, handle.pid)))
                 except Exception as exc:  # fail-open: observation is never required
                     observations.append(
                         Observation.unavailable(observer.name, observer.provenance, str(exc))
@@ -487,6 +502,11 @@ class Engine:
                 )
             )
         return result
+
+    def _start_observer(self, observer: Observer, pid: int) -> Any:
+        if getattr(observer, "list_cap_aware", False):
+            return observer.start(pid, list_cap=self.list_cap)  # type: ignore[call-arg]
+        return observer.start(pid)
 
     def kill_all(self, reason: str = "shutdown") -> int:
         """Kill every in-flight run (their receipts record ``reason``); return how many."""

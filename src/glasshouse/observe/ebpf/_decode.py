@@ -15,6 +15,7 @@ import struct
 import time
 from collections.abc import Iterable
 
+from glasshouse.core.execution import DEFAULT_LIST_CAP
 from glasshouse.receipt.model import (
     FailedFileOp,
     Filesystem,
@@ -147,14 +148,54 @@ _NO_MORE = bytes(6)
 
 
 class _Dedup:
-    def __init__(self) -> None:
+    """A list without repeats that keeps at most ``cap`` entries: memory stays bounded
+    whatever the run does. A new entry past the cap is not kept but counted in ``omitted``
+    (each time it occurs: remembering what was left out would be the unbounded memory the
+    cap avoids); a repeat of a kept entry is still folded into it."""
+
+    __slots__ = ("_seen", "cap", "items", "omitted")
+
+    def __init__(self, cap: int = DEFAULT_LIST_CAP) -> None:
         self.items: list = []
         self._seen: set = set()
+        self.cap = cap
+        self.omitted = 0
 
-    def add(self, key: object, item: object) -> None:
-        if key not in self._seen:
-            self._seen.add(key)
-            self.items.append(item)
+    def add(self, key: object, item: object) -> bool:
+        """Keep ``item`` unless ``key`` was kept already or the list is full; True if kept."""
+        if key in self._seen:
+            return False
+        if len(self.items) >= self.cap:
+            self.omitted += 1
+            return False
+        self._seen.add(key)
+        self.items.append(item)
+        return True
+
+
+class _CappedSums:
+    """Per-key byte sums (network sends) for at most ``cap`` keys; a new key past it is
+    counted in ``omitted``, once per occurrence."""
+
+    __slots__ = ("cap", "omitted", "sums")
+
+    def __init__(self, cap: int = DEFAULT_LIST_CAP) -> None:
+        self.sums: dict[tuple[str, str], int] = {}
+        self.cap = cap
+        self.omitted = 0
+
+    def add(self, key: tuple[str, str], n: int) -> None:
+        if key in self.sums:
+            self.sums[key] += n
+        elif len(self.sums) < self.cap:
+            self.sums[key] = n
+        else:
+            self.omitted += 1
+
+
+def omitted_counts(lists: dict[str, _Dedup | _CappedSums]) -> dict[str, int]:
+    """``{"filesystem.reads": n, ...}`` for the lists that left entries out."""
+    return {name: d.omitted for name, d in lists.items() if d.omitted}
 
 
 class _Proc:
@@ -211,20 +252,59 @@ class Folder:
     reader hands records over in batches, so memory holds the folded state, not every
     record. ``result`` adds the kernel's per-session counters."""
 
-    def __init__(self, root_pid: int, root_ppid: int, syscall_names: dict[int, str]) -> None:
+    def __init__(
+        self,
+        root_pid: int,
+        root_ppid: int,
+        syscall_names: dict[int, str],
+        list_cap: int = DEFAULT_LIST_CAP,
+    ) -> None:
         self.root_pid = root_pid
         self.names = syscall_names
         self.offset = time.time_ns() - time.monotonic_ns()  # CLOCK_MONOTONIC -> wall
+        self.cap = list_cap
         self.procs: dict[int, _Proc] = {root_pid: _Proc(root_pid, root_ppid)}
-        self.reads, self.writes, self.deletes, self.mkdirs = _Dedup(), _Dedup(), _Dedup(), _Dedup()
-        self.renames, self.links, self.failed = _Dedup(), _Dedup(), _Dedup()
-        self.attempts, self.binds = _Dedup(), _Dedup()
-        self.sends: dict[tuple[str, str], int] = {}
-        self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}
+        self.procs_omitted = 0
+        cap = list_cap
+        self.reads, self.writes, self.deletes = _Dedup(cap), _Dedup(cap), _Dedup(cap)
+        self.mkdirs, self.renames, self.links = _Dedup(cap), _Dedup(cap), _Dedup(cap)
+        self.failed, self.attempts, self.binds = _Dedup(cap), _Dedup(cap), _Dedup(cap)
+        self.sends = _CappedSums(cap)
+        self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}  # kept binds only
         self.max_rss = 0
         self.cpu_ns = 0
         self.records = 0
-        self._raw_seen: set[bytes] = set()  # FILE records already folded, byte for byte
+        # FILE records already folded, byte for byte: a shortcut only, so once it holds
+        # ``list_cap`` keys it stops growing (records are then decoded, and deduplicated
+        # by the lists themselves).
+        self._raw_seen: set[bytes] = set()
+
+    def _new_proc(self, pid: int, ppid: int) -> _Proc | None:
+        """A new process node, or None once the tree holds ``list_cap`` processes."""
+        if len(self.procs) >= self.cap:
+            return None
+        node = self.procs[pid] = _Proc(pid, ppid)
+        return node
+
+    def omitted(self) -> dict[str, int]:
+        """Entries each receipt list left out at the cap (only the lists that did)."""
+        out = omitted_counts(
+            {
+                "filesystem.reads": self.reads,
+                "filesystem.writes": self.writes,
+                "filesystem.deletes": self.deletes,
+                "filesystem.mkdirs": self.mkdirs,
+                "filesystem.renames": self.renames,
+                "filesystem.links": self.links,
+                "filesystem.failed": self.failed,
+                "network.attempts": self.attempts,
+                "network.binds": self.binds,
+                "network.sends": self.sends,
+            }
+        )
+        if self.procs_omitted:
+            out["process_tree"] = self.procs_omitted
+        return out
 
     def feed(self, records: Iterable[bytes]) -> None:
         seen = self._raw_seen
@@ -240,7 +320,8 @@ class Folder:
             key = rec[0:4] + rec[24:36] + rec[40:]
             if key in seen:
                 continue
-            seen.add(key)
+            if len(seen) < self.cap:
+                seen.add(key)
             # fast path, the common shape: one absolute path, an open or a failure
             ret, nr, _a0, arg1, l0, rest = unpack_file(rec, 24)
             if rest != _NO_MORE or l0 < 2 or rec[56] != 47:  # 47 == "/"
@@ -279,7 +360,14 @@ class Folder:
 
         if etype == EV_FORK:
             parent = procs.get(tgid)
-            node = _Proc(nr, arg0 or tgid)
+            if nr in procs:
+                node = procs[nr] = _Proc(nr, arg0 or tgid)  # a reused pid: a new process
+            else:
+                new = self._new_proc(nr, arg0 or tgid)
+                if new is None:
+                    self.procs_omitted += 1
+                    return
+                node = new
             node.forked = True
             node.start = ts
             if arg1 and arg1 != nr:
@@ -289,11 +377,10 @@ class Folder:
                 node.argv = parent.argv
                 node.cwd = parent.cwd
                 node.trunc = parent.trunc
-            procs[nr] = node
         elif etype == EV_EXEC:
-            node = procs.get(tgid)
-            if node is None:
-                node = procs[tgid] = _Proc(tgid, nr)
+            node = procs.get(tgid) or self._new_proc(tgid, nr)
+            if node is None:  # past the cap (its fork was counted in procs_omitted)
+                return
             cwd = _dir(s1)
             node.cwd = cwd
             node.exe = normalize(_text(s0), cwd) if s0 else None
@@ -311,17 +398,17 @@ class Folder:
             if tgid != self.root_pid:
                 node.ppid = nr
         elif etype == EV_EXIT:
-            node = procs.get(tgid)
-            if node is None:
-                node = procs[tgid] = _Proc(tgid, 0)
+            self.max_rss = max(self.max_rss, arg0)
+            self.cpu_ns += arg1
+            node = procs.get(tgid) or self._new_proc(tgid, 0)
+            if node is None:  # past the cap (its fork was counted in procs_omitted)
+                return
             status = ret & 0xFFFF
             if status & 0x7F:
                 node.sig = status & 0x7F
             else:
                 node.code = (status >> 8) & 0xFF
             node.end = ts
-            self.max_rss = max(self.max_rss, arg0)
-            self.cpu_ns += arg1
         elif etype == EV_FILE:
             self._file(flags, ret, nr, arg1, s0, s1, s2, s3, l2)
         elif etype == EV_NET:
@@ -400,13 +487,15 @@ class Folder:
                 self._attempt(dst, proto, "bind_failed:" + _errname(ret).lower(), fam, tgid)
                 return
             b = NetworkBind(addr=dst, protocol=proto)
-            self.bind_by_fd[(tgid, fd)] = b
-            self.binds.add(id(b), b)
+            if self.binds.add(id(b), b):
+                self.bind_by_fd[(tgid, fd)] = b
+            else:
+                self.bind_by_fd.pop((tgid, fd), None)  # the fd's earlier bind, if any
         elif op in ("sendto", "sendmsg"):
             if ret < 0:
                 self._attempt(dst, proto, "send_failed:" + _errname(ret).lower(), fam, tgid)
             else:
-                self.sends[(dst, proto)] = self.sends.get((dst, proto), 0) + ret
+                self.sends.add((dst, proto), ret)
 
     def _attempt(self, dst: str, proto: str, result: str, fam: str, pid: int) -> None:
         self.attempts.add(
@@ -431,7 +520,9 @@ class Folder:
             bytes_sent=counters.get(STAT_TX, 0),
             bytes_received=counters.get(STAT_RX, 0),
             binds=self.binds.items,
-            sends=[NetworkSend(dst=d, protocol=pr, bytes=n) for (d, pr), n in self.sends.items()],
+            sends=[
+                NetworkSend(dst=d, protocol=pr, bytes=n) for (d, pr), n in self.sends.sums.items()
+            ],
         )
         counts: dict[str, int] = {}
         for nr, n in counters.items():
