@@ -33,14 +33,19 @@ Profile = Literal["disabled", "host", "guest", "combined"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    #: Fields added in v0.4.0: dumped only when set, so a v0.3.0 receipt dumps (and so
-    #: digests) exactly as it was written; a v0.4.0 receipt is built with all of them set.
+
+
+class _Extended(_Model):
+    """A section with fields added in v0.4.0 (``_added``): they are dumped only when set, so a
+    v0.3.0 receipt dumps (and so digests) exactly as it was written; a v0.4.0 receipt is built
+    with all of them set. (Only these sections pay for the serializer hook.)"""
+
     _added: ClassVar[frozenset[str]] = frozenset()
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if self._added and isinstance(data, dict):
+        if isinstance(data, dict):
             for name in self._added - self.model_fields_set:
                 data.pop(name, None)
         return data
@@ -191,7 +196,7 @@ class InputFile(_Model):
     sha256: str
 
 
-class Artifacts(_Model):
+class Artifacts(_Extended):
     _added = frozenset({"outputs", "inputs"})
 
     stdout_hash: str
@@ -219,7 +224,7 @@ class ObserverReport(_Model):
     truncations: int = 0
 
 
-class ObservationBlock(_Model):
+class ObservationBlock(_Extended):
     _added = frozenset({"list_cap", "omitted"})
 
     profile: Profile
