@@ -42,7 +42,7 @@ def test_run_prints_output_exits_with_code_and_writes_receipt(tmp_path: Path) ->
     assert p.stdout == b"hi\n"
     rec = receipt(tmp_path)
     assert rec["exit_code"] == 3 and rec["outcome"]["exit_code"] == 3
-    assert rec["version"] == "v0.3.0" and rec["digest"].startswith("sha256:")
+    assert rec["version"] == "v0.4.0" and rec["digest"].startswith("sha256:")
     assert b"exit 3" in p.stderr
 
 
@@ -149,12 +149,12 @@ def test_receipt_show_detects_tampering_and_bad_files(tmp_path: Path) -> None:
     assert "does not match content" in shown
     (tmp_path / "bad.json").write_text("{}")
     p = gh("receipt", "show", "bad.json", cwd=tmp_path)
-    assert p.returncode == 2 and b"not a v0.3.0 receipt" in p.stderr
+    assert p.returncode == 2 and b"not a valid receipt (v0.3.0 or v0.4.0)" in p.stderr
 
 
 def test_schema_command_prints_committed_schema(tmp_path: Path) -> None:
     p = gh("schema", cwd=tmp_path)
-    committed = (ROOT / "schemas" / "receipt-v0.3.0.schema.json").read_text()
+    committed = (ROOT / "schemas" / "receipt-v0.4.0.schema.json").read_text()
     assert json.loads(p.stdout) == json.loads(committed)
 
 

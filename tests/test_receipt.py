@@ -19,7 +19,7 @@ from glasshouse.receipt.model import Receipt
 from glasshouse.receipt.store import ReceiptError, load_receipt, write_atomic, write_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "schemas" / "receipt-v0.3.0.schema.json"
+SCHEMA = ROOT / "schemas" / "receipt-v0.4.0.schema.json"
 
 SEED_RECEIPT = {  # seed 003's example, verbatim field names
     "version": "v0.3.0",
@@ -68,7 +68,7 @@ SEED_RECEIPT = {  # seed 003's example, verbatim field names
 def test_committed_schema_matches_model() -> None:
     committed = json.loads(SCHEMA.read_text())
     assert committed == receipt_schema(), (
-        "schemas/ is stale: run `glasshouse schema --out schemas/receipt-v0.3.0.schema.json`"
+        "schemas/ is stale: run `glasshouse schema --out schemas/receipt-v0.4.0.schema.json`"
     )
 
 
@@ -87,7 +87,7 @@ def test_unknown_field_is_rejected() -> None:
 def test_engine_receipts_validate_against_schema(profile: str) -> None:
     run = Engine(create("process"), profile=profile).run(ExecutionSpec(["sh", "-c", "echo hi"]))
     jsonschema.validate(run.receipt_data, json.loads(SCHEMA.read_text()))
-    assert run.receipt.version == "v0.3.0"
+    assert run.receipt.version == "v0.4.0"
     for legacy in ("exit_code", "duration_ms", "processes"):
         assert legacy in run.receipt_data
 
@@ -176,7 +176,7 @@ def test_load_errors_are_readable(tmp_path: Path) -> None:
     with pytest.raises(ReceiptError, match="not JSON"):
         load_receipt(tmp_path / "x.json")
     (tmp_path / "y.json").write_text('{"version": "v0.3.0"}')
-    with pytest.raises(ReceiptError, match=r"not a v0\.3\.0 receipt"):
+    with pytest.raises(ReceiptError, match=r"not a valid receipt \(v0\.3\.0 or v0\.4\.0\)"):
         load_receipt(tmp_path / "y.json")
     with pytest.raises(ReceiptError, match="cannot read"):
         load_receipt(tmp_path / "missing.json")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.core.execution import (
+    DEFAULT_LIST_CAP,
     Backend,
     ExecutionResult,
     ExecutionSpec,
@@ -69,10 +70,17 @@ class Engine:
         backend: Backend,
         observers: Sequence[Observer] = (),
         profile: Profile | str = "disabled",
+        *,
+        list_cap: int = DEFAULT_LIST_CAP,
     ) -> None:
+        """``list_cap``: the most entries each receipt list keeps (observers that support it,
+        ``list_cap_aware``, keep no more in memory); the rest is counted, never silent."""
+        if isinstance(list_cap, bool) or not isinstance(list_cap, int) or list_cap < 1:
+            raise ValueError(f"list_cap must be a positive integer, got {list_cap!r}")
         self.backend = backend
         self.observers = list(observers)
         self.profile = Profile(profile)
+        self.list_cap = list_cap
         self._active: dict[str, Handle] = {}
         self._lock = threading.Lock()
 
@@ -102,6 +110,7 @@ class Engine:
             observations=observations,
             profile=self.profile,
             backend=self.backend,
+            list_cap=self.list_cap,
         )
         return Run(execution_id, spec, result, observations, receipt_data)
 
@@ -134,7 +143,7 @@ class Engine:
                     )
                     continue
                 try:
-                    sessions.append((observer, observer.start(handle.pid)))
+                    sessions.append((observer, self._start_observer(observer, handle.pid)))
                 except Exception as exc:  # fail-open: observation is never required
                     observations.append(
                         Observation.unavailable(observer.name, observer.provenance, str(exc))
@@ -181,6 +190,11 @@ class Engine:
                 )
             )
         return result
+
+    def _start_observer(self, observer: Observer, pid: int) -> Any:
+        if getattr(observer, "list_cap_aware", False):
+            return observer.start(pid, list_cap=self.list_cap)  # type: ignore[call-arg]
+        return observer.start(pid)
 
     def kill_all(self, reason: str = "shutdown") -> int:
         """Kill every in-flight run (their receipts record ``reason``); return how many."""

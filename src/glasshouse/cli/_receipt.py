@@ -22,7 +22,7 @@ def receipt() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the validated receipt as JSON.")
 @click.option("--limit", default=15, show_default=True, help="Entries shown per list.")
 def show(path: Path, as_json: bool, limit: int) -> None:
-    """A readable summary of a receipt (validated against the v0.3.0 model)."""
+    """A readable summary of a receipt (v0.3.0 or v0.4.0, validated)."""
     from glasshouse.receipt.canonical import check_digest
     from glasshouse.receipt.store import ReceiptError, load_receipt
 
@@ -45,7 +45,7 @@ def show(path: Path, as_json: bool, limit: int) -> None:
     help="Write to this file instead of stdout.",
 )
 def schema(out: Path | None) -> None:
-    """Print the JSON Schema of the receipt (v0.3.0)."""
+    """Print the JSON Schema of the receipt this version writes (v0.4.0)."""
     text = schema_text()
     if out is None:
         sys.stdout.write(text)

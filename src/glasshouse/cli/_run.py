@@ -12,6 +12,7 @@ import click
 
 from glasshouse.cli import _trust_run
 from glasshouse.cli._util import SIZE, fail
+from glasshouse.core.execution import DEFAULT_LIST_CAP
 
 _PROFILES = ("disabled", "host", "guest", "combined")
 
@@ -57,11 +58,28 @@ def _summary(run: Any, receipt_path: Path) -> str:
             seen += f"{report['events_lost']} events lost)"
         else:
             seen += f" ({report['name']} unavailable: {report['reason']})"
+    omitted = obs.get("omitted") or {}
+    if omitted:
+        seen += f" · lists capped at {obs.get('list_cap')}: " + ", ".join(
+            f"{name} left out {n}" for name, n in omitted.items()
+        )
     ex = data["execution"]
     return (
         f"glasshouse: {status} · {result.duration_ms} ms · {ex['backend']}/{ex['isolation']}"
         f" · {seen} · {receipt_path}"
     )
+
+
+def _output_lines(data: dict[str, Any], directory: Path) -> list[str]:
+    """One line per requested output: where it was saved, or why not."""
+    lines = []
+    for entry in data["artifacts"].get("outputs") or []:
+        if entry["status"] == "copied":
+            where = directory / entry["path"]
+            lines.append(f"glasshouse: output {entry['path']} -> {where} ({entry['size']} bytes)")
+        else:
+            lines.append(f"glasshouse: output {entry['path']} not saved: {entry['reason']}")
+    return lines
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -138,7 +156,24 @@ def _summary(run: Any, receipt_path: Path) -> str:
     "outputs",
     multiple=True,
     metavar="NAME",
-    help="Copy a workspace file back after the run (isolating backends).",
+    help="Copy a workspace file back after the run, to the same relative path under "
+    "--output-dir (isolating backends; repeatable).",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where --output files are saved (symlinks inside are never followed).",
+)
+@click.option(
+    "--max-list",
+    "max_list",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIST_CAP,
+    show_default=True,
+    help="Most entries kept per receipt list (processes, files, connections); the receipt "
+    "counts what each capped list left out.",
 )
 @click.option(
     "--redact",
@@ -190,6 +225,8 @@ def run(
     stdin_path: str | None,
     files: tuple[str, ...],
     outputs: tuple[str, ...],
+    output_dir: Path,
+    max_list: int,
     redact: bool,
     redact_rules: Any,
     policy: Any,
@@ -223,6 +260,7 @@ def run(
 def _run(**opts: Any) -> None:
     from glasshouse import backends
     from glasshouse.core.execution import ExecutionSpec, Limits, close_backend
+    from glasshouse.core.outputs import mark_unsaved, save_outputs
     from glasshouse.engine import Engine
     from glasshouse.receipt.store import write_receipt
 
@@ -265,7 +303,9 @@ def _run(**opts: Any) -> None:
         from glasshouse.observe import observers_for
 
         observers = observers_for(opts["profile"])
-    engine = Engine(backend, observers=observers, profile=opts["profile"])
+    engine = Engine(
+        backend, observers=observers, profile=opts["profile"], list_cap=opts["max_list"]
+    )
 
     quiet = opts["quiet"]
     out = None if quiet else _writer(sys.stdout)
@@ -284,10 +324,17 @@ def _run(**opts: Any) -> None:
             signal.signal(s, handler)
 
     data = run.receipt_data
+    result = run.result
+    if spec.outputs:
+        saved = save_outputs(result.outputs, opts["output_dir"])
+        mark_unsaved(data, saved)
     for hook in _RECEIPT_HOOKS:
         data = hook(data, opts)
     write_receipt(data, opts["receipt_path"])
-    result = run.result
+    if spec.outputs:
+        for line in _output_lines(data, opts["output_dir"]):
+            if not quiet or " not saved: " in line:
+                click.echo(line, err=True)
     if not quiet:
         click.echo(_summary(run, opts["receipt_path"]), err=True)
     if result.error and not result.timed_out and result.signal is None:

@@ -64,6 +64,8 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         f"{a.stderr_bytes} B sha256:{a.stderr_hash[:16]}…"
         + (" [yellow](truncated)[/]" if a.stderr_truncated else ""),
     )
+    for row in _files(a, limit):
+        head.add_row(*row)
     obs = rec.observation
     observers = (
         "; ".join(
@@ -77,6 +79,9 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
     head.add_row("observation", f"profile {obs.profile}, provenance {rec.provenance}: {observers}")
     if obs.events_lost or obs.truncations:
         head.add_row("", f"[red]{obs.events_lost} events lost, {obs.truncations} truncated[/]")
+    if obs.omitted:
+        left_out = ", ".join(f"{name} left out {n}" for name, n in obs.omitted.items())
+        head.add_row("", f"[red]lists capped at {obs.list_cap} entries: {escape(left_out)}[/]")
     if obs.note:
         head.add_row("", f"[dim]{obs.note}[/]")
     for section, why in obs.missing.items():
@@ -99,8 +104,9 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         head.add_row("redaction", escape(applied))
     con.print(head)
 
+    omitted = obs.omitted
     if rec.process_tree:
-        con.print(_tree(rec.process_tree, limit))
+        con.print(_tree(rec.process_tree, limit, omitted.get("process_tree", 0)))
     fs = rec.filesystem
     for label, items in (
         ("reads", fs.reads),
@@ -110,7 +116,9 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
     ):
         if items:
             shown, more = _more(items, limit)
-            con.print(f"[bold]files {label}[/] ({len(items)})")
+            con.print(
+                f"[bold]files {label}[/] ({len(items)}{_left_out(omitted, 'filesystem.' + label)})"
+            )
             for item in shown:
                 con.print(f"  {item}", markup=False)
             if more:
@@ -145,7 +153,30 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         )
 
 
-def _tree(nodes: list[Any], limit: int) -> Tree:
+def _files(a: Any, limit: int) -> list[tuple[str, str]]:
+    """Rows for the input and output files (v0.4.0 receipts)."""
+    rows = []
+    for label, items in (("inputs", a.inputs), ("outputs", a.outputs)):
+        shown, more = _more(items, limit)
+        for i, f in enumerate(shown):
+            line = escape(f.path)
+            if f.sha256 is not None:
+                line += f"  {f.size} B sha256:{f.sha256[:16]}…"
+            status = getattr(f, "status", "copied")
+            if status != "copied":
+                line += f"  [yellow]{status}: {escape(f.reason or '?')}[/]"
+            rows.append((label if i == 0 else "", line))
+        if more:
+            rows.append(("", more.strip()))
+    return rows
+
+
+def _left_out(omitted: dict[str, int], name: str) -> str:
+    n = omitted.get(name, 0)
+    return f" [red]+ {n} left out at the list cap[/]" if n else ""
+
+
+def _tree(nodes: list[Any], limit: int, left_out: int = 0) -> Tree:
     by_pid = {n.pid: n for n in nodes}
     children: dict[int, list[Any]] = {}
     roots = []
@@ -154,7 +185,8 @@ def _tree(nodes: list[Any], limit: int) -> Tree:
             children.setdefault(n.ppid, []).append(n)
         else:
             roots.append(n)
-    tree = Tree(f"[bold]processes[/] ({len(nodes)})")
+    capped = f" [red]+ {left_out} left out at the list cap[/]" if left_out else ""
+    tree = Tree(f"[bold]processes[/] ({len(nodes)}{capped})")
     shown = 0
 
     def label(n: Any) -> str:

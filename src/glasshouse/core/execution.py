@@ -34,6 +34,10 @@ from glasshouse.core.hashing import sha256
 #: Default cap on the bytes kept per output stream (the hash always covers the full stream).
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 
+#: Default cap on the entries of each receipt list (process tree, files, network...): what a
+#: list leaves out is counted in ``observation.omitted``; observers keep no more in memory.
+DEFAULT_LIST_CAP = 10_000
+
 Sink = Callable[[bytes], None]
 
 
@@ -202,6 +206,9 @@ class ExecutionResult:
     sandbox: dict[str, Any] = field(default_factory=dict)
     #: Workspace files copied back (``ExecutionSpec.outputs``).
     outputs: dict[str, bytes] = field(default_factory=dict)
+    #: Why each requested output missing from ``outputs`` was not copied back (missing, a
+    #: symlink, too large...). The receipt's ``artifacts.outputs`` lists every requested one.
+    output_status: dict[str, str] = field(default_factory=dict)
     #: Guest-side observation delivered by the backend (VM backends), if any.
     guest_observation: Observation | None = None
 

@@ -43,6 +43,8 @@ class Observation:
     truncations: int = 0
     #: section name -> why it was not collected (when available but partial)
     missing: dict[str, str] = field(default_factory=dict)
+    #: receipt list (``filesystem.writes``...) -> entries left out at the observer's list cap
+    omitted: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def unavailable(cls, observer: str, provenance: str, reason: str) -> Observation:
@@ -64,7 +66,12 @@ class ObserverSession(Protocol):
 
 @runtime_checkable
 class Observer(Protocol):
-    """A long-lived observer. ``start`` may be called for many runs, also concurrently."""
+    """A long-lived observer. ``start`` may be called for many runs, also concurrently.
+
+    An observer with ``list_cap_aware = True`` also takes ``start(root_pid, list_cap=N)``:
+    it keeps at most N entries per receipt list while observing and counts the rest in
+    :attr:`Observation.omitted` (the Engine passes its own cap). Others are capped afterwards.
+    """
 
     name: str
     provenance: str

@@ -6,7 +6,9 @@ why): it attaches with ptrace to the already-forked root (``-p``), where strace 
 install its ``--seccomp-bpf`` filter, so every syscall of the tree stops twice (slow);
 resources come from the backend only; a process the tree hides from ptrace (a setuid
 binary, or one that is already traced) is not seen. Nothing is lost silently: ptrace is
-synchronous, and strings strace cut at ``-s`` count as truncations.
+synchronous, and strings strace cut at ``-s`` count as truncations. The trace is parsed a
+line at a time and each receipt list keeps at most ``list_cap`` entries (the rest counted in
+``omitted``), so memory stays bounded however much the run does.
 """
 
 from __future__ import annotations
@@ -21,8 +23,15 @@ import tempfile
 import time
 
 from glasshouse.core import procfs
+from glasshouse.core.execution import DEFAULT_LIST_CAP
 from glasshouse.core.profiling import Observation, ObserverUnavailable
-from glasshouse.observe.ebpf._decode import _CONNECT_RESULTS, _Dedup, normalize
+from glasshouse.observe.fold import (
+    CONNECT_RESULTS,
+    CappedSums,
+    Dedup,
+    normalize,
+    omitted_counts,
+)
 from glasshouse.receipt.model import (
     FailedFileOp,
     Filesystem,
@@ -46,6 +55,8 @@ _FIDELITY = (
 class StraceObserver:
     name = "strace"
     provenance = "host"
+    #: ``start(pid, list_cap=N)``: each session keeps at most N entries per receipt list.
+    list_cap_aware = True
 
     def __init__(self, fallback_reason: str | None = None) -> None:
         self.strace = shutil.which("strace")
@@ -53,14 +64,17 @@ class StraceObserver:
             raise ObserverUnavailable("strace is not installed (apt install strace)")
         self.reason = _FIDELITY + (f"; used because {fallback_reason}" if fallback_reason else "")
 
-    def start(self, root_pid: int) -> StraceSession:
-        return StraceSession(self, root_pid)
+    def start(self, root_pid: int, *, list_cap: int | None = None) -> StraceSession:
+        return StraceSession(self, root_pid, list_cap or DEFAULT_LIST_CAP)
 
 
 class StraceSession:
-    def __init__(self, observer: StraceObserver, root_pid: int) -> None:
+    def __init__(
+        self, observer: StraceObserver, root_pid: int, list_cap: int = DEFAULT_LIST_CAP
+    ) -> None:
         self.observer = observer
         self.root_pid = root_pid
+        self.list_cap = list_cap
         self._dir = tempfile.mkdtemp(prefix="glasshouse-strace-")
         self._out = os.path.join(self._dir, "trace")
         self._cwd = _readlink(f"/proc/{root_pid}/cwd") or "/"
@@ -109,16 +123,16 @@ class StraceSession:
 
     def stop(self) -> Observation:
         self._stop_strace()
+        parser = _Parser(self.root_pid, self._ppid, self._cwd, self.list_cap)
         try:
-            with open(self._out, "rb") as f:
-                lines = f.read().decode("ascii", "replace").splitlines()
+            # a line at a time: the trace of a busy run can be far larger than memory
+            with open(self._out, encoding="ascii", errors="replace", newline="\n") as f:
+                for line in f:
+                    parser.line(line.rstrip("\n"))
         except OSError:
-            lines = []
+            pass
         finally:
             self._cleanup()
-        parser = _Parser(self.root_pid, self._ppid, self._cwd)
-        for line in lines:
-            parser.line(line)
         return parser.observation(self.observer.name, self.observer.reason)
 
 
@@ -174,8 +188,11 @@ def _split_args(s: str) -> list[str]:
 
 
 class _Parser:
-    def __init__(self, root: int, ppid: int, cwd: str) -> None:
+    def __init__(self, root: int, ppid: int, cwd: str, cap: int = DEFAULT_LIST_CAP) -> None:
         self.root = root
+        self.cap = cap
+        self.procs_omitted = 0
+        self.dropped: set[int] = set()  # live processes left out of procs (counted once)
         self.started = False  # the root's first successful execve: the workload begins
         self.pending: dict[int, str] = {}
         self.tgid: dict[int, int] = {root: root}
@@ -184,11 +201,11 @@ class _Parser:
         self.counts: dict[str, int] = {}
         self.truncations = 0
         self.events = 0
-        self.reads, self.writes, self.deletes, self.mkdirs = _Dedup(), _Dedup(), _Dedup(), _Dedup()
-        self.renames, self.links, self.failed = _Dedup(), _Dedup(), _Dedup()
-        self.attempts, self.binds = _Dedup(), _Dedup()
-        self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}
-        self.sends: dict[tuple[str, str], int] = {}
+        self.reads, self.writes, self.deletes = Dedup(cap), Dedup(cap), Dedup(cap)
+        self.mkdirs, self.renames, self.links = Dedup(cap), Dedup(cap), Dedup(cap)
+        self.failed, self.attempts, self.binds = Dedup(cap), Dedup(cap), Dedup(cap)
+        self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}  # kept binds only
+        self.sends = CappedSums(cap)
         self.tx = self.rx = 0
         self.now: str | None = None
 
@@ -276,7 +293,15 @@ class _Parser:
         self._syscall(pid, tgid, name, args, ret, err)
 
     def _exit(self, pid: int, text: str) -> None:
-        if self.tgid.get(pid, pid) != pid or pid not in self.procs:
+        # the pid is gone: forget its per-pid state (memory follows the live processes)
+        self.pending.pop(pid, None)
+        if self.tgid.get(pid, pid) != pid:
+            self.tgid.pop(pid, None)
+            return
+        self.tgid.pop(pid, None)
+        self.cwd.pop(pid, None)
+        self.dropped.discard(pid)
+        if pid not in self.procs:
             return
         node = self.procs[pid]
         m = re.match(r"\+\+\+ exited with (\d+)", text)
@@ -290,6 +315,12 @@ class _Parser:
                 node.signal = int(signal.Signals[m.group(1)])
             node.ended_at = self._when()
 
+    def _drop(self, pid: int) -> None:
+        """A process past the cap: counted once while it lives."""
+        if pid not in self.dropped:
+            self.dropped.add(pid)
+            self.procs_omitted += 1
+
     def _fail(self, op: str, path: str, err: str) -> None:
         self.failed.add((op, path, err), FailedFileOp(op=op, path=path, errno=err))
 
@@ -300,14 +331,17 @@ class _Parser:
             if "CLONE_THREAD" in ",".join(a):
                 self.tgid[ret] = tgid
                 return
+            self.tgid[ret] = ret
+            self.cwd[ret] = self.cwd.get(tgid, "/")
+            if ret not in self.procs and len(self.procs) >= self.cap:
+                self._drop(ret)
+                return
             parent = self.procs.get(tgid)
             node = ProcessNode(pid=ret, ppid=tgid, forked_only=True, started_at=self._when())
             if parent is not None:
                 node.exe, node.argv = parent.exe, list(parent.argv)
                 node.working_dir = self.cwd.get(tgid)
             self.procs[ret] = node
-            self.tgid[ret] = ret
-            self.cwd[ret] = self.cwd.get(tgid, "/")
             return
         if name == "execve":
             path = self._path(a[0], pid) if a else ""
@@ -315,7 +349,12 @@ class _Parser:
                 self._fail("execve", path, err or "?")
                 return
             # a successful exec by a thread makes it the leader: strace reports the tgid
-            node = self.procs.setdefault(tgid, ProcessNode(pid=tgid, ppid=0))
+            node = self.procs.get(tgid)
+            if node is None:
+                if len(self.procs) >= self.cap:
+                    self._drop(tgid)  # (a clone into a pid namespace names no host pid)
+                    return
+                node = self.procs[tgid] = ProcessNode(pid=tgid, ppid=0)
             node.exe = path
             argv = a[1] if len(a) > 1 else "[]"
             node.argv = [
@@ -450,17 +489,17 @@ class _Parser:
             proto = "unix"
         errno_num = _errno_num(err) if ret < 0 else 0
         if name == "connect":
-            result = _CONNECT_RESULTS.get(errno_num, (err or "error").lower())
+            result = CONNECT_RESULTS.get(errno_num, (err or "error").lower())
             self.attempts.add(
                 (dst, proto, result, tgid),
                 NetworkAttempt(dst=dst, protocol=proto, result=result, family=fam, pid=tgid),
             )
         elif name == "bind" and ret == 0:
             b = NetworkBind(addr=dst, protocol=proto)
-            self.bind_by_fd[(tgid, fd)] = b
-            self.binds.add(id(b), b)
+            if self.binds.add(id(b), b):
+                self.bind_by_fd[(tgid, fd)] = b
         elif name in ("sendto", "sendmsg") and ret >= 0:
-            self.sends[(dst, proto)] = self.sends.get((dst, proto), 0) + ret
+            self.sends.add((dst, proto), ret)
 
     def observation(self, observer: str, reason: str) -> Observation:
         return Observation(
@@ -482,12 +521,34 @@ class _Parser:
                 bytes_sent=self.tx,
                 bytes_received=self.rx,
                 binds=self.binds.items,
-                sends=[NetworkSend(dst=d, protocol=p, bytes=n) for (d, p), n in self.sends.items()],
+                sends=[
+                    NetworkSend(dst=d, protocol=p, bytes=n) for (d, p), n in self.sends.sums.items()
+                ],
             ),
             syscalls=Syscalls(counts=dict(sorted(self.counts.items()))),
             events=self.events,
             truncations=self.truncations,
+            omitted=self._omitted(),
         )
+
+    def _omitted(self) -> dict[str, int]:
+        out = omitted_counts(
+            {
+                "filesystem.reads": self.reads,
+                "filesystem.writes": self.writes,
+                "filesystem.deletes": self.deletes,
+                "filesystem.mkdirs": self.mkdirs,
+                "filesystem.renames": self.renames,
+                "filesystem.links": self.links,
+                "filesystem.failed": self.failed,
+                "network.attempts": self.attempts,
+                "network.binds": self.binds,
+                "network.sends": self.sends,
+            }
+        )
+        if self.procs_omitted:
+            out["process_tree"] = self.procs_omitted
+        return out
 
 
 def _errno_num(name: str | None) -> int:

@@ -1,4 +1,5 @@
-"""Execution receipts: the v0.3.0 model, canonical JSON, digests and atomic storage.
+"""Execution receipts: the v0.4.0 model (v0.3.0 ones still read), canonical JSON, digests and
+atomic storage.
 
 Exports load lazily: writing a receipt on the run hot path never imports pydantic.
 """

@@ -1,8 +1,11 @@
-"""Build a v0.3.0 receipt from an execution result and the observers' observations.
+"""Build a v0.4.0 receipt from an execution result and the observers' observations.
 
 The receipt is built as JSON data (dicts, lists, str, int, bool, None) so that writing one
 never imports pydantic; :class:`glasshouse.receipt.model.Receipt` validates the same data
 (the tests check every shape built here against the model and the committed JSON Schema).
+
+Every list is cut at ``list_cap`` entries: what a list leaves out (here, or already at an
+observer that capped it while observing) is counted in ``observation.omitted``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import functools
 import os
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from glasshouse.core.execution import DEFAULT_LIST_CAP
+from glasshouse.core.hashing import sha256
 from glasshouse.core.version import RECEIPT_VERSION, __version__
 
 if TYPE_CHECKING:
@@ -33,6 +38,7 @@ _FS_LISTS = (
     "mkdirs",
     "failed",
 )
+_NET_LISTS = ("attempts", "binds", "sends")
 
 
 def rfc3339(ts: _dt.datetime) -> str:
@@ -61,6 +67,7 @@ def build_receipt(
     observations: Sequence[Observation],
     profile: Profile | str,
     backend: Backend,
+    list_cap: int = DEFAULT_LIST_CAP,
 ) -> dict[str, Any]:
     profile = str(profile)
     available = [o for o in observations if o.available]
@@ -83,6 +90,14 @@ def build_receipt(
             for key in resources:
                 if resources[key] is None:
                     resources[key] = observed.get(key)
+
+    omitted = _observer_omitted(available)
+    process_tree = _cap(process_tree, "process_tree", list_cap, omitted)
+    for name in _FS_LISTS:
+        filesystem[name] = _cap(filesystem[name], f"filesystem.{name}", list_cap, omitted)
+    for name in _NET_LISTS:
+        network[name] = _cap(network[name], f"network.{name}", list_cap, omitted)
+    syscalls["denied"] = _cap(syscalls["denied"], "syscalls.denied", list_cap, omitted)
 
     runtime, arch, kernel, hostname = _host_environment()
     started, ended = rfc3339(result.started_at), rfc3339(result.ended_at)
@@ -131,8 +146,14 @@ def build_receipt(
             "stdout_truncated": result.stdout.truncated,
             "stderr_truncated": result.stderr.truncated,
             "command_hash": _command_hash(spec),
+            "outputs": _outputs(spec, result),
+            "inputs": _inputs(spec),
         },
-        "observation": _observation_block(profile, observations, available, result),
+        "observation": {
+            **_observation_block(profile, observations, available, result),
+            "list_cap": list_cap,
+            "omitted": dict(sorted(omitted.items())),
+        },
         "exit_code": result.exit_code,
         "duration_ms": result.duration_ms,
         "processes": [
@@ -157,6 +178,56 @@ def command_hash(argv: Sequence[str]) -> str:
     from glasshouse.receipt.canonical import canonical_json, sha256_hex
 
     return sha256_hex(canonical_json(list(argv)))
+
+
+def _observer_omitted(available: Sequence[Observation]) -> dict[str, int]:
+    omitted: dict[str, int] = {}
+    for obs in available:
+        for name, n in (getattr(obs, "omitted", None) or {}).items():
+            if n > 0:
+                omitted[name] = omitted.get(name, 0) + n
+    return omitted
+
+
+def _cap(items: list[Any], name: str, cap: int, omitted: dict[str, int]) -> list[Any]:
+    """The first ``cap`` of ``items``; the number cut is added to ``omitted[name]``."""
+    if len(items) <= cap:
+        return items
+    omitted[name] = omitted.get(name, 0) + len(items) - cap
+    return items[:cap]
+
+
+def _outputs(spec: ExecutionSpec, result: ExecutionResult) -> list[dict[str, Any]]:
+    """Every requested output file: copied (size, sha256) or skipped (the backend's reason)."""
+    out = []
+    names = () if isinstance(spec.outputs, str | bytes) else spec.outputs
+    for name in dict.fromkeys(n for n in names if isinstance(n, str)):
+        data = result.outputs.get(name)
+        if data is not None:
+            entry = {"path": name, "status": "copied", "size": len(data)}
+            entry["sha256"] = sha256(data).hexdigest()
+            entry["reason"] = None
+        else:
+            reason = result.output_status.get(name) or _not_copied(result)
+            entry = {"path": name, "status": "skipped", "size": None, "sha256": None}
+            entry["reason"] = reason
+        out.append(entry)
+    return out
+
+
+def _not_copied(result: ExecutionResult) -> str:
+    if result.error:
+        return f"not copied back: the run failed ({result.error})"
+    return "not copied back by the backend"
+
+
+def _inputs(spec: ExecutionSpec) -> list[dict[str, Any]]:
+    files = spec.files if isinstance(spec.files, Mapping) else {}
+    return [
+        {"path": name, "size": len(data), "sha256": sha256(data).hexdigest()}
+        for name, data in files.items()
+        if isinstance(name, str) and isinstance(data, bytes | bytearray)
+    ]
 
 
 def _command_hash(spec: ExecutionSpec) -> str | None:

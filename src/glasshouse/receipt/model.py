@@ -1,17 +1,29 @@
-"""The execution receipt, grammar v0.3.0 (seed 003).
+"""The execution receipt, grammar v0.4.0 (v0.3.0, seed 003, plus additive fields).
 
 Every field name of the seed's receipt is kept exactly, including the legacy top-level
 ``exit_code``, ``duration_ms`` and ``processes``. Additions are optional fields with defaults,
 so a seed-shaped receipt still validates. The ``observation`` block says what was collected,
 by which observer, how many events were lost, and why anything is missing: an empty list in a
 receipt means "observed, and there was nothing", never "not looked at".
+
+v0.4.0 adds ``artifacts.outputs`` and ``artifacts.inputs`` (the files copied out of and into
+the run) and ``observation.list_cap``/``observation.omitted`` (lists cut at a cap, and by how
+much). A v0.3.0 receipt still validates: the added fields are left out of its dump (so its
+digest and signature still check), and a receipt that says v0.3.0 may not carry them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from glasshouse.core.version import RECEIPT_VERSION
 
@@ -21,6 +33,25 @@ Profile = Literal["disabled", "host", "guest", "combined"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _Extended(_Model):
+    """A section with fields added in v0.4.0 (``_added``): they are dumped only when set, so a
+    v0.3.0 receipt dumps (and so digests) exactly as it was written; a v0.4.0 receipt is built
+    with all of them set. (Only these sections pay for the serializer hook.)"""
+
+    _added: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._added - self.model_fields_set:
+                data.pop(name, None)
+        return data
+
+    def added_fields_set(self) -> set[str]:
+        return set(self._added & self.model_fields_set)
 
 
 class Outcome(_Model):
@@ -143,7 +174,31 @@ class ExecutionInfo(_Model):
     details: dict[str, str | int | bool | None] = Field(default_factory=dict)
 
 
-class Artifacts(_Model):
+class OutputFile(_Model):
+    """A requested output file (``--output``, ``ExecutionSpec.outputs``) and what became of it."""
+
+    #: Path relative to the run's workspace.
+    path: str
+    #: ``copied``: taken out of the run (and saved, when the caller saves outputs);
+    #: ``skipped``: not taken out (missing, not a regular file, a symlink, over the cap);
+    #: ``failed``: taken out but could not be saved. ``reason`` says why for the last two.
+    status: Literal["copied", "skipped", "failed"]
+    size: int | None = None
+    sha256: str | None = None
+    reason: str | None = None
+
+
+class InputFile(_Model):
+    """A file placed in the run's workspace before it started (``--file``)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class Artifacts(_Extended):
+    _added = frozenset({"outputs", "inputs"})
+
     stdout_hash: str
     stderr_hash: str
     stdout_bytes: int = 0
@@ -152,6 +207,10 @@ class Artifacts(_Model):
     stderr_truncated: bool = False
     #: sha256 over the canonical JSON of the command (argv) that was run.
     command_hash: str | None = None
+    #: v0.4.0: every requested output file, in the order requested.
+    outputs: list[OutputFile] = Field(default_factory=list)
+    #: v0.4.0: every input file, in the order given.
+    inputs: list[InputFile] = Field(default_factory=list)
 
 
 class ObserverReport(_Model):
@@ -165,7 +224,9 @@ class ObserverReport(_Model):
     truncations: int = 0
 
 
-class ObservationBlock(_Model):
+class ObservationBlock(_Extended):
+    _added = frozenset({"list_cap", "omitted"})
+
     profile: Profile
     #: Receipt sections that hold observed data.
     collected: list[str] = Field(default_factory=list)
@@ -175,6 +236,12 @@ class ObservationBlock(_Model):
     events_lost: int = 0
     truncations: int = 0
     note: str | None = None
+    #: v0.4.0: the most entries any one list of this receipt keeps (``process_tree`` and each
+    #: list of ``filesystem``, ``network`` and ``syscalls``).
+    list_cap: int | None = None
+    #: v0.4.0: each list that reached ``list_cap`` (``filesystem.writes``...) -> how many
+    #: entries it left out. Empty when nothing was left out.
+    omitted: dict[str, int] = Field(default_factory=dict)
 
 
 class RedactionCount(_Model):
@@ -229,7 +296,7 @@ class LegacyProcess(_Model):
 
 
 class Receipt(_Model):
-    version: str = RECEIPT_VERSION
+    version: Literal["v0.3.0", "v0.4.0"] = RECEIPT_VERSION  # type: ignore[assignment]
     execution_id: str
     provenance: Provenance
     timestamp: str
@@ -259,3 +326,14 @@ class Receipt(_Model):
     policy: PolicyVerdict | None = None
     #: ``sha256:<hex>`` over the canonical JSON of the receipt without this field.
     digest: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_version(self) -> Receipt:
+        if self.version == "v0.3.0":
+            for section in ("artifacts", "observation"):
+                extra = sorted(getattr(self, section).added_fields_set())
+                if extra:
+                    raise ValueError(
+                        f"{section}.{extra[0]} is a v0.4.0 field, not part of a v0.3.0 receipt"
+                    )
+        return self

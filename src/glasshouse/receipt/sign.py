@@ -2,8 +2,10 @@
 
 The statement's ``subject`` lists what the receipt is about, by digest: the command
 (``artifacts.command_hash``), the code (``code_hash``, when the server ran submitted code) and
-the outputs (``artifacts.stdout_hash``/``stderr_hash``). Its ``predicate`` is the receipt
-itself (sealed: its ``digest`` field is set) and ``predicateType`` is :data:`PREDICATE_TYPE`.
+the outputs (``artifacts.stdout_hash``/``stderr_hash``, and each output file taken out of the
+run, ``output:<path>``, from v0.4.0). Its ``predicate`` is the receipt itself (sealed: its
+``digest`` field is set) and ``predicateType`` is :func:`predicate_type` of the receipt's
+version (:data:`PREDICATE_TYPE` for the receipts this build writes; v0.3.0 ones still verify).
 The payload is the statement's canonical JSON (RFC 8785), so signing is deterministic.
 
 Library use, one line each::
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from glasshouse.core.errors import GlasshouseError
-from glasshouse.core.version import RECEIPT_VERSION
+from glasshouse.core.version import RECEIPT_VERSION, RECEIPT_VERSIONS
 from glasshouse.receipt import dsse
 from glasshouse.receipt.canonical import as_data, canonical_json, compute_digest
 
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-PREDICATE_TYPE = f"https://glasshouse.dev/receipt/{RECEIPT_VERSION}"
+_PREDICATE_BASE = "https://glasshouse.dev/receipt/"
+PREDICATE_TYPE = f"{_PREDICATE_BASE}{RECEIPT_VERSION}"
 #: Environment variable holding the passphrase of an encrypted private key.
 PASSPHRASE_ENV = "GLASSHOUSE_KEY_PASSPHRASE"
 
@@ -187,12 +190,21 @@ def subjects(receipt: dict[str, Any]) -> list[dict[str, Any]]:
         ("stdout", artifacts.get("stdout_hash")),
         ("stderr", artifacts.get("stderr_hash")),
     ]
+    outputs = artifacts.get("outputs")
+    for item in outputs if isinstance(outputs, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("path"), str):
+            candidates.append((f"output:{item['path']}", item.get("sha256")))
     out = []
     for name, value in candidates:
         match = _HEX64.match(value) if isinstance(value, str) else None
         if match:
             out.append({"name": name, "digest": {"sha256": match.group(1)}})
     return out
+
+
+def predicate_type(version: str = RECEIPT_VERSION) -> str:
+    """The in-toto ``predicateType`` of a receipt of grammar ``version``."""
+    return f"{_PREDICATE_BASE}{version}"
 
 
 def statement(receipt: Receipt | dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +215,7 @@ def statement(receipt: Receipt | dict[str, Any]) -> dict[str, Any]:
     return {
         "_type": STATEMENT_TYPE,
         "subject": subjects(data),
-        "predicateType": PREDICATE_TYPE,
+        "predicateType": predicate_type(str(data.get("version") or RECEIPT_VERSION)),
         "predicate": data,
     }
 
@@ -275,9 +287,14 @@ def verify_envelope(
         )
     stmt = _parse_statement(env.payload)
     data = stmt["predicate"]
-    if data.get("version") != RECEIPT_VERSION or not isinstance(data.get("execution_id"), str):
+    if data.get("version") not in RECEIPT_VERSIONS or not isinstance(data.get("execution_id"), str):
         raise VerificationError(
-            "bad_statement", f"the predicate is not a {RECEIPT_VERSION} receipt"
+            "bad_statement", f"the predicate is not a {' or '.join(RECEIPT_VERSIONS)} receipt"
+        )
+    if stmt["predicateType"] != predicate_type(data["version"]):
+        raise VerificationError(
+            "wrong_payload_type",
+            f"predicateType is {stmt['predicateType']!r} but the receipt is {data['version']}",
         )
     try:
         consistent = not data.get("digest") or data["digest"] == compute_digest(data)
@@ -317,10 +334,11 @@ def _parse_statement(payload: bytes) -> dict[str, Any]:
         raise VerificationError(
             "bad_statement", f"_type is {stmt.get('_type')!r}, expected {STATEMENT_TYPE!r}"
         )
-    if stmt.get("predicateType") != PREDICATE_TYPE:
+    accepted = [predicate_type(v) for v in RECEIPT_VERSIONS]
+    if stmt.get("predicateType") not in accepted:
         raise VerificationError(
             "wrong_payload_type",
-            f"predicateType is {stmt.get('predicateType')!r}, expected {PREDICATE_TYPE!r}",
+            f"predicateType is {stmt.get('predicateType')!r}, expected one of {accepted!r}",
         )
     if not isinstance(stmt.get("predicate"), dict) or not isinstance(stmt.get("subject"), list):
         raise VerificationError("bad_statement", "the statement has no receipt or no subjects")

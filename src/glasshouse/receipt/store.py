@@ -94,6 +94,7 @@ def parse_receipt(raw: bytes | str, source: str = "<receipt>") -> Receipt:
 
     from pydantic import ValidationError
 
+    from glasshouse.core.version import RECEIPT_VERSIONS
     from glasshouse.receipt.model import Receipt
 
     try:
@@ -106,6 +107,7 @@ def parse_receipt(raw: bytes | str, source: str = "<receipt>") -> Receipt:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
         raise ReceiptError(
-            f"{source}: not a v0.3.0 receipt: {where}: {first['msg']}"
+            f"{source}: not a valid receipt ({' or '.join(RECEIPT_VERSIONS)}): "
+            f"{where}: {first['msg']}"
             f" ({exc.error_count()} problem(s))"
         ) from exc

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from glasshouse.core.version import __version__
+from glasshouse.core.version import RECEIPT_VERSION, __version__
 from glasshouse.receipt.log import RECEIPT_ID
 from glasshouse.server._limits import AboveCeiling, check_request
 from glasshouse.server._metrics import CONTENT_TYPE
@@ -182,7 +182,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         version=__version__,
         description=(
             "Run untrusted Python in a fresh sandbox per request; every run leaves a "
-            "tamper-evident execution receipt (v0.3.0)."
+            f"tamper-evident execution receipt ({RECEIPT_VERSION})."
         ),
         lifespan=lifespan,
     )
@@ -256,7 +256,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
 
     @app.get(
         "/receipts/{receipt_id}",
-        summary="A stored receipt (v0.3.0, with code_hash, sequence and digest)",
+        summary=f"A stored receipt ({RECEIPT_VERSION} or older; code_hash, sequence, digest)",
         responses={
             **_ERRORS,
             200: {"description": "The receipt, as stored (canonical JSON)"},

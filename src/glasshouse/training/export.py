@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from glasshouse.core.errors import GlasshouseError
-from glasshouse.core.version import RECEIPT_VERSION
+from glasshouse.core.version import RECEIPT_VERSIONS
 from glasshouse.policy import parse_endpoint
 
 if TYPE_CHECKING:
@@ -364,12 +364,12 @@ def iter_records(
             continue
         if (
             not isinstance(data, dict)
-            or data.get("version") != RECEIPT_VERSION
+            or data.get("version") not in RECEIPT_VERSIONS
             or not isinstance(data.get("execution_id"), str)
             or not isinstance(data.get("outcome"), dict)
         ):
             stats.skipped += 1
-            stats.problems.append(f"{name}: not a {RECEIPT_VERSION} receipt")
+            stats.problems.append(f"{name}: not a {' or '.join(RECEIPT_VERSIONS)} receipt")
             continue
         stats.records += 1
         yield record_for(data, policy, seen)

@@ -462,6 +462,8 @@ class MicroVMBackend:
             result.cpu_time_ms = data["cpu_time_ms"]
             result.max_rss_kb = data["max_rss_kb"]
             result.outputs = {k: v for k, v in data["outputs"].items() if k in spec.outputs}
+            for name in set(spec.outputs) - set(result.outputs):  # the guest gives no reason
+                result.output_status[name] = "not returned by the guest: missing or over budget"
             for sink, stream in zip(handle.sinks, (result.stdout, result.stderr), strict=True):
                 if sink is not None and stream.data:
                     try:

@@ -230,6 +230,7 @@ class SandboxBase(ProcessBackend):
         self._runtime_result(run, result, facts)
         if spec.outputs:
             result.outputs = run.workspace.collect_outputs(list(spec.outputs), self._output_cap)
+            result.output_status.update(run.workspace.output_status)
             facts["outputs"] = [f"{k}: {v}" for k, v in run.workspace.output_status.items()]
         result.sandbox.update(facts)
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from glasshouse.core import procfs
+from glasshouse.core.execution import DEFAULT_LIST_CAP
 from glasshouse.core.profiling import Observation, ObserverUnavailable
 from glasshouse.observe.ebpf import _decode, _libbpf
 
@@ -78,6 +79,8 @@ class EbpfObserver:
 
     name = "ebpf"
     provenance = "host"
+    #: ``start(pid, list_cap=N)``: each session keeps at most N entries per receipt list.
+    list_cap_aware = True
 
     def __init__(
         self,
@@ -86,8 +89,12 @@ class EbpfObserver:
         capture_argv: bool | None = None,
         ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES,
         watch: Watch | None = None,
+        list_cap: int = DEFAULT_LIST_CAP,
     ) -> None:
+        """``list_cap``: entries kept per list by sessions started without their own cap
+        (agent mode's sessions)."""
         preflight()
+        self.list_cap = list_cap
         self.object_path = object_path or find_object()
         self.capture_argv = capture_argv_from_env() if capture_argv is None else capture_argv
         self._obj: _libbpf.BpfObject | None = None
@@ -188,7 +195,7 @@ class EbpfObserver:
                 return
             # agent mode: the kernel made this exec a new session's root
             tgid, ppid = _U32.unpack_from(rec, 8)[0], _U32.unpack_from(rec, 32)[0]
-            session = EbpfSession(self, slot, tgid, ppid=ppid)
+            session = EbpfSession(self, slot, tgid, ppid=ppid, list_cap=self.list_cap)
             with self._lock:
                 self._sessions[slot] = session
             self._watch.on_root(session)
@@ -274,7 +281,7 @@ class EbpfObserver:
         """Agent mode: watched execs not observed because every session slot was busy."""
         return self._counters(0).get(_decode.STAT_LOST, 0)
 
-    def start(self, root_pid: int) -> EbpfSession:
+    def start(self, root_pid: int, *, list_cap: int | None = None) -> EbpfSession:
         if self._closed or self._obj is None:
             raise ObserverUnavailable("the eBPF observer was closed")
         if self._watch is not None:
@@ -288,7 +295,7 @@ class EbpfObserver:
             slot = free[0]
             self._zero_slot(slot)
             self._gen += 1
-            session = EbpfSession(self, slot, root_pid)
+            session = EbpfSession(self, slot, root_pid, list_cap=list_cap or self.list_cap)
             session.gen = self._gen
             self._sessions[slot] = session
         try:
@@ -359,6 +366,7 @@ class EbpfObserver:
             events=nrec,
             events_lost=lost,
             truncations=counters.get(_decode.STAT_TRUNC, 0),
+            omitted=session.folder.omitted(),
         )
         notes = []
         if left:
@@ -376,7 +384,12 @@ class EbpfSession:
     """One observed run. ``stop()`` once, after the run ended."""
 
     def __init__(
-        self, observer: EbpfObserver, slot: int, root_pid: int, ppid: int | None = None
+        self,
+        observer: EbpfObserver,
+        slot: int,
+        root_pid: int,
+        ppid: int | None = None,
+        list_cap: int = DEFAULT_LIST_CAP,
     ) -> None:
         self.observer = observer
         self.slot = slot
@@ -384,7 +397,7 @@ class EbpfSession:
         self.root_pid = root_pid
         self.misses_at_start = observer._recursion_misses()
         ppid = _ppid(root_pid) if ppid is None else ppid
-        self.folder = _decode.Folder(root_pid, ppid, observer._syscalls)
+        self.folder = _decode.Folder(root_pid, ppid, observer._syscalls, list_cap)
         self.pending: list[bytes] = []  # records not folded yet (reader thread only)
         self._stopped = False
 

@@ -10,11 +10,18 @@ from __future__ import annotations
 import errno as _errno
 import ipaddress
 import os
-import posixpath
 import struct
 import time
 from collections.abc import Iterable
 
+from glasshouse.core.execution import DEFAULT_LIST_CAP
+from glasshouse.observe.fold import (
+    CONNECT_RESULTS,
+    CappedSums,
+    Dedup,
+    normalize,
+    omitted_counts,
+)
 from glasshouse.receipt.model import (
     FailedFileOp,
     Filesystem,
@@ -56,20 +63,6 @@ _AT_REMOVEDIR = 0x200
 _AF_UNSPEC, _AF_UNIX, _AF_INET, _AF_INET6 = 0, 1, 2, 10
 _SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 5: "seqpacket"}
 
-_CONNECT_RESULTS = {
-    0: "connected",
-    _errno.EINPROGRESS: "in_progress",
-    _errno.EALREADY: "in_progress",
-    _errno.ECONNREFUSED: "refused",
-    _errno.ENETUNREACH: "unreachable",
-    _errno.EHOSTUNREACH: "unreachable",
-    _errno.ETIMEDOUT: "timeout",
-    _errno.EACCES: "denied",
-    _errno.EPERM: "denied",
-    _errno.ENOENT: "not_found",
-    _errno.EADDRNOTAVAIL: "address_unavailable",
-}
-
 
 def _errname(ret: int) -> str:
     return _errno.errorcode.get(-ret, f"E{-ret}")
@@ -82,18 +75,6 @@ def _text(raw: bytes) -> str:
 def _dir(raw: bytes) -> str:
     parts = [p.decode("utf-8", "backslashreplace") for p in raw.split(b"\0") if p]
     return "/" + "/".join(reversed(parts))
-
-
-def normalize(path: str, base: str | None) -> str:
-    """An absolute normalized path: ``path`` as given, joined to ``base`` when relative."""
-    if path[:1] == "/" and "//" not in path and "/." not in path and path[-1:] != "/":
-        return path  # already normalized (the common case): skip normpath
-    if not path.startswith("/"):
-        path = posixpath.join(base or "/", path) if path else (base or "/")
-    path = posixpath.normpath(path)
-    if path.startswith("//"):
-        path = "/" + path.lstrip("/")
-    return path
 
 
 def sockaddr(raw: bytes) -> tuple[str, str] | None:
@@ -144,17 +125,6 @@ def _ts(mono_ns: int, offset: int) -> str:
 _FILE_FAST = struct.Struct("<qIiQH6s")
 _OPENS = frozenset(("open", "openat", "openat2"))
 _NO_MORE = bytes(6)
-
-
-class _Dedup:
-    def __init__(self) -> None:
-        self.items: list = []
-        self._seen: set = set()
-
-    def add(self, key: object, item: object) -> None:
-        if key not in self._seen:
-            self._seen.add(key)
-            self.items.append(item)
 
 
 class _Proc:
@@ -211,20 +181,59 @@ class Folder:
     reader hands records over in batches, so memory holds the folded state, not every
     record. ``result`` adds the kernel's per-session counters."""
 
-    def __init__(self, root_pid: int, root_ppid: int, syscall_names: dict[int, str]) -> None:
+    def __init__(
+        self,
+        root_pid: int,
+        root_ppid: int,
+        syscall_names: dict[int, str],
+        list_cap: int = DEFAULT_LIST_CAP,
+    ) -> None:
         self.root_pid = root_pid
         self.names = syscall_names
         self.offset = time.time_ns() - time.monotonic_ns()  # CLOCK_MONOTONIC -> wall
+        self.cap = list_cap
         self.procs: dict[int, _Proc] = {root_pid: _Proc(root_pid, root_ppid)}
-        self.reads, self.writes, self.deletes, self.mkdirs = _Dedup(), _Dedup(), _Dedup(), _Dedup()
-        self.renames, self.links, self.failed = _Dedup(), _Dedup(), _Dedup()
-        self.attempts, self.binds = _Dedup(), _Dedup()
-        self.sends: dict[tuple[str, str], int] = {}
-        self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}
+        self.procs_omitted = 0
+        cap = list_cap
+        self.reads, self.writes, self.deletes = Dedup(cap), Dedup(cap), Dedup(cap)
+        self.mkdirs, self.renames, self.links = Dedup(cap), Dedup(cap), Dedup(cap)
+        self.failed, self.attempts, self.binds = Dedup(cap), Dedup(cap), Dedup(cap)
+        self.sends = CappedSums(cap)
+        self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}  # kept binds only
         self.max_rss = 0
         self.cpu_ns = 0
         self.records = 0
-        self._raw_seen: set[bytes] = set()  # FILE records already folded, byte for byte
+        # FILE records already folded, byte for byte: a shortcut only, so once it holds
+        # ``list_cap`` keys it stops growing (records are then decoded, and deduplicated
+        # by the lists themselves).
+        self._raw_seen: set[bytes] = set()
+
+    def _new_proc(self, pid: int, ppid: int) -> _Proc | None:
+        """A new process node, or None once the tree holds ``list_cap`` processes."""
+        if len(self.procs) >= self.cap:
+            return None
+        node = self.procs[pid] = _Proc(pid, ppid)
+        return node
+
+    def omitted(self) -> dict[str, int]:
+        """Entries each receipt list left out at the cap (only the lists that did)."""
+        out = omitted_counts(
+            {
+                "filesystem.reads": self.reads,
+                "filesystem.writes": self.writes,
+                "filesystem.deletes": self.deletes,
+                "filesystem.mkdirs": self.mkdirs,
+                "filesystem.renames": self.renames,
+                "filesystem.links": self.links,
+                "filesystem.failed": self.failed,
+                "network.attempts": self.attempts,
+                "network.binds": self.binds,
+                "network.sends": self.sends,
+            }
+        )
+        if self.procs_omitted:
+            out["process_tree"] = self.procs_omitted
+        return out
 
     def feed(self, records: Iterable[bytes]) -> None:
         seen = self._raw_seen
@@ -240,7 +249,8 @@ class Folder:
             key = rec[0:4] + rec[24:36] + rec[40:]
             if key in seen:
                 continue
-            seen.add(key)
+            if len(seen) < self.cap:
+                seen.add(key)
             # fast path, the common shape: one absolute path, an open or a failure
             ret, nr, _a0, arg1, l0, rest = unpack_file(rec, 24)
             if rest != _NO_MORE or l0 < 2 or rec[56] != 47:  # 47 == "/"
@@ -279,7 +289,14 @@ class Folder:
 
         if etype == EV_FORK:
             parent = procs.get(tgid)
-            node = _Proc(nr, arg0 or tgid)
+            if nr in procs:
+                node = procs[nr] = _Proc(nr, arg0 or tgid)  # a reused pid: a new process
+            else:
+                new = self._new_proc(nr, arg0 or tgid)
+                if new is None:
+                    self.procs_omitted += 1
+                    return
+                node = new
             node.forked = True
             node.start = ts
             if arg1 and arg1 != nr:
@@ -289,11 +306,10 @@ class Folder:
                 node.argv = parent.argv
                 node.cwd = parent.cwd
                 node.trunc = parent.trunc
-            procs[nr] = node
         elif etype == EV_EXEC:
-            node = procs.get(tgid)
-            if node is None:
-                node = procs[tgid] = _Proc(tgid, nr)
+            node = procs.get(tgid) or self._new_proc(tgid, nr)
+            if node is None:  # past the cap (its fork was counted in procs_omitted)
+                return
             cwd = _dir(s1)
             node.cwd = cwd
             node.exe = normalize(_text(s0), cwd) if s0 else None
@@ -311,17 +327,17 @@ class Folder:
             if tgid != self.root_pid:
                 node.ppid = nr
         elif etype == EV_EXIT:
-            node = procs.get(tgid)
-            if node is None:
-                node = procs[tgid] = _Proc(tgid, 0)
+            self.max_rss = max(self.max_rss, arg0)
+            self.cpu_ns += arg1
+            node = procs.get(tgid) or self._new_proc(tgid, 0)
+            if node is None:  # past the cap (its fork was counted in procs_omitted)
+                return
             status = ret & 0xFFFF
             if status & 0x7F:
                 node.sig = status & 0x7F
             else:
                 node.code = (status >> 8) & 0xFF
             node.end = ts
-            self.max_rss = max(self.max_rss, arg0)
-            self.cpu_ns += arg1
         elif etype == EV_FILE:
             self._file(flags, ret, nr, arg1, s0, s1, s2, s3, l2)
         elif etype == EV_NET:
@@ -393,20 +409,22 @@ class Folder:
         fam, dst = addr
         proto = protocol(kind, fam)
         if op == "connect":
-            result = _CONNECT_RESULTS.get(-ret if ret < 0 else 0, _errname(ret).lower())
+            result = CONNECT_RESULTS.get(-ret if ret < 0 else 0, _errname(ret).lower())
             self._attempt(dst, proto, result, fam, tgid)
         elif op == "bind":
             if ret < 0:
                 self._attempt(dst, proto, "bind_failed:" + _errname(ret).lower(), fam, tgid)
                 return
             b = NetworkBind(addr=dst, protocol=proto)
-            self.bind_by_fd[(tgid, fd)] = b
-            self.binds.add(id(b), b)
+            if self.binds.add(id(b), b):
+                self.bind_by_fd[(tgid, fd)] = b
+            else:
+                self.bind_by_fd.pop((tgid, fd), None)  # the fd's earlier bind, if any
         elif op in ("sendto", "sendmsg"):
             if ret < 0:
                 self._attempt(dst, proto, "send_failed:" + _errname(ret).lower(), fam, tgid)
             else:
-                self.sends[(dst, proto)] = self.sends.get((dst, proto), 0) + ret
+                self.sends.add((dst, proto), ret)
 
     def _attempt(self, dst: str, proto: str, result: str, fam: str, pid: int) -> None:
         self.attempts.add(
@@ -431,7 +449,9 @@ class Folder:
             bytes_sent=counters.get(STAT_TX, 0),
             bytes_received=counters.get(STAT_RX, 0),
             binds=self.binds.items,
-            sends=[NetworkSend(dst=d, protocol=pr, bytes=n) for (d, pr), n in self.sends.items()],
+            sends=[
+                NetworkSend(dst=d, protocol=pr, bytes=n) for (d, pr), n in self.sends.sums.items()
+            ],
         )
         counts: dict[str, int] = {}
         for nr, n in counters.items():

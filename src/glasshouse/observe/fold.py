@@ -1,0 +1,91 @@
+"""Folding helpers shared by the observers (eBPF, strace) and the guest events: bounded
+lists without repeats, per-key sums, normalized paths and connect results by name.
+
+Every list a receipt holds is built through these, so each is capped (memory stays bounded
+whatever a run does) and a cap is never silent: what was left out is counted.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import posixpath
+
+from glasshouse.core.execution import DEFAULT_LIST_CAP
+
+#: connect(2)'s result by errno (0: connected), as the receipt names it.
+CONNECT_RESULTS = {
+    0: "connected",
+    _errno.EINPROGRESS: "in_progress",
+    _errno.EALREADY: "in_progress",
+    _errno.ECONNREFUSED: "refused",
+    _errno.ENETUNREACH: "unreachable",
+    _errno.EHOSTUNREACH: "unreachable",
+    _errno.ETIMEDOUT: "timeout",
+    _errno.EACCES: "denied",
+    _errno.EPERM: "denied",
+    _errno.ENOENT: "not_found",
+    _errno.EADDRNOTAVAIL: "address_unavailable",
+}
+
+
+def normalize(path: str, base: str | None) -> str:
+    """An absolute normalized path: ``path`` as given, joined to ``base`` when relative."""
+    if path[:1] == "/" and "//" not in path and "/." not in path and path[-1:] != "/":
+        return path  # already normalized (the common case): skip normpath
+    if not path.startswith("/"):
+        path = posixpath.join(base or "/", path) if path else (base or "/")
+    path = posixpath.normpath(path)
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return path
+
+
+class Dedup:
+    """A list without repeats that keeps at most ``cap`` entries: memory stays bounded
+    whatever the run does. A new entry past the cap is not kept but counted in ``omitted``
+    (each time it occurs: remembering what was left out would be the unbounded memory the
+    cap avoids); a repeat of a kept entry is still folded into it."""
+
+    __slots__ = ("_seen", "cap", "items", "omitted")
+
+    def __init__(self, cap: int = DEFAULT_LIST_CAP) -> None:
+        self.items: list = []
+        self._seen: set = set()
+        self.cap = cap
+        self.omitted = 0
+
+    def add(self, key: object, item: object) -> bool:
+        """Keep ``item`` unless ``key`` was kept already or the list is full; True if kept."""
+        if key in self._seen:
+            return False
+        if len(self.items) >= self.cap:
+            self.omitted += 1
+            return False
+        self._seen.add(key)
+        self.items.append(item)
+        return True
+
+
+class CappedSums:
+    """Per-key byte sums (network sends) for at most ``cap`` keys; a new key past it is
+    counted in ``omitted``, once per occurrence."""
+
+    __slots__ = ("cap", "omitted", "sums")
+
+    def __init__(self, cap: int = DEFAULT_LIST_CAP) -> None:
+        self.sums: dict[tuple[str, str], int] = {}
+        self.cap = cap
+        self.omitted = 0
+
+    def add(self, key: tuple[str, str], n: int) -> None:
+        if key in self.sums:
+            self.sums[key] += n
+        elif len(self.sums) < self.cap:
+            self.sums[key] = n
+        else:
+            self.omitted += 1
+
+
+def omitted_counts(lists: dict[str, Dedup | CappedSums]) -> dict[str, int]:
+    """``{"filesystem.reads": n, ...}`` for the lists that left entries out."""
+    return {name: d.omitted for name, d in lists.items() if d.omitted}
