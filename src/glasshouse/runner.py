@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.core.execution import (
+    DEFAULT_LIST_CAP,
     Backend,
     ExecutionResult,
     ExecutionSpec,
@@ -108,6 +109,7 @@ class Runner:
     ``"host"`` (eBPF, fail-open: the receipt says why when it cannot observe), ``"guest"``,
     ``"combined"`` or ``"disabled"``. ``observers``: override the profile's default ones.
     ``pipeline``: how receipts are finished (default: sealed, not stored, not signed).
+    ``list_cap``: the most entries each receipt list keeps (the rest is counted).
     Use it as a context manager, or call :meth:`close` when done.
     """
 
@@ -120,6 +122,7 @@ class Runner:
         pipeline: ReceiptPipeline | None = None,
         allow_unsandboxed: bool = True,
         backend_options: Mapping[str, Any] | None = None,
+        list_cap: int = DEFAULT_LIST_CAP,
     ) -> None:
         from glasshouse import backends
 
@@ -133,7 +136,7 @@ class Runner:
 
                 observers = observers_for(profile)
         self.backend = backend
-        self.engine = Engine(backend, observers=observers, profile=profile)
+        self.engine = Engine(backend, observers=observers, profile=profile, list_cap=list_cap)
         self.pipeline = pipeline if pipeline is not None else ReceiptPipeline()
 
     @property
@@ -196,12 +199,15 @@ class Runner:
         execution_id: str | None = None,
         on_start: Callable[[Handle], None] | None = None,
         extra: Mapping[str, Any] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
     ) -> Result:
         """Run ``spec``; finish its receipt through the pipeline; return the result.
 
         ``on_stdout``/``on_stderr`` get each output chunk as it arrives. ``receipt_path``:
         where the receipt is written (pipelines without a log). ``extra``: top-level
-        receipt fields set before the hooks run (the server's ``code_hash``). Never raises
+        receipt fields set before the hooks run (the server's ``code_hash``). ``output_dir``:
+        save the copied-back ``spec.outputs`` there (atomically, never through a symlink; one
+        that cannot be saved is marked so in ``artifacts.outputs``). Never raises
         for the command's or the backend's failures: they are in the result and receipt; a
         receipt that cannot be stored raises the store's error.
         """
@@ -213,6 +219,10 @@ class Runner:
             on_start=on_start,
         )
         data = {**run.receipt_data, **dict(extra or {})}
+        if output_dir is not None and spec.outputs:
+            from glasshouse.core.outputs import mark_unsaved, save_outputs
+
+            mark_unsaved(data, save_outputs(run.result.outputs, output_dir))
         finished = self.pipeline.finish(data, path=receipt_path, envelope_path=envelope_path)
         return _result(run, finished)
 

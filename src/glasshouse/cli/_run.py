@@ -40,8 +40,7 @@ def _parse_files(values: tuple[str, ...]) -> dict[str, bytes]:
     return files
 
 
-def _summary(run: Any, receipt_path: Path) -> str:
-    result, data = run.result, run.receipt_data
+def _summary(result: Any, data: dict[str, Any], receipt_path: Path) -> str:
     if result.timed_out:
         status = "timed out"
     elif result.signal is not None:
@@ -258,11 +257,9 @@ def run(
 
 
 def _run(**opts: Any) -> None:
-    from glasshouse import backends
-    from glasshouse.core.execution import ExecutionSpec, Limits, close_backend
-    from glasshouse.core.outputs import mark_unsaved, save_outputs
-    from glasshouse.engine import Engine
-    from glasshouse.receipt.store import write_receipt
+    from glasshouse.core.errors import GlasshouseError
+    from glasshouse.core.execution import ExecutionSpec, Limits
+    from glasshouse.runner import Runner, pipeline_for
 
     env = None
     if opts["env"] or opts["clean_env"]:
@@ -291,58 +288,57 @@ def _run(**opts: Any) -> None:
         files=_parse_files(opts["files"]),
         outputs=tuple(opts["outputs"]),
     )
-    name = opts["backend"]
-    if name == "auto":
-        name = backends.auto_select()
-    try:
-        backend = backends.create(name)
-    except Exception as exc:
-        fail(str(exc))
-    observers: list[Any] = []
-    if opts["profile"] in ("host", "combined"):  # (no observe import on the disabled path)
-        from glasshouse.observe import observers_for
-
-        observers = observers_for(opts["profile"])
-    engine = Engine(
-        backend, observers=observers, profile=opts["profile"], list_cap=opts["max_list"]
+    # Keys, policies and rules were loaded by their options' callbacks, before anything ran.
+    pipeline = pipeline_for(
+        redact=opts["redact_rules"] or opts["redact"],
+        policy=opts["policy"],
+        signing_key=opts["sign"],
     )
+    if opts["envelope"] and opts["sign"] is None:
+        click.echo("glasshouse: --envelope has no effect without --sign", err=True)
+    try:
+        runner = Runner(
+            opts["backend"], profile=opts["profile"], pipeline=pipeline, list_cap=opts["max_list"]
+        )
+    except GlasshouseError as exc:
+        fail(str(exc))
 
     quiet = opts["quiet"]
-    out = None if quiet else _writer(sys.stdout)
-    err = None if quiet else _writer(sys.stderr)
     interrupted: list[int] = []
 
     def _on_signal(signum: int, _frame: object) -> None:
         interrupted.append(signum)
-        engine.kill_all(f"interrupted by {signal.Signals(signum).name}")
+        runner.kill_all(f"interrupted by {signal.Signals(signum).name}")
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run = engine.run(spec, stdout=out, stderr=err)
+        done = runner.run_spec(
+            spec,
+            on_stdout=None if quiet else _writer(sys.stdout),
+            on_stderr=None if quiet else _writer(sys.stderr),
+            receipt_path=opts["receipt_path"],
+            envelope_path=opts["envelope"],
+            output_dir=opts["output_dir"],
+        )
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
-    data = run.receipt_data
-    result = run.result
-    if spec.outputs:
-        saved = save_outputs(result.outputs, opts["output_dir"])
-        mark_unsaved(data, saved)
-    for hook in _RECEIPT_HOOKS:
-        data = hook(data, opts)
-    write_receipt(data, opts["receipt_path"])
+    data, result = done.receipt, done.execution
     if spec.outputs:
         for line in _output_lines(data, opts["output_dir"]):
             if not quiet or " not saved: " in line:
                 click.echo(line, err=True)
     if not quiet:
-        click.echo(_summary(run, opts["receipt_path"]), err=True)
+        for line in _trust_run.report_lines(data, done.envelope_path):
+            click.echo(line, err=True)
+        click.echo(_summary(result, data, opts["receipt_path"]), err=True)
     if result.error and not result.timed_out and result.signal is None:
         click.echo(f"glasshouse: {result.error}", err=True)
-    close_backend(backend)  # background teardown (a microVM's reaping) ends before we do
+    runner.close()  # background teardown (a microVM's reaping) ends before we do
     if interrupted:
         _exit_now(128 + interrupted[0])
-    _exit_now(result.shell_exit_code())
+    _exit_now(done.returncode)
 
 
 def _exit_now(code: int) -> None:
@@ -356,11 +352,6 @@ def _exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-#: Receipt post-processing steps (redaction, policy, ...) added by other parts:
-#: ``hook(receipt_data, cli_options) -> receipt_data``; they run before the receipt is written.
-_RECEIPT_HOOKS: list[Any] = [*_trust_run.HOOKS]
 
 
 def _writer(stream: Any) -> Any:
