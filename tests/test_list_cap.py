@@ -18,8 +18,8 @@ import pytest
 
 from glasshouse.backends import create
 from glasshouse.core.execution import ExecutionSpec
-from glasshouse.engine import Engine
 from glasshouse.core.profiling import Observation, ObserverUnavailable
+from glasshouse.engine import Engine
 from glasshouse.observe.ebpf import _decode as d
 from glasshouse.observe.strace import _Parser
 from glasshouse.receipt.model import Filesystem, ProcessNode, Receipt

@@ -108,7 +108,9 @@ def test_unsaved_outputs_are_marked_failed_in_the_receipt() -> None:
 
 BACKENDS = [
     pytest.param("sandbox", "glasshouse.backends.sandbox", marks=pytest.mark.root, id="sandbox"),
-    pytest.param("gvisor", "glasshouse.backends.sandbox.gvisor", marks=pytest.mark.root, id="gvisor"),
+    pytest.param(
+        "gvisor", "glasshouse.backends.sandbox.gvisor", marks=pytest.mark.root, id="gvisor"
+    ),
     pytest.param(
         "microvm", "glasshouse.backends.microvm", marks=[pytest.mark.vm, pytest.mark.slow],
         id="microvm",

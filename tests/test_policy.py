@@ -416,3 +416,16 @@ def test_failed_file_attempts() -> None:
     assert evaluate(anything, data).violations == ["r"]  # the default op includes attempts
     only_reads = parse_policy("rules:\n  - {id: r, match: {file: {path: /etc/shadow, op: read}}}\n")
     assert evaluate(only_reads, data).fired == ()
+
+
+def test_a_capped_list_makes_its_section_unobserved() -> None:
+    """A pass over a list the receipt cut at its cap is partial: what was left out could
+    hold the match, so the section is reported as not (fully) observed."""
+    policy = parse_policy("rules:\n  - id: no-etc\n    match: {file: {path: /etc/**, op: write}}\n")
+    data = _observed()
+    data["filesystem"]["writes"] = ["/work/out.txt"]
+    data["observation"]["missing"] = {}
+    assert evaluate(policy, data).unobserved == ()
+    data["observation"]["omitted"] = {"filesystem.writes": 12}
+    verdict = evaluate(policy, data)
+    assert verdict.passed and verdict.unobserved == ("filesystem",)

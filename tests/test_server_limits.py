@@ -179,3 +179,17 @@ def test_a_client_that_does_not_read_its_answer_is_dropped(tmp_path) -> None:
         import httpx
 
         assert httpx.get(server.url + "/health", timeout=30).status_code == 200
+
+
+def test_max_list_reaches_the_receipts(tmp_path) -> None:
+    """--max-list is the cap the server's receipts state (and keep)."""
+    with api(config(tmp_path, max_list=3)) as c:
+        body = c.post("/run", json={"code": "print(1)"}).json()
+        receipt = c.get(f"/receipts/{body['receipt_id']}").json()
+    assert receipt["observation"]["list_cap"] == 3
+
+
+def test_max_list_flag_is_checked(tmp_path) -> None:
+    args = [*PROCESS, "--receipts-dir", str(tmp_path), "--max-list", "0"]
+    result = CliRunner().invoke(server_main, args)
+    assert result.exit_code == 2 and "--max-list" in result.output

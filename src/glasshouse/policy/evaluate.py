@@ -44,7 +44,11 @@ def evaluate(policy: Policy, receipt: Receipt | dict[str, Any]) -> Verdict:
         )
     observation = data.get("observation") if isinstance(data.get("observation"), dict) else {}
     missing = observation.get("missing") if isinstance(observation.get("missing"), dict) else {}
-    unobserved = tuple(sorted(s for s in policy.sections() if s in missing))
+    # A list cut at the receipt's cap cannot prove an absence: its section counts as not
+    # (fully) observed, so a pass over it is partial, never silently complete.
+    omitted = observation.get("omitted") if isinstance(observation.get("omitted"), dict) else {}
+    capped = {str(name).split(".")[0] for name, n in omitted.items() if n}
+    unobserved = tuple(sorted(s for s in policy.sections() if s in missing or s in capped))
     return Verdict(
         policy=policy.name,
         policy_digest=policy.digest,

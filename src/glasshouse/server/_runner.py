@@ -27,6 +27,7 @@ from typing import Any
 
 from glasshouse import backends
 from glasshouse.core.execution import (
+    DEFAULT_LIST_CAP,
     DEFAULT_OUTPUT_LIMIT,
     BackendUnavailable,
     ExecutionSpec,
@@ -74,6 +75,8 @@ class ServerConfig:
     output_limit: int = DEFAULT_OUTPUT_LIMIT
     memory_bytes: int | None = 512 << 20
     pids: int | None = 256
+    #: Most entries each receipt list keeps (``--max-list``); the rest is counted.
+    max_list: int = DEFAULT_LIST_CAP
     #: Per-run workspace disk quota (``--disk``); a request may set ``limits.disk``.
     disk_bytes: int | None = 1 << 30
     #: Ceilings on what a request may ask for (``--max-*``): above one, 422.
@@ -177,6 +180,7 @@ class Runner:
             profile=config.profile,
             observers=_host_observers(config.profile),
             pipeline=ReceiptPipeline(config.receipt_hooks, log=self.log),
+            list_cap=config.max_list,
         )
         self.engine = self.library.engine
         self.index = ReceiptIndex(self.log.dir)

@@ -118,6 +118,13 @@ def read_token(path: Path) -> str:
 @click.option("--memory", type=SIZE, default="512M", show_default=True, help="Default per run.")
 @click.option("--pids", type=int, default=256, show_default=True, help="Default per run.")
 @click.option(
+    "--max-list",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Most entries each receipt list keeps; what a list leaves out is counted.",
+)
+@click.option(
     "--disk", type=SIZE, default="1G", show_default=True, help="Workspace disk quota per run."
 )
 @click.option(
@@ -238,6 +245,7 @@ def _config_from_options(options: dict[str, Any]) -> Any:
             output_limit=options["output_limit"],
             memory_bytes=options["memory"],
             pids=options["pids"],
+            max_list=options["max_list"],
             disk_bytes=options["disk"],
             max_memory_bytes=options["max_memory"],
             max_pids=options["max_pids"],
