@@ -7,10 +7,12 @@ backend it uses. A later backend joins by adding one line to ``_REGISTRY``.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from glasshouse.core.checks import Check
 from glasshouse.core.execution import Backend, BackendUnavailable
+
+if TYPE_CHECKING:
+    from glasshouse.core.checks import Check
 
 _REGISTRY: dict[str, str] = {
     "process": "glasshouse.backends.process:ProcessBackend",
@@ -69,6 +71,7 @@ def doctor_checks() -> list[Check]:
     from pathlib import Path
 
     from glasshouse.backends import _cgroup
+    from glasshouse.core.checks import Check
 
     checks: list[Check] = []
     ok, why = _cgroup.available()
