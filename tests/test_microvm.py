@@ -464,9 +464,9 @@ def test_guest_profile_records_what_the_code_asked_the_guest(backend) -> None:
 
 
 def test_guest_events_past_the_cap_are_counted_lost(backend, monkeypatch) -> None:
-    from glasshouse.backends.microvm import _vm
+    from glasshouse.backends.microvm import _request
 
-    monkeypatch.setattr(_vm, "EVENTS_CAP", 600)
+    monkeypatch.setattr(_request, "EVENTS_CAP", 600)
     code = "import os\nfor _ in range(1000):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))"
     run = Engine(backend, profile="guest").run(
         ExecutionSpec(argv=["python3", "-c", code], timeout=60)
