@@ -59,9 +59,13 @@ def parse_request(req: dict) -> dict:
 
 
 def workspace_path(name: object, root: str = WORKSPACE) -> str:
-    """``root/name`` for a workspace name that does not go through a symlink."""
-    path = os.path.join(root, str(name))
-    if os.path.realpath(path) != os.path.normpath(path):
+    """``root/name`` for a workspace name that stays inside ``root``: relative, no ``..``
+    out of it, no symlink out of it. Anything else is a ``ValueError``."""
+    if not isinstance(name, str) or not name or "\x00" in name or name.startswith("/"):
+        raise ValueError(f"bad workspace path {name!r}")
+    path = os.path.join(root, name)
+    norm = os.path.normpath(path)
+    if not norm.startswith(root.rstrip("/") + "/") or os.path.realpath(path) != norm:
         raise ValueError(f"bad workspace path {name!r}")
     return path
 
@@ -85,9 +89,9 @@ def read_outputs(names: list, budget: int, root: str = WORKSPACE) -> dict:
     outputs = {}
     for name in names:
         try:
-            with open(os.path.join(root, name), "rb") as f:
+            with open(workspace_path(name, root), "rb") as f:
                 data = f.read(budget + 1)
-        except OSError:
+        except (OSError, ValueError):
             continue
         if len(data) > budget:
             break
