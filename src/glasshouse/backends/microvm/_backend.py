@@ -51,14 +51,14 @@ _CGROUP_PREFIX = "vm-"
 BOOT_TIMEOUT_S = 600.0
 
 #: The drivers a ``vmm`` choice may use, in order of preference.
-_DRIVERS: dict[str, tuple[type[VMMDriver], ...]] = {
+_DRIVERS: dict[str, tuple[type[VMMDriver[Any]], ...]] = {
     "auto": (FirecrackerDriver, QemuDriver),
     "firecracker": (FirecrackerDriver,),
     "qemu": (QemuDriver,),
 }
 
 
-def _driver_for(choice: str, images: _images.GuestImages, jailer: bool | None) -> VMMDriver:
+def _driver_for(choice: str, images: _images.GuestImages, jailer: bool | None) -> VMMDriver[Any]:
     """The first driver of ``choice`` whose VMM is installed."""
     for kind in _DRIVERS[choice]:
         binary = kind.locate(images)
@@ -103,7 +103,7 @@ class MicroVMBackend:
         self.name = "qemu" if vmm == "qemu" else "firecracker"
         self._lock = threading.Lock()
         self._prepared = False
-        self._driver: VMMDriver | None = None
+        self._driver: VMMDriver[Any] | None = None
         self._facts: VMFacts | None = None
         self._snapshot: _images.Snapshot | None = None
         self._snapshot_key = ""
@@ -384,10 +384,6 @@ def _check_spec(spec: ExecutionSpec) -> None:
         raise BackendError(
             "the microvm backend gives guests no network device (network=True not supported)"
         )
-
-
-def _ms(t0: float) -> int:
-    return round((time.monotonic() - t0) * 1000)
 
 
 def _ms(t0: float) -> int:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from glasshouse.core.execution import BackendError, BackendUnavailable
 
 from . import images as _images
 from ._vm import VMProcess
 
+VM = TypeVar("VM", bound=VMProcess)
 
-class VMMDriver(ABC):
+
+class VMMDriver(ABC, Generic[VM]):
     #: The backend name receipts carry ("firecracker", "qemu").
     name: ClassVar[str]
     #: Can build a warm snapshot and restore runs (and prewarmed VMs) from it.
@@ -52,13 +54,13 @@ class VMMDriver(ABC):
         return True
 
     @abstractmethod
-    def new_vm(self, run_dir: Path | None, mem_mib: int) -> VMProcess:
+    def new_vm(self, run_dir: Path | None, mem_mib: int) -> VM:
         """A VM not yet spawned (``VMProcess.spawn`` starts its VMM)."""
 
     @abstractmethod
     def start_guest(
         self,
-        vm: VMProcess,
+        vm: VM,
         snapshot: _images.Snapshot | None,
         *,
         mem_mib: int,

@@ -307,7 +307,7 @@ class FirecrackerVM(VMProcess):
             shutil.rmtree(self.jail_dir, ignore_errors=True)
 
 
-class FirecrackerDriver(VMMDriver):
+class FirecrackerDriver(VMMDriver[FirecrackerVM]):
     """Firecracker: runs restored from the warm snapshot (or cold-booted), vsock as the
     channel, under the jailer when we are root and have it."""
 
@@ -342,7 +342,7 @@ class FirecrackerDriver(VMMDriver):
 
     def start_guest(
         self,
-        vm: VMProcess,
+        vm: FirecrackerVM,
         snapshot: _images.Snapshot | None,
         *,
         mem_mib: int,
@@ -350,7 +350,6 @@ class FirecrackerDriver(VMMDriver):
         timings: dict[str, int],
         t0: float,
     ) -> str:
-        assert isinstance(vm, FirecrackerVM)
         timings["spawn_ms"] = _ms(t0)
         if snapshot is not None:
             vm.restore(snapshot.state, snapshot.memory)

@@ -101,7 +101,7 @@ class QemuVM(VMProcess):
         return body
 
 
-class QemuDriver(VMMDriver):
+class QemuDriver(VMMDriver[QemuVM]):
     """QEMU ``-M microvm``: a cold boot per run, the serial console as the channel."""
 
     name = "qemu"
@@ -117,7 +117,7 @@ class QemuDriver(VMMDriver):
 
     def start_guest(
         self,
-        vm: VMProcess,
+        vm: QemuVM,
         snapshot: _images.Snapshot | None,
         *,
         mem_mib: int,
@@ -125,7 +125,6 @@ class QemuDriver(VMMDriver):
         timings: dict[str, int],
         t0: float,
     ) -> str:
-        assert isinstance(vm, QemuVM)
         if snapshot is not None:
             raise BackendError("qemu cannot restore snapshots")
         try:
