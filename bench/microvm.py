@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from glasshouse.backends import create
 from glasshouse.backends.microvm import images
-from glasshouse.core.execution import Backend, BackendError, Engine, ExecutionSpec
+from glasshouse.core.execution import Backend, BackendError, ExecutionSpec
+from glasshouse.engine import Engine
 
 CODE = ["python3", "-c", "print(2+2)"]
 

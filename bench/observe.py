@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleave, print_table, summary
 
 from glasshouse.backends import create
-from glasshouse.core.execution import Engine, ExecutionSpec
+from glasshouse.core.execution import ExecutionSpec
+from glasshouse.engine import Engine
 
 OPEN_LOOP_C = r"""
 #include <fcntl.h>

@@ -33,7 +33,8 @@ from collections.abc import Callable
 
 from glasshouse.backends.process import ProcessBackend
 from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend, probe, probe_gvisor
-from glasshouse.core.execution import Backend, Engine, ExecutionSpec
+from glasshouse.core.execution import Backend, ExecutionSpec
+from glasshouse.engine import Engine
 
 PY = "/usr/bin/python3"
 ARGV = [PY, "-c", "pass"]

@@ -51,7 +51,8 @@ _HOSTS = ["127.0.0.1", "10.0.0.2", "93.184.216.34"]
 
 def _template() -> dict:
     from glasshouse.backends import create
-    from glasshouse.core.execution import Engine, ExecutionSpec
+    from glasshouse.core.execution import ExecutionSpec
+    from glasshouse.engine import Engine
 
     return Engine(create("process")).run(ExecutionSpec(argv=["true"])).receipt_data
 

@@ -41,7 +41,8 @@ rules:
 
 def _receipt() -> dict:
     from glasshouse.backends import create
-    from glasshouse.core.execution import Engine, ExecutionSpec
+    from glasshouse.core.execution import ExecutionSpec
+    from glasshouse.engine import Engine
 
     data = Engine(create("process")).run(ExecutionSpec(argv=["true"])).receipt_data
     data["process_tree"] = [

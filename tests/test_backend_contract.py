@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import pytest
 
 from glasshouse.backends import create
-from glasshouse.core.execution import Backend, Engine, ExecutionSpec, Limits
+from glasshouse.core.execution import Backend, ExecutionSpec, Limits
+from glasshouse.engine import Engine
 
 
 @dataclass(frozen=True)

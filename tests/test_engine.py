@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from glasshouse.backends.fake import FakeBackend
-from glasshouse.core.execution import Engine, ExecutionSpec
+from glasshouse.core.execution import ExecutionSpec
 from glasshouse.core.profiling import Observation, ObserverUnavailable
+from glasshouse.engine import Engine
 from glasshouse.receipt.model import ProcessNode
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from glasshouse.backends import create
-from glasshouse.core.execution import Engine, ExecutionSpec
+from glasshouse.core.execution import ExecutionSpec
+from glasshouse.engine import Engine
 
 
 @pytest.fixture(scope="module")

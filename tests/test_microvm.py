@@ -14,7 +14,8 @@ import pytest
 
 from glasshouse.backends import create
 from glasshouse.core import procfs
-from glasshouse.core.execution import Engine, ExecutionSpec, Limits
+from glasshouse.core.execution import ExecutionSpec, Limits
+from glasshouse.engine import Engine
 
 pytestmark = pytest.mark.vm
 

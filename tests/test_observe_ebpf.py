@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from glasshouse.backends import create
-from glasshouse.core.execution import Engine, ExecutionSpec
+from glasshouse.core.execution import ExecutionSpec
 from glasshouse.core.profiling import ObserverUnavailable
+from glasshouse.engine import Engine
 from glasshouse.observe import host_observer, unavailable_observer
 
 CORPUS = Path(__file__).parent / "observe_corpus"
@@ -502,7 +503,8 @@ def test_no_privileges_fail_open(tmp_path):
         "import os, sys\n"
         "os.environ['GLASSHOUSE_OBSERVER'] = 'ebpf'\n"
         "from glasshouse.backends import create\n"
-        "from glasshouse.core.execution import Engine, ExecutionSpec\n"
+        "from glasshouse.core.execution import ExecutionSpec\n"
+        "from glasshouse.engine import Engine\n"
         "from glasshouse.core.profiling import ObserverUnavailable\n"
         "from glasshouse.observe import host_observer, unavailable_observer\n"
         "try:\n    obs = host_observer()\n"

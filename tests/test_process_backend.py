@@ -11,7 +11,8 @@ import pytest
 
 from glasshouse.backends import _cgroup
 from glasshouse.backends.process import ProcessBackend
-from glasshouse.core.execution import Engine, ExecutionSpec, Limits
+from glasshouse.core.execution import ExecutionSpec, Limits
+from glasshouse.engine import Engine
 
 
 def _alive_with_marker(marker: str) -> list[int]:

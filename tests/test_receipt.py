@@ -11,7 +11,8 @@ import pytest
 
 from glasshouse.backends import create
 from glasshouse.cli._receipt import receipt_schema
-from glasshouse.core.execution import Engine, ExecutionSpec
+from glasshouse.core.execution import ExecutionSpec
+from glasshouse.engine import Engine
 from glasshouse.receipt.canonical import canonical_json, check_digest, compute_digest
 from glasshouse.receipt.log import ReceiptLog
 from glasshouse.receipt.model import Receipt

@@ -26,7 +26,8 @@ from glasshouse.backends import gvisor as gvisor_mod
 from glasshouse.backends import sandbox as sandbox_mod
 from glasshouse.backends._cgroup import available as cgroups_available
 from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend
-from glasshouse.core.execution import Engine, ExecutionSpec, Limits, Run
+from glasshouse.core.execution import ExecutionSpec, Limits
+from glasshouse.engine import Engine, Run
 
 pytestmark = pytest.mark.root
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from glasshouse.backends import create
-from glasshouse.core.execution import Engine, ExecutionSpec
+from glasshouse.core.execution import ExecutionSpec
+from glasshouse.engine import Engine
 
 
 def real_receipt(argv: list[str] | None = None, **spec: Any) -> dict[str, Any]:

@@ -10,27 +10,19 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from glasshouse.core.checks import Check
+
+__all__ = ["Check", "kvm_kind", "run_checks"]
+
 _PROVIDERS = (
+    "glasshouse.backends",
     "glasshouse.observe",
     "glasshouse.backends.sandbox",
     "glasshouse.backends.microvm",
     "glasshouse.policy",
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    #: What does not work when this check fails ("" when nothing depends on it).
-    disables: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def _exists(name: str, path: str, disables: str) -> Check:
@@ -57,8 +49,6 @@ def kvm_kind() -> str | None:
 
 
 def _core_checks() -> list[Check]:
-    from glasshouse.backends import _cgroup
-
     checks = [
         Check(
             "root",
@@ -77,28 +67,6 @@ def _core_checks() -> list[Check]:
             "(informational: Glasshouse attaches tp_btf/raw_tp and does not need it)",
         ),
     ]
-    ok, why = _cgroup.available()
-    checks.append(
-        Check("cgroups", ok, why, "" if ok else "per-run memory/pids limits and exact tree kill")
-    )
-    lay = _cgroup.layout()
-    if lay.v2 is not None:
-        fast = any(
-            line.split()[1] == str(lay.v2) and "favordynmods" in line.split()[3]
-            for line in Path("/proc/mounts").read_text().splitlines()
-            if line.startswith("cgroup2 ")
-        )
-        checks.append(
-            Check(
-                "cgroup-attach-fast",
-                fast,
-                "favordynmods on"
-                if fast
-                else "favordynmods off: each run's cgroup attach "
-                "waits for an RCU grace period (~10 ms); GLASSHOUSE_TUNE_CGROUPS=1 "
-                "scripts/setup.sh turns it on (informational)",
-            )
-        )
     kind = kvm_kind()
     checks.append(
         Check(

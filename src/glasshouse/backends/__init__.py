@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from glasshouse.core.checks import Check
 from glasshouse.core.execution import Backend, BackendUnavailable
 
 _REGISTRY: dict[str, str] = {
@@ -63,4 +64,36 @@ def auto_select(allow_unsandboxed: bool = True) -> str:
     raise BackendUnavailable("no isolating backend works on this host: " + "; ".join(reasons))
 
 
-__all__ = ["auto_select", "create", "names"]
+def doctor_checks() -> list[Check]:
+    """``glasshouse doctor``: per-run cgroups (limits, accounting, exact tree kill)."""
+    from pathlib import Path
+
+    from glasshouse.backends import _cgroup
+
+    checks: list[Check] = []
+    ok, why = _cgroup.available()
+    checks.append(
+        Check("cgroups", ok, why, "" if ok else "per-run memory/pids limits and exact tree kill")
+    )
+    lay = _cgroup.layout()
+    if lay.v2 is not None:
+        fast = any(
+            line.split()[1] == str(lay.v2) and "favordynmods" in line.split()[3]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.startswith("cgroup2 ")
+        )
+        checks.append(
+            Check(
+                "cgroup-attach-fast",
+                fast,
+                "favordynmods on"
+                if fast
+                else "favordynmods off: each run's cgroup attach "
+                "waits for an RCU grace period (~10 ms); GLASSHOUSE_TUNE_CGROUPS=1 "
+                "scripts/setup.sh turns it on (informational)",
+            )
+        )
+    return checks
+
+
+__all__ = ["auto_select", "create", "doctor_checks", "names"]

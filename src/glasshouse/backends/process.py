@@ -39,6 +39,7 @@ from glasshouse.core.execution import (
 
 _PR_SET_CHILD_SUBREAPER = 36
 _READ_CHUNK = 1 << 16
+_FD_MAX = 0x7FFFFFFF
 
 
 @dataclass
@@ -123,6 +124,7 @@ class ProcessBackend:
         else:
             in_r, stdin_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
         child_fds = (in_r, out_w, err_w, gate_r, errpipe_w)
+        fd_limit = _fd_limit()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -130,7 +132,7 @@ class ProcessBackend:
                 _close(fd)
             raise BackendError(f"fork failed: {exc}") from exc
         if pid == 0:  # pragma: no cover - the child only execs or exits
-            _child(command, in_r, out_w, err_w, gate_r, errpipe_w)
+            _child(command, in_r, out_w, err_w, gate_r, errpipe_w, fd_limit)
         for fd in child_fds:
             os.close(fd)
         self._roots.add(pid)
@@ -264,6 +266,10 @@ class ProcessBackend:
             raise BackendError(
                 "the process backend has no private workspace for --file/--output;"
                 " use --backend sandbox"
+            )
+        if spec.limits.disk_bytes is not None:
+            raise BackendError(
+                "the process backend has no workspace to hold to limits.disk; use --backend sandbox"
             )
         env = dict(os.environ if spec.env is None else spec.env)
         exe = resolve_executable(spec.argv[0], env.get("PATH", os.defpath), spec.cwd)
@@ -443,7 +449,13 @@ def resolve_executable(name: str, path: str, cwd: str | None = None) -> str:
 
 
 def _child(  # pragma: no cover - runs between fork and exec
-    command: Command, in_r: int, out_w: int, err_w: int, gate_r: int, errpipe_w: int
+    command: Command,
+    in_r: int,
+    out_w: int,
+    err_w: int,
+    gate_r: int,
+    errpipe_w: int,
+    fd_limit: int,
 ) -> None:
     stage = "setup"
     try:
@@ -451,6 +463,7 @@ def _child(  # pragma: no cover - runs between fork and exec
         os.dup2(in_r, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
+        _close_inherited((gate_r, errpipe_w, *command.pass_fds), fd_limit)
         for fd in command.pass_fds:
             os.set_inheritable(fd, True)
         for res, soft, hard in command.rlimits:
@@ -481,6 +494,25 @@ def _child(  # pragma: no cover - runs between fork and exec
             os.write(errpipe_w, f"{stage}:{errno.EINVAL}".encode())
     finally:
         os._exit(127)
+
+
+def _close_inherited(keep: tuple[int, ...], fd_limit: int) -> None:
+    """Close every fd but 0-2 and ``keep``: whatever we were started with (a jobserver pipe,
+    a ``flock``, a launcher's socket, an ``exec 7</``) must not reach the workload, and
+    bubblewrap passes on all it inherits. os.closerange is one close_range(2) per gap."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, fd_limit)
+
+
+def _fd_limit() -> int:
+    """One past the highest fd this process can hold (the hard RLIMIT_NOFILE, which the
+    kernel caps at fs.nr_open): where :func:`_close_inherited` stops."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return _FD_MAX if hard == resource.RLIM_INFINITY else min(max(hard, 1024), _FD_MAX)
 
 
 def _close(fd: int) -> None:

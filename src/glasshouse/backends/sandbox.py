@@ -27,6 +27,7 @@ ahead and hand one to ``start(..., run=...)``; each is used once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.backends import _seccomp, _workspace
+from glasshouse.backends._quota import QuotaUnavailable
+from glasshouse.backends._tree import remove_tree
 from glasshouse.backends._workspace import DEFAULT_OUTPUT_CAP, Workspace, ensure_base
 from glasshouse.backends.process import Command, ProcessBackend, ProcessHandle
 from glasshouse.core.execution import (
@@ -76,6 +79,9 @@ _DEFAULT_TMP_BYTES = 256 << 20
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _MERGED_USR = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"))
 _OPTIONAL_MERGED_USR = (("usr/lib64", "/lib64"), ("usr/lib32", "/lib32"))
+#: /proc files of the host's that bwrap's fresh /proc still shows: each is overlaid with an
+#: empty read-only file (the host's boot command line, the id of its current boot).
+_HIDDEN_PROC = ("/proc/cmdline", "/proc/sys/kernel/random/boot_id")
 _GVISOR_NOTE = (
     "gVisor runtime: the workload's syscalls are served by gVisor's user-space kernel; host "
     "observation (eBPF) sees only the runsc sentry/gofer processes, not the workload's own "
@@ -146,9 +152,10 @@ class SandboxRun:
                 with contextlib.suppress(OSError):
                     os.close(fd)
                 setattr(self, name, -1)
-        self.workspace.remove()
         for d in self.extra_dirs:
-            shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(d)
+        self.workspace.remove()  # raises if it cannot: the receipt says so (cleanup_error)
         self.closed = True
 
 
@@ -217,6 +224,8 @@ class SandboxBackend(ProcessBackend):
         self._init: Path | None = None  # glasshouse-init, or None: runtime's own PID 1
         self._init_reason = ""
         self._static_args: dict[bool, list[str]] = {}
+        #: leftovers of dead processes the last sweep could not remove (logged; never fatal)
+        self.sweep_failures: list[str] = []
 
     # -- preparation (once per backend) -------------------------------------------------
     def prepare(self) -> None:
@@ -236,7 +245,7 @@ class SandboxBackend(ProcessBackend):
             self._binary = os.path.realpath(found)
             self._version = _tool_version(found)
             ensure_base(self._base)
-            _workspace.sweep(self._base)
+            _workspace.sweep(self._base, failures=self.sweep_failures)
             if self._use_seccomp:
                 try:
                     self._program = _seccomp.program()
@@ -269,6 +278,8 @@ class SandboxBackend(ProcessBackend):
                 args += ["--symlink", target, link]
         args += ["--ro-bind", str(self._etc[network]), "/etc"]
         args += ["--proc", "/proc", "--dev", "/dev"]
+        for hidden, fd in zip(_HIDDEN_PROC, _empty_sources(), strict=True):
+            args += ["--perms", "0444", "--ro-bind-data", str(fd), hidden]
         if self._init is not None:
             args += ["--as-pid-1", "--ro-bind", str(self._init), INIT_PATH]
         return args
@@ -277,6 +288,9 @@ class SandboxBackend(ProcessBackend):
     def prepare_run(self) -> SandboxRun:
         """Create one run's workspace, uid, seccomp fd and status pipe."""
         self.prepare()
+        # Cheap (a stat each): put back modes something else broke, so runs keep working.
+        ensure_base(self._base, self._etc.values())
+        _workspace.retry_left()
         uid, gid = self._next_identity()
         workspace = Workspace.create(self._base, uid, gid)
         run = SandboxRun(workspace, uid, gid)
@@ -334,7 +348,12 @@ class SandboxBackend(ProcessBackend):
             raise BackendError("a prepared sandbox run can be used only once")
         run.used = True
         try:
+            if spec.limits.disk_bytes is not None:  # at start: a pool's slot predates its spec
+                run.workspace.limit_disk(spec.limits.disk_bytes)
             run.workspace.write_inputs(dict(spec.files))
+        except QuotaUnavailable as exc:
+            run.close()
+            raise BackendError(f"limits.disk cannot be enforced: {exc}") from exc
         except (OSError, ValueError) as exc:
             run.close()
             raise BackendError(f"cannot place input files in the workspace: {exc}") from exc
@@ -367,7 +386,7 @@ class SandboxBackend(ProcessBackend):
         args += ["--size", str(tmp_size), "--tmpfs", "/tmp"]
         args += ["--bind", str(run.workspace.path), INSIDE_WORKSPACE, "--chdir", cwd]
         args += ["--remount-ro", "/"]  # bwrap's root tmpfs; /tmp and the workspace stay rw
-        pass_fds: tuple[int, ...] = (run.status_w,)
+        pass_fds: tuple[int, ...] = (run.status_w, *_empty_sources())
         args += ["--json-status-fd", str(run.status_w)]
         if run.seccomp_fd >= 0:
             args += ["--seccomp", str(run.seccomp_fd)]
@@ -433,10 +452,13 @@ class SandboxBackend(ProcessBackend):
         spec = handle.spec
         result.network = "enabled" if spec.network else "loopback"
         result.details["runtime"] = self._version
+        if run.workspace.quota:
+            result.details["disk_limit"] = run.workspace.quota
         facts: dict[str, Any] = {
             "runtime": self._version,
             "root_fs": "read-only /usr and a minimal /etc; nothing else of the host",
             "workspace": f"{INSIDE_WORKSPACE} (fresh per-run directory, cwd)",
+            "disk": run.workspace.quota or "no quota (the host filesystem's free space)",
             "tmp": "private tmpfs",
             "host_uid": run.host_uid,
             "capabilities": "none",
@@ -630,6 +652,15 @@ def _tool_version(binary: str) -> str:
     if name == "runsc":
         return "gvisor " + text.removeprefix("runsc version ").strip()
     return text
+
+
+@functools.cache
+def _empty_sources() -> tuple[int, ...]:
+    """One fd per :data:`_HIDDEN_PROC` file that reads as empty forever (/dev/null,
+    close-on-exec; a child inherits them only through ``pass_fds``): bwrap copies from each
+    into the file it lays over that path (and closes its copy, hence one each). Opened once
+    per process: the bwrap arguments are built once per backend."""
+    return tuple(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in _HIDDEN_PROC)
 
 
 def _sandbox_env(spec: ExecutionSpec) -> dict[str, str]:

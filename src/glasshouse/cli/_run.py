@@ -101,6 +101,11 @@ def _summary(run: Any, receipt_path: Path) -> str:
 )
 @click.option("--file-size", type=SIZE, help="Largest file the command may write.")
 @click.option(
+    "--disk",
+    type=SIZE,
+    help="Most bytes the workspace may hold, e.g. 1G (sandbox, gvisor; past it: ENOSPC).",
+)
+@click.option(
     "--network/--no-network",
     default=None,
     help="Allow network (default: on for process, off for isolating backends).",
@@ -177,6 +182,7 @@ def run(
     pids: int | None,
     output_limit: int,
     file_size: int | None,
+    disk: int | None,
     network: bool | None,
     env: tuple[str, ...],
     clean_env: bool,
@@ -216,7 +222,8 @@ def run(
 
 def _run(**opts: Any) -> None:
     from glasshouse import backends
-    from glasshouse.core.execution import Engine, ExecutionSpec, Limits, close_backend
+    from glasshouse.core.execution import ExecutionSpec, Limits, close_backend
+    from glasshouse.engine import Engine
     from glasshouse.receipt.store import write_receipt
 
     env = None
@@ -240,6 +247,7 @@ def _run(**opts: Any) -> None:
             pids=opts["pids"],
             output_bytes=opts["output_limit"],
             file_size_bytes=opts["file_size"],
+            disk_bytes=opts["disk"],
         ),
         network=opts["network"],
         files=_parse_files(opts["files"]),

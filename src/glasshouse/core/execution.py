@@ -1,15 +1,16 @@
-"""Execution contracts: what to run, what happened, the Backend protocol and the Engine.
+"""Execution contracts: what to run, what happened, and the Backend protocol.
 
 The lifecycle follows the seeds (001/002/004): ``prepare`` -> ``start`` -> ``wait`` ->
 ``cleanup``, with ``kill`` at any time. ``start`` leaves the workload held at a *gate*; the
-Engine attaches observers to the reported root pid and then calls ``release``, so an observer
-sees the workload's very first exec. Every outcome, including a spec that fails validation
-or a backend that cannot start, yields an :class:`ExecutionResult` and so a receipt.
+Engine (:mod:`glasshouse.engine`) attaches observers to the reported root pid and then calls
+``release``, so an observer sees the workload's very first exec. Every outcome, including a
+spec that fails validation or a backend that cannot start, yields an
+:class:`ExecutionResult` and so a receipt. Nothing here imports the receipt package: data
+flows one way, core -> receipt -> engine -> runner -> CLI/server.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import os
 import threading
@@ -18,43 +19,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from glasshouse.core.profiling import Observation, Observer, Profile
-    from glasshouse.receipt.model import Receipt
+# The errors live in glasshouse.core.errors; re-exported here for the backends.
+from glasshouse.core.errors import BackendError as BackendError
+from glasshouse.core.errors import BackendUnavailable as BackendUnavailable
+from glasshouse.core.errors import CommandNotRunnable as CommandNotRunnable
+from glasshouse.core.errors import GlasshouseError as GlasshouseError
+from glasshouse.core.errors import SpecError as SpecError
 
-try:  # CPython's builtin SHA-256: importing hashlib would load OpenSSL (~10 ms at startup)
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - other interpreters
-    from hashlib import sha256
+if TYPE_CHECKING:
+    from glasshouse.core.profiling import Observation
+
+from glasshouse.core.hashing import sha256
 
 #: Default cap on the bytes kept per output stream (the hash always covers the full stream).
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 
 Sink = Callable[[bytes], None]
-
-
-class GlasshouseError(Exception):
-    """Glasshouse's own failure (not the workload's). The CLI maps it to exit code 125."""
-
-
-class SpecError(GlasshouseError, ValueError):
-    """An ExecutionSpec that cannot be run as given; the message says which field and why."""
-
-
-class BackendError(GlasshouseError):
-    """A backend could not prepare, start or supervise the workload."""
-
-
-class BackendUnavailable(BackendError):
-    """The backend cannot work on this host (missing binary, capability, kernel feature)."""
-
-
-class CommandNotRunnable(BackendError):
-    """The command does not exist (exit code 127) or cannot be executed (126), as in a shell."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -67,13 +47,15 @@ class Limits:
     pids: int | None = None
     output_bytes: int = DEFAULT_OUTPUT_LIMIT  # kept per stream; the rest is hashed, not kept
     file_size_bytes: int | None = None
+    #: bytes the workspace may hold (isolating backends); writing past it gets ENOSPC
+    disk_bytes: int | None = None
 
     def validate(self) -> None:
         for name in ("wall_s", "cpu_s"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SpecError(f"limits.{name} must be > 0, got {value!r}")
-        for name in ("memory_bytes", "pids", "file_size_bytes"):
+        for name in ("memory_bytes", "pids", "file_size_bytes", "disk_bytes"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise SpecError(f"limits.{name} must be a positive integer, got {value!r}")
@@ -133,11 +115,6 @@ class ExecutionSpec:
         """The effective wall-clock limit: the smaller of ``timeout`` and ``limits.wall_s``."""
         values = [v for v in (self.timeout, self.limits.wall_s) if v is not None]
         return min(values) if values else None
-
-    def command_hash(self) -> str:
-        from glasshouse.receipt.canonical import canonical_json
-
-        return sha256(canonical_json(list(self.argv))).hexdigest()
 
 
 def _check_relative(name: str) -> None:
@@ -332,166 +309,3 @@ class Prewarmable(Protocol):
 def new_execution_id() -> str:
     """``exec-<unix ms>-<80 random bits>``: sortable by time, unguessable."""
     return f"exec-{time.time_ns() // 1_000_000}-{os.urandom(10).hex()}"
-
-
-@dataclass
-class Run:
-    """The Engine's output: the result, each observer's observation and the receipt.
-
-    ``receipt_data`` is the receipt as JSON data (built without pydantic, so the CLI's hot
-    path stays fast); ``receipt`` validates it into the model on first use.
-    """
-
-    execution_id: str
-    spec: ExecutionSpec
-    result: ExecutionResult
-    observations: list[Observation]
-    receipt_data: dict[str, Any]
-    _receipt: Receipt | None = field(default=None, repr=False)
-
-    @property
-    def receipt(self) -> Receipt:
-        if self._receipt is None:
-            from glasshouse.receipt.model import Receipt
-
-            self._receipt = Receipt.model_validate(self.receipt_data)
-        return self._receipt
-
-
-class Engine:
-    """Orchestrates one run: validate -> prepare -> start (gated) -> attach observers ->
-    release -> wait -> aggregate -> cleanup. Never raises for the workload's or the backend's
-    failures: they end up in the receipt. Thread-safe: one Engine may run many specs at once.
-    """
-
-    def __init__(
-        self,
-        backend: Backend,
-        observers: Sequence[Observer] = (),
-        profile: Profile | str = "disabled",
-    ) -> None:
-        from glasshouse.core.profiling import Profile
-
-        self.backend = backend
-        self.observers = list(observers)
-        self.profile = Profile(profile)
-        self._active: dict[str, Handle] = {}
-        self._lock = threading.Lock()
-
-    def run(
-        self,
-        spec: ExecutionSpec,
-        *,
-        stdout: Sink | None = None,
-        stderr: Sink | None = None,
-        execution_id: str | None = None,
-        on_start: Callable[[Handle], None] | None = None,
-    ) -> Run:
-        from glasshouse.receipt.aggregate import build_receipt
-
-        execution_id = execution_id or new_execution_id()
-        observations: list[Observation] = []
-        try:
-            spec.validate()
-        except SpecError as exc:
-            result = ExecutionResult.failure(f"invalid spec: {exc}")
-        else:
-            if self.profile in ("guest", "combined") and not spec.guest_events:
-                spec = dataclasses.replace(spec, guest_events=True)
-            result = self._run_validated(spec, stdout, stderr, observations, on_start)
-        receipt_data = build_receipt(
-            execution_id=execution_id,
-            spec=spec,
-            result=result,
-            observations=observations,
-            profile=self.profile,
-            backend=self.backend,
-        )
-        return Run(execution_id, spec, result, observations, receipt_data)
-
-    def _run_validated(
-        self,
-        spec: ExecutionSpec,
-        stdout: Sink | None,
-        stderr: Sink | None,
-        observations: list[Observation],
-        on_start: Callable[[Handle], None] | None,
-    ) -> ExecutionResult:
-        from glasshouse.core.profiling import Observation
-
-        handle: Handle | None = None
-        sessions: list[tuple[Observer, Any]] = []
-        started = utcnow()
-        try:
-            self.backend.prepare()
-            handle = self.backend.start(spec, stdout, stderr)
-            with self._lock:
-                self._active[handle.id] = handle
-            if on_start is not None:
-                on_start(handle)
-            for observer in self.observers:
-                if handle.pid is None:
-                    observations.append(
-                        Observation.unavailable(
-                            observer.name,
-                            observer.provenance,
-                            f"backend {self.backend.name} has no host process to observe",
-                        )
-                    )
-                    continue
-                try:
-                    sessions.append((observer, observer.start(handle.pid)))
-                except Exception as exc:  # fail-open: observation is never required
-                    observations.append(
-                        Observation.unavailable(observer.name, observer.provenance, str(exc))
-                    )
-            self.backend.release(handle)
-            result = self.backend.wait(handle)
-        except GlasshouseError as exc:
-            result = ExecutionResult.failure(
-                f"{self.backend.name}: {exc}", exit_code=getattr(exc, "exit_code", None)
-            )
-            result.started_at = started
-        except BaseException:
-            if handle is not None:
-                self.backend.kill(handle, "interrupted")
-            raise
-        finally:
-            for observer, session in sessions:
-                try:
-                    observations.append(session.stop())
-                except Exception as exc:
-                    observations.append(
-                        Observation.unavailable(
-                            observer.name, observer.provenance, f"observer failed: {exc}"
-                        )
-                    )
-            if handle is not None:
-                with self._lock:
-                    self._active.pop(handle.id, None)
-                try:
-                    self.backend.cleanup(handle)
-                except Exception as exc:  # cleanup problems are reported, never fatal
-                    cleanup_error = f"cleanup failed: {exc}"
-                    if "result" in locals():
-                        result.details["cleanup_error"] = cleanup_error
-        if result.guest_observation is not None:
-            observations.append(result.guest_observation)
-        elif self.profile in ("guest", "combined"):
-            observations.append(
-                Observation.unavailable(
-                    "guest",
-                    "guest",
-                    f"backend {self.backend.name} reported no guest-side events"
-                    + ("" if result.error is None else f" ({result.error})"),
-                )
-            )
-        return result
-
-    def kill_all(self, reason: str = "shutdown") -> int:
-        """Kill every in-flight run (their receipts record ``reason``); return how many."""
-        with self._lock:
-            handles = list(self._active.values())
-        for handle in handles:
-            self.backend.kill(handle, reason)
-        return len(handles)

@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from glasshouse.core.errors import ObserverUnavailable as ObserverUnavailable
+
 if TYPE_CHECKING:  # the model pulls in pydantic; the run hot path does not need it
     from glasshouse.receipt.model import Filesystem, Network, ProcessNode, Resources, Syscalls
 
@@ -21,10 +23,6 @@ class Profile(enum.StrEnum):
     HOST = "host"  # host kernel observation (eBPF, or a labeled fallback)
     GUEST = "guest"  # events reported from inside a VM guest
     COMBINED = "combined"  # both
-
-
-class ObserverUnavailable(Exception):
-    """Raised by an observer that cannot observe on this host; the message says why."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from glasshouse.core.profiling import Observer, ObserverUnavailable
 
 if TYPE_CHECKING:
-    from glasshouse.doctor import Check
+    from glasshouse.core.checks import Check
 
 __all__ = ["ObserverUnavailable", "doctor_checks", "host_observer", "observers_for"]
 
@@ -99,7 +99,7 @@ def observers_for(profile: str, *, fallback: bool = True) -> list[Observer]:
 
 def doctor_checks() -> list[Check]:
     """Host probes for observation, for ``glasshouse doctor``."""
-    from glasshouse.doctor import Check
+    from glasshouse.core.checks import Check
 
     checks: list[Check] = []
     btf = os.path.exists("/sys/kernel/btf/vmlinux")

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 # Evaluation and the types are pure Python; the module named like the function is imported
 # here so that ``glasshouse.policy.evaluate`` is the function, not the submodule.
+from glasshouse.policy._net import parse_endpoint
 from glasshouse.policy.evaluate import apply_verdict, evaluate, receipt_hook
 from glasshouse.policy.models import Evidence, Policy, PolicyError, Rule, RuleResult, Verdict
 
 if TYPE_CHECKING:
-    from glasshouse.doctor import Check
+    from glasshouse.core.checks import Check
 
 #: Loading needs pyyaml: imported on first use.
 _EXPORTS = {"load_policy": "glasshouse.policy.load", "parse_policy": "glasshouse.policy.load"}
@@ -37,6 +38,7 @@ __all__ = [
     "doctor_checks",
     "evaluate",
     "load_policy",
+    "parse_endpoint",
     "parse_policy",
     "receipt_hook",
 ]
@@ -53,7 +55,7 @@ def doctor_checks() -> list[Check]:
     """``glasshouse doctor``: the libraries signing and policies need (the ``trust`` extra)."""
     import importlib.util
 
-    from glasshouse.doctor import Check
+    from glasshouse.core.checks import Check
 
     out = []
     for name, module, disables in (

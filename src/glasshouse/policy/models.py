@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from glasshouse.core.errors import GlasshouseError
+
 if TYPE_CHECKING:
     from glasshouse.policy._conditions import Condition
 
@@ -14,7 +16,7 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 EVIDENCE_KEPT = 20
 
 
-class PolicyError(ValueError):
+class PolicyError(GlasshouseError, ValueError):
     """A policy is malformed. ``line`` (1-based) and ``where`` (``rules[2].match.network``)
     locate the problem; ``reason`` says what is wrong."""
 

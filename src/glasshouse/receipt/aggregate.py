@@ -152,9 +152,16 @@ def build_receipt(
     }
 
 
+def command_hash(argv: Sequence[str]) -> str:
+    """sha256 over the canonical JSON of the command (argv) that was run."""
+    from glasshouse.receipt.canonical import canonical_json, sha256_hex
+
+    return sha256_hex(canonical_json(list(argv)))
+
+
 def _command_hash(spec: ExecutionSpec) -> str | None:
     try:
-        return spec.command_hash()
+        return command_hash(spec.argv)
     except Exception:  # an invalid spec (e.g. non-string argv) has no command hash
         return None
 

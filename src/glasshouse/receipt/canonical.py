@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
-from glasshouse.core.execution import sha256
+from glasshouse.core.hashing import sha256
 
 if TYPE_CHECKING:
     from glasshouse.receipt.model import Receipt

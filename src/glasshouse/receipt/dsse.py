@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from glasshouse.core.errors import GlasshouseError
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
@@ -43,7 +45,7 @@ def keyid(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(GlasshouseError, ValueError):
     """A document is not a well-formed DSSE envelope; the message says which part is wrong."""
 
 

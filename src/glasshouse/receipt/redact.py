@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glasshouse.core.errors import GlasshouseError
+
 MARKER = re.compile(r"\[REDACTED:[0-9a-f]{16}\]")
 #: Environment variable with a salt (any string) shared across runs.
 SALT_ENV = "GLASSHOUSE_REDACT_SALT"
@@ -63,7 +65,7 @@ _SKIP_KEYS = frozenset(
 )
 
 
-class RedactionConfigError(ValueError):
+class RedactionConfigError(GlasshouseError, ValueError):
     """A redaction rules file is malformed; the message names the rule and the reason."""
 
 
@@ -202,7 +204,7 @@ class Redactor:
         if self._screen is None:
             self._screen = _screen(self.rules) or False
         screen = self._screen
-        if screen:
+        if isinstance(screen, re.Pattern):
             lowered = _fold(text)
             if screen.search(lowered) is None:
                 return text  # the common case (paths, names): no rule can match
@@ -244,7 +246,7 @@ class Redactor:
         The copy is unsealed (``digest`` None): redaction happens before sealing and signing.
         """
         counts: Counter[str] = Counter()
-        out = self._walk(data, counts, None)
+        out: dict[str, Any] = self._walk(data, counts, None)
         names = [r.name for r in self.rules] + (["argv-flag"] if self.argv_flags else [])
         out["redaction"] = {
             "rules": names,

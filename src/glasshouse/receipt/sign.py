@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from glasshouse.core.errors import GlasshouseError
 from glasshouse.core.version import RECEIPT_VERSION
 from glasshouse.receipt import dsse
 from glasshouse.receipt.canonical import as_data, canonical_json, compute_digest
@@ -58,11 +59,11 @@ FailureKind = Literal[
 ]
 
 
-class KeyFileError(ValueError):
+class KeyFileError(GlasshouseError, ValueError):
     """A key file is missing, unreadable or not an Ed25519 key."""
 
 
-class VerificationError(Exception):
+class VerificationError(GlasshouseError):
     """A signed receipt did not verify. ``kind`` is machine-readable; ``str()`` is for people."""
 
     def __init__(self, kind: FailureKind, message: str) -> None:

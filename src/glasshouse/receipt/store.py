@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glasshouse.core.errors import ReceiptError as ReceiptError
 from glasshouse.receipt.canonical import seal, seal_data, to_bytes
 
 if TYPE_CHECKING:
     from glasshouse.receipt.model import Receipt
-
-
-class ReceiptError(Exception):
-    """A receipt file could not be read or is not a valid v0.3.0 receipt."""
 
 
 def write_atomic(
@@ -33,10 +31,11 @@ def write_atomic(
     tmp = os.path.join(directory, f".{target.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
@@ -46,6 +45,17 @@ def write_atomic(
     if sync_dir:
         fsync_dir(directory)
     return target
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``: a short write is continued, and a write that makes no
+    progress (the file system is full) raises ``OSError(ENOSPC)``, never passes silently."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "no progress writing (file system full?)")
+        view = view[n:]
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

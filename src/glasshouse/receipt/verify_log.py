@@ -234,18 +234,19 @@ def _scan(root: Path, problems: _Problems, key: Any = None) -> list[_Entry]:
         try:
             data = json.loads(path.read_bytes())
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            rid = name.removesuffix(".json")
+            stem = name.removesuffix(".json")
             problems.add(
                 "unreadable",
                 f"not a readable JSON receipt ({exc})",
-                execution_id=rid if RECEIPT_ID.match(rid) else None,
+                execution_id=stem if RECEIPT_ID.match(stem) else None,
                 file=name,
             )
             continue
         if not isinstance(data, dict):
             problems.add("unreadable", "not a JSON object", file=name)
             continue
-        rid = data.get("execution_id") if isinstance(data.get("execution_id"), str) else None
+        found_id = data.get("execution_id")
+        rid = found_id if isinstance(found_id, str) else None
         seq = data.get("sequence")
         entry = _Entry(
             file=name,
@@ -306,10 +307,13 @@ def _read_index(root: Path, problems: _Problems) -> list[tuple[int, str, str]] |
         return None
     out: list[tuple[int, str, str]] = []
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text().split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         problems.add("index", f"INDEX is unreadable: {exc}", file=INDEX)
         return None
+    # An unterminated last line is a journal write cut short (full disk, crash): the append
+    # it began never wrote its receipt, and the writer cuts it off before its next append.
+    lines.pop()
     for n, line in enumerate(lines, 1):
         try:
             item = json.loads(line)

@@ -27,17 +27,16 @@ from glasshouse import backends
 from glasshouse.core.execution import (
     DEFAULT_OUTPUT_LIMIT,
     BackendUnavailable,
-    Engine,
     ExecutionResult,
     ExecutionSpec,
     Handle,
     Limits,
     Prewarmable,
-    Run,
     close_backend,
     new_execution_id,
 )
 from glasshouse.core.version import __version__
+from glasshouse.engine import Engine, Run
 from glasshouse.receipt.log import ReceiptLog
 from glasshouse.server._index import ReceiptIndex
 from glasshouse.server._metrics import Metrics
@@ -52,6 +51,9 @@ MAX_ARGV_CODE = 100_000
 MAIN_FILE = ".glasshouse_main.py"
 #: The environment of an unsandboxed (process backend) run: never the server's own.
 _PROCESS_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+#: Stored receipts kept for a retry while the SQLite index cannot take rows.
+_MAX_UNINDEXED = 256
 
 ReceiptHook = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -82,8 +84,13 @@ class ServerConfig:
     backend_options: dict[str, Any] = field(default_factory=dict)
 
 
+#: Rejected reason (and API error code) while the receipt store cannot write.
+STORE_UNAVAILABLE = "receipt_store_unavailable"
+
+
 class Rejected(Exception):
-    """A run refused before it started (``reason``: "queue_full" or "draining")."""
+    """A run refused before it started (``reason``: "queue_full", "draining" or
+    :data:`STORE_UNAVAILABLE`)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -151,6 +158,8 @@ class Runner:
         )
         self.log = ReceiptLog(config.receipts_dir, signing_key=config.signing_key)
         self.index = ReceiptIndex(self.log.dir)
+        self._unindexed: list[dict[str, Any]] = []  # stored receipts the index lacks
+        self._index_lock = threading.Lock()
         self.metrics = Metrics(self.backend_name)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.max_concurrency, thread_name_prefix="glasshouse-run"
@@ -212,7 +221,10 @@ class Runner:
             return max(0, self._admitted - self._running)
 
     def submit(self, request: RunRequest) -> concurrent.futures.Future[RunResponse]:
-        """Admit ``request`` or raise :class:`Rejected`. Never blocks."""
+        """Admit ``request`` or raise :class:`Rejected`. Never blocks (while the receipt store
+        is failing, a small probe write per request)."""
+        if not self.draining:
+            self._check_store()
         with self._lock:
             if self.draining:
                 self.metrics.reject("draining")
@@ -232,7 +244,23 @@ class Runner:
                 self._admitted -= 1
             raise Rejected("draining", "the server is shutting down") from exc
 
+    def _check_store(self) -> None:
+        """Refuse a run whose receipt could not be stored: no code runs without a receipt."""
+        why = self.log.unavailable()
+        if why is not None:
+            self.metrics.reject(STORE_UNAVAILABLE)
+            raise Rejected(
+                STORE_UNAVAILABLE,
+                f"the receipt store cannot take receipts ({why}); no run starts until it can",
+            )
+
     def _work(self, request: RunRequest, admitted_at: float) -> RunResponse:
+        try:  # the store may have failed while this run was queued
+            self._check_store()
+        except Rejected:
+            with self._lock:
+                self._admitted -= 1
+            raise
         with self._lock:
             if self.draining:
                 self._admitted -= 1
@@ -351,11 +379,21 @@ class Runner:
 
         try:
             stored = self.log.append(Receipt.model_validate(data)).model_dump(mode="json")
-            self.index.add(stored)
-        except Exception as exc:
+        except Exception as exc:  # the log undid the append; while it cannot write, 503s
             self.metrics.receipt_error()
             _log.error("receipt %s not stored: %s", data.get("execution_id"), exc)
             raise ReceiptWriteError(f"the receipt could not be stored: {exc}") from exc
+        # The SQLite index is a cache of the files (reconciled at startup): a row it cannot
+        # take now is retried with the next receipt, never reported as a lost receipt.
+        with self._index_lock:
+            if len(self._unindexed) < _MAX_UNINDEXED:  # beyond: the startup reconcile adds it
+                self._unindexed.append(stored)
+            try:
+                while self._unindexed:
+                    self.index.add(self._unindexed[0])
+                    self._unindexed.pop(0)
+            except Exception as exc:
+                _log.warning("receipt index behind by %d row(s): %s", len(self._unindexed), exc)
         return stored
 
     # -- reading ----------------------------------------------------------------------------
@@ -386,8 +424,10 @@ class Runner:
             pool = {"size": 0, "note": f"backend {self.backend_name} cannot prewarm"}
         else:
             pool = {"size": 0}
+        store_error = self.log.unavailable(probe=False)
+        status = "draining" if self.draining else STORE_UNAVAILABLE if store_error else "ok"
         return {
-            "status": "draining" if self.draining else "ok",
+            "status": status,
             "version": __version__,
             "backend": self.backend_name,
             "isolation": self.inner.isolation,
@@ -401,7 +441,18 @@ class Runner:
             "max_concurrency": self.config.max_concurrency,
             "queue_limit": self.config.queue,
             "pool": pool,
+            "receipt_store": {
+                "writable": store_error is None,
+                "free_bytes": self._free_bytes(),
+                "error": store_error,
+            },
         }
+
+    def _free_bytes(self) -> int | None:
+        try:
+            return self.log.free_bytes()
+        except OSError:
+            return None
 
     def gauges(self) -> dict[str, tuple[str, Callable[[], int]]]:
         out: dict[str, tuple[str, Callable[[], int]]] = {

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from glasshouse.core.version import __version__
 from glasshouse.receipt.log import RECEIPT_ID
 from glasshouse.server._metrics import CONTENT_TYPE
-from glasshouse.server._runner import ReceiptWriteError, Rejected, Runner
+from glasshouse.server._runner import STORE_UNAVAILABLE, ReceiptWriteError, Rejected, Runner
 from glasshouse.server.models import (
     ErrorResponse,
     Health,
@@ -211,7 +211,10 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             415: {"model": ErrorResponse, "description": "Not application/json"},
             429: {"model": ErrorResponse, "description": "Queue full; see Retry-After"},
             500: {"model": ErrorResponse, "description": "The receipt could not be stored"},
-            503: {"model": ErrorResponse, "description": "Shutting down"},
+            503: {
+                "model": ErrorResponse,
+                "description": "Shutting down, or the receipt store cannot write",
+            },
         },
         openapi_extra={
             "requestBody": {
@@ -227,16 +230,9 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         run_request = parse_run_request(body, request.headers.get("content-type"))
         try:
             future = runner.submit(run_request)
-        except Rejected as exc:
-            if exc.reason == "draining":
-                raise ApiError(503, "shutting_down", str(exc)) from exc
-            raise ApiError(
-                429, "queue_full", str(exc), {"Retry-After": str(_retry_after(runner))}
-            ) from exc
-        try:
             result = await asyncio.wrap_future(future)
         except Rejected as exc:
-            raise ApiError(503, "shutting_down", str(exc)) from exc
+            raise _refused(exc, runner) from exc
         except ReceiptWriteError as exc:
             raise ApiError(500, "receipt_write_failed", str(exc)) from exc
         return JSONResponse(result.model_dump(mode="json"))
@@ -333,6 +329,15 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
     if config.token:
         app.add_middleware(_BearerAuth, token=config.token)
     return app
+
+
+def _refused(exc: Rejected, runner: Runner) -> ApiError:
+    """The answer to a run refused before it started."""
+    if exc.reason == STORE_UNAVAILABLE:
+        return ApiError(503, STORE_UNAVAILABLE, str(exc), {"Retry-After": "10"})
+    if exc.reason == "draining":
+        return ApiError(503, "shutting_down", str(exc))
+    return ApiError(429, "queue_full", str(exc), {"Retry-After": str(_retry_after(runner))})
 
 
 def _retry_after(runner: Runner) -> int:

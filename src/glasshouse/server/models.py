@@ -141,7 +141,10 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="`ok`, or `draining` during shutdown.")
+    status: str = Field(
+        description="`ok`; `draining` during shutdown; `receipt_store_unavailable` while "
+        "the receipt store cannot write (runs are refused with 503)."
+    )
     version: str
     backend: str
     isolation: str
@@ -153,6 +156,11 @@ class Health(BaseModel):
     max_concurrency: int
     queue_limit: int
     pool: dict[str, int | str]
+    receipt_store: dict[str, bool | int | str | None] = Field(
+        default_factory=dict,
+        description="`writable`, `free_bytes` and `error` (why appends fail) of the "
+        "receipts directory.",
+    )
 
 
 class ReceiptSummary(BaseModel):

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from glasshouse.core.errors import GlasshouseError
 from glasshouse.core.version import RECEIPT_VERSION
-from glasshouse.policy._net import parse_endpoint
+from glasshouse.policy import parse_endpoint
 
 if TYPE_CHECKING:
     from glasshouse.policy.models import Policy
@@ -106,7 +107,7 @@ NET_CATEGORIES = ("loopback", "private", "public", "other")
 FILE_OPS = ("read", "write", "delete", "failed")
 
 
-class ExportError(Exception):
+class ExportError(GlasshouseError):
     """The export cannot run (unreadable directory, unwritable output, no pyarrow)."""
 
 

@@ -384,6 +384,11 @@ def _check_spec(spec: ExecutionSpec) -> None:
         raise BackendError(
             "the microvm backend gives guests no network device (network=True not supported)"
         )
+    if spec.limits.disk_bytes is not None:
+        raise BackendError(
+            "the microvm backend cannot enforce limits.disk yet: its workspace is a tmpfs inside"
+            " the guest, bounded only by the VM's memory (use --backend sandbox or gvisor)"
+        )
 
 
 def _ms(t0: float) -> int:

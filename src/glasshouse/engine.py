@@ -1,0 +1,191 @@
+"""The Engine: one run, from a spec to a result, its observations and its receipt data.
+
+validate -> prepare -> start (gated) -> attach observers -> release -> wait -> cleanup ->
+aggregate. It sits above the contracts (:mod:`glasshouse.core`) and the receipt builder
+(:mod:`glasshouse.receipt.aggregate`), below the library entry point
+(:mod:`glasshouse.runner`), which finishes the receipt (hooks, seal, sign, store).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from glasshouse.core.execution import (
+    Backend,
+    ExecutionResult,
+    ExecutionSpec,
+    GlasshouseError,
+    Handle,
+    Sink,
+    SpecError,
+    new_execution_id,
+    utcnow,
+)
+from glasshouse.core.profiling import Observation, Observer, Profile
+from glasshouse.receipt.aggregate import build_receipt
+
+if TYPE_CHECKING:
+    from glasshouse.receipt.model import Receipt
+
+__all__ = ["Engine", "Run"]
+
+
+@dataclass
+class Run:
+    """The Engine's output: the result, each observer's observation and the receipt.
+
+    ``receipt_data`` is the receipt as JSON data (built without pydantic, so the CLI's hot
+    path stays fast); ``receipt`` validates it into the model on first use.
+    """
+
+    execution_id: str
+    spec: ExecutionSpec
+    result: ExecutionResult
+    observations: list[Observation]
+    receipt_data: dict[str, Any]
+    _receipt: Receipt | None = field(default=None, repr=False)
+
+    @property
+    def receipt(self) -> Receipt:
+        if self._receipt is None:
+            from glasshouse.receipt.model import Receipt
+
+            self._receipt = Receipt.model_validate(self.receipt_data)
+        return self._receipt
+
+
+class Engine:
+    """Orchestrates one run: validate -> prepare -> start (gated) -> attach observers ->
+    release -> wait -> aggregate -> cleanup. Never raises for the workload's or the backend's
+    failures: they end up in the receipt. Thread-safe: one Engine may run many specs at once.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        observers: Sequence[Observer] = (),
+        profile: Profile | str = "disabled",
+    ) -> None:
+        self.backend = backend
+        self.observers = list(observers)
+        self.profile = Profile(profile)
+        self._active: dict[str, Handle] = {}
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        spec: ExecutionSpec,
+        *,
+        stdout: Sink | None = None,
+        stderr: Sink | None = None,
+        execution_id: str | None = None,
+        on_start: Callable[[Handle], None] | None = None,
+    ) -> Run:
+        execution_id = execution_id or new_execution_id()
+        observations: list[Observation] = []
+        try:
+            spec.validate()
+        except SpecError as exc:
+            result = ExecutionResult.failure(f"invalid spec: {exc}")
+        else:
+            if self.profile in ("guest", "combined") and not spec.guest_events:
+                spec = dataclasses.replace(spec, guest_events=True)
+            result = self._run_validated(spec, stdout, stderr, observations, on_start)
+        receipt_data = build_receipt(
+            execution_id=execution_id,
+            spec=spec,
+            result=result,
+            observations=observations,
+            profile=self.profile,
+            backend=self.backend,
+        )
+        return Run(execution_id, spec, result, observations, receipt_data)
+
+    def _run_validated(
+        self,
+        spec: ExecutionSpec,
+        stdout: Sink | None,
+        stderr: Sink | None,
+        observations: list[Observation],
+        on_start: Callable[[Handle], None] | None,
+    ) -> ExecutionResult:
+        handle: Handle | None = None
+        sessions: list[tuple[Observer, Any]] = []
+        started = utcnow()
+        try:
+            self.backend.prepare()
+            handle = self.backend.start(spec, stdout, stderr)
+            with self._lock:
+                self._active[handle.id] = handle
+            if on_start is not None:
+                on_start(handle)
+            for observer in self.observers:
+                if handle.pid is None:
+                    observations.append(
+                        Observation.unavailable(
+                            observer.name,
+                            observer.provenance,
+                            f"backend {self.backend.name} has no host process to observe",
+                        )
+                    )
+                    continue
+                try:
+                    sessions.append((observer, observer.start(handle.pid)))
+                except Exception as exc:  # fail-open: observation is never required
+                    observations.append(
+                        Observation.unavailable(observer.name, observer.provenance, str(exc))
+                    )
+            self.backend.release(handle)
+            result = self.backend.wait(handle)
+        except GlasshouseError as exc:
+            result = ExecutionResult.failure(
+                f"{self.backend.name}: {exc}", exit_code=getattr(exc, "exit_code", None)
+            )
+            result.started_at = started
+        except BaseException:
+            if handle is not None:
+                self.backend.kill(handle, "interrupted")
+            raise
+        finally:
+            for observer, session in sessions:
+                try:
+                    observations.append(session.stop())
+                except Exception as exc:
+                    observations.append(
+                        Observation.unavailable(
+                            observer.name, observer.provenance, f"observer failed: {exc}"
+                        )
+                    )
+            if handle is not None:
+                with self._lock:
+                    self._active.pop(handle.id, None)
+                try:
+                    self.backend.cleanup(handle)
+                except Exception as exc:  # cleanup problems are reported, never fatal
+                    cleanup_error = f"cleanup failed: {exc}"
+                    if "result" in locals():
+                        result.details["cleanup_error"] = cleanup_error
+        if result.guest_observation is not None:
+            observations.append(result.guest_observation)
+        elif self.profile in ("guest", "combined"):
+            observations.append(
+                Observation.unavailable(
+                    "guest",
+                    "guest",
+                    f"backend {self.backend.name} reported no guest-side events"
+                    + ("" if result.error is None else f" ({result.error})"),
+                )
+            )
+        return result
+
+    def kill_all(self, reason: str = "shutdown") -> int:
+        """Kill every in-flight run (their receipts record ``reason``); return how many."""
+        with self._lock:
+            handles = list(self._active.values())
+        for handle in handles:
+            self.backend.kill(handle, reason)
+        return len(handles)
