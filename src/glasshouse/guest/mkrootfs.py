@@ -3,8 +3,8 @@
 Usage: python3 mkrootfs.py DEST. The tree holds Python 3.11 and its standard library (with
 the host's precompiled .pyc files, so the guest never compiles), the libraries of every
 binary and extension module (found with ldd), dash as /bin/sh, a few coreutils, and the
-guest init. ``scripts/build-guest.sh`` turns it into a read-only ext4 image with
-``mkfs.ext4 -d``.
+guest init (``/init``; its modules and the wire format in ``/usr/lib/glasshouse``).
+``scripts/build-guest.sh`` turns it into a read-only ext4 image with ``mkfs.ext4 -d``.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def main(root: str) -> None:
     gl = os.path.join(root, "usr/lib/glasshouse")
     os.makedirs(gl, exist_ok=True)
     shutil.copy2(os.path.join(HERE, "transport.py"), os.path.join(gl, "gh_transport.py"))
+    # The init's modules (init/gh_*.py) beside the wire format, on the init's sys.path.
+    for module in sorted(glob.glob(os.path.join(HERE, "init", "gh_*.py"))):
+        shutil.copy2(module, os.path.join(gl, os.path.basename(module)))
     shutil.copy2(os.path.join(HERE, "init", "ghinit.py"), os.path.join(root, "init"))
     os.chmod(os.path.join(root, "init"), 0o755)
     with open(os.path.join(root, "etc/passwd"), "w") as f:

@@ -1,5 +1,5 @@
-"""What both VMM drivers share: the per-VM directory, the console reader, the request
-builder and the strict reading of the guest's result."""
+"""What both VMM drivers' VMs share: the per-VM directory, the console reader, the VMM
+process (spawn, kill, reap) and the interface the backend drives a VM through."""
 
 from __future__ import annotations
 
@@ -13,18 +13,15 @@ import signal
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from glasshouse.core.execution import BackendError, ExecutionSpec
+from glasshouse.core.execution import BackendError
 from glasshouse.guest import transport as T
 
 #: Console bytes kept per VM (for error messages); the rest is read and dropped.
 CONSOLE_KEEP = 64 * 1024
-#: Bytes of workspace output files a run may bring back.
-OUTPUTS_BYTES = 16 << 20
-#: Guest events recorded per run (``guest_events``); past it they are counted as lost.
-EVENTS_CAP = 10000
 
 RUN_ROOT = Path(os.environ.get("GLASSHOUSE_RUN_DIR", "/run/glasshouse/microvm"))
 
@@ -104,59 +101,10 @@ def remove_run_dir(path: Path | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def build_prime() -> dict[str, Any]:
-    """What a VM restored ahead of its request gets at once: fresh entropy and the time."""
-    return {
-        "v": 1,
-        "kind": "prime",
-        "entropy": T.b64(secrets.token_bytes(64)),
-        "time_ns": time.time_ns(),
-    }
-
-
-def build_request(spec: ExecutionSpec, *, primed: bool = False) -> dict[str, Any]:
-    """The request frame. A ``primed`` VM got its entropy already (:func:`build_prime`);
-    the time goes along anyway, so the guest can check its clock did not drift."""
-    limits = spec.limits
-    request = {
-        "v": 1,
-        "argv": list(spec.argv),
-        "env": dict(spec.env) if spec.env is not None else None,
-        "cwd": spec.cwd if spec.cwd and not os.path.isabs(spec.cwd) else None,
-        "stdin": T.b64(spec.stdin or b""),
-        "files": {name: T.b64(data) for name, data in spec.files.items()},
-        "outputs": list(spec.outputs),
-        "limits": {
-            "cpu_s": limits.cpu_s,
-            "memory_bytes": limits.memory_bytes,
-            "pids": limits.pids,
-            "file_size_bytes": limits.file_size_bytes,
-        },
-        "output_bytes": limits.output_bytes,
-        "outputs_bytes": OUTPUTS_BYTES,
-        "time_ns": time.time_ns(),
-    }
-    if spec.guest_events:
-        request["events"] = True
-        request["events_cap"] = EVENTS_CAP
-    if not primed:
-        # Fresh per run, from the host: a restored clone must not reuse the snapshot's state.
-        request["entropy"] = T.b64(secrets.token_bytes(64))
-    return request
-
-
-def parse_guest_result(body: bytes, spec: ExecutionSpec) -> dict[str, Any]:
-    try:
-        return T.parse_result(
-            body, output_bytes=spec.limits.output_bytes, outputs_bytes=OUTPUTS_BYTES
-        )
-    except T.ProtocolError as exc:
-        raise GuestFailure(f"guest sent an invalid result: {exc}") from None
-
-
-class VMProcess:
+class VMProcess(ABC):
     """What both VMM drivers share: the VMM process (its own session, console on stdout),
-    the console reader, and kill/reap."""
+    the console reader, and kill/reap. A driver's VM implements the rest of what the
+    backend drives a run through (below ``console_tail``)."""
 
     proc: subprocess.Popen[bytes] | None = None
     console: Console | None = None
@@ -184,6 +132,42 @@ class VMProcess:
 
     def console_tail(self) -> str:
         return self.console.tail() if self.console is not None else ""
+
+    # ----- the run's interface, implemented by each driver's VM -------------------------
+
+    @property
+    def jailed(self) -> bool:
+        """Does the VMM run under a jailer (chroot, own uid)?"""
+        return False
+
+    @abstractmethod
+    def spawn(self) -> None:
+        """Start the VMM process."""
+
+    def open_channel(self, timeout: float) -> int | None:
+        """Open the channel to the guest agent if this VM has one to open (vsock): the
+        attempts it took, or None when there is nothing (left) to open."""
+        return None
+
+    def send_prime(self, frame: bytes) -> None:
+        """Send a prime frame ahead of the request (a prewarmed VM; no answer comes)."""
+        raise BackendError("this VM cannot be primed ahead of its request")
+
+    @abstractmethod
+    def exchange(
+        self,
+        request: bytes,
+        limit: int,
+        deadline: float | None,
+        events: list[list[Any]] | None = None,
+    ) -> bytes:
+        """Send the request frame and return the result frame's body, at most ``limit``
+        bytes, by ``deadline`` (monotonic; ``TimeoutError`` past it). With ``events``,
+        intermediate events frames are validated into it where the channel carries any."""
+
+    def disconnect(self) -> None:
+        """Close the channel to the guest agent (the VM is about to be killed)."""
+        return None
 
 
 def kill_process_group(proc: subprocess.Popen[bytes] | None) -> None:

@@ -9,6 +9,7 @@ chroot.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -20,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from glasshouse.core import procfs
-from glasshouse.core.execution import BackendError
+from glasshouse.core.execution import BackendError, BackendUnavailable
 from glasshouse.guest import transport as T
 
 from .. import _owner
-from ._vm import GuestFailure, VMProcess
+from . import images as _images
+from ._driver import VMMDriver
+from ._vm import GuestFailure, VMProcess, make_run_dir, remove_run_dir
+from ._vsock import exchange, readline
 
 ROOTFS_NAME = "rootfs.ext4"
 VSOCK_NAME = "v.sock"
@@ -53,6 +57,44 @@ JAIL_BASE = Path(os.environ.get("GLASSHOUSE_JAIL_DIR", "/var/lib/glasshouse/jail
 JAIL_UID_BASE = 0x6B000000
 
 
+def boot_config(
+    kernel: str, boot_args: str, mem_mib: int, *, vsock: bool = True
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The API calls (method, path, body) that configure and start a cold-booted VM:
+    ``kernel`` as the VMM names it, the rootfs read-only at its relative name, one vCPU,
+    the vsock device's socket at its relative name."""
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("PUT", "/boot-source", {"kernel_image_path": kernel, "boot_args": boot_args}),
+        (
+            "PUT",
+            "/drives/rootfs",
+            {
+                "drive_id": "rootfs",
+                "path_on_host": ROOTFS_NAME,
+                "is_root_device": True,
+                "is_read_only": True,
+            },
+        ),
+        ("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": mem_mib, "smt": False}),
+    ]
+    if vsock:
+        calls.append(("PUT", "/vsock", {"guest_cid": GUEST_CID, "uds_path": VSOCK_NAME}))
+    calls.append(("PUT", "/actions", {"action_type": "InstanceStart"}))
+    return calls
+
+
+def restore_config(snap: str, mem: str) -> dict[str, Any]:
+    """The ``/snapshot/load`` body for snapshot files as the VMM names them."""
+    return {
+        "snapshot_path": snap,
+        # File-backed guest memory is mapped MAP_PRIVATE: clones share the page cache
+        # copy of the snapshot and only pay for the pages they write.
+        "mem_backend": {"backend_type": "File", "backend_path": mem},
+        "enable_diff_snapshots": False,
+        "resume_vm": True,
+    }
+
+
 class FirecrackerVM(VMProcess):
     """One Firecracker process. Not thread-safe except :meth:`kill`.
 
@@ -74,6 +116,9 @@ class FirecrackerVM(VMProcess):
             self.uid = JAIL_UID_BASE + secrets.randbelow(1 << 20)
         else:
             self.run_dir = run_dir
+        #: The vsock connection to the guest agent (:meth:`open_channel`).
+        self.conn: socket.socket | None = None
+        self.connect_attempts = 0
         # Who owns this VM: sweep_orphans() removes it once that process is gone.
         owner = (self.jail_dir if self.jail_dir is not None else self.run_dir) / OWNER_NAME
         owner.write_text(_owner.me())
@@ -156,21 +201,8 @@ class FirecrackerVM(VMProcess):
 
     def boot(self, kernel: str, boot_args: str, mem_mib: int, vsock: bool = True) -> None:
         kernel = self.path(kernel, "vmlinux")
-        self.api("PUT", "/boot-source", {"kernel_image_path": kernel, "boot_args": boot_args})
-        self.api(
-            "PUT",
-            "/drives/rootfs",
-            {
-                "drive_id": "rootfs",
-                "path_on_host": ROOTFS_NAME,
-                "is_root_device": True,
-                "is_read_only": True,
-            },
-        )
-        self.api("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": mem_mib, "smt": False})
-        if vsock:
-            self.api("PUT", "/vsock", {"guest_cid": GUEST_CID, "uds_path": VSOCK_NAME})
-        self.api("PUT", "/actions", {"action_type": "InstanceStart"})
+        for method, path, body in boot_config(kernel, boot_args, mem_mib, vsock=vsock):
+            self.api(method, path, body)
 
     def wait_ready(self, timeout: float) -> None:
         assert self.console is not None and self.proc is not None
@@ -195,18 +227,7 @@ class FirecrackerVM(VMProcess):
     def restore(self, snap_path: Path, mem_path: Path) -> None:
         snap = self.path(snap_path, "vm.snap")
         mem = self.path(mem_path, "vm.mem")
-        self.api(
-            "PUT",
-            "/snapshot/load",
-            {
-                "snapshot_path": snap,
-                # File-backed guest memory is mapped MAP_PRIVATE: clones share the page cache
-                # copy of the snapshot and only pay for the pages they write.
-                "mem_backend": {"backend_type": "File", "backend_path": mem},
-                "enable_diff_snapshots": False,
-                "resume_vm": True,
-            },
-        )
+        self.api("PUT", "/snapshot/load", restore_config(snap, mem))
         # The restored guest init waits for this line before it listens on vsock.
         assert self.proc is not None and self.proc.stdin is not None
         try:
@@ -236,7 +257,7 @@ class FirecrackerVM(VMProcess):
             try:
                 sock.connect(str(self.run_dir / VSOCK_NAME))
                 sock.sendall(f"CONNECT {T.VSOCK_PORT}\n".encode())
-                line = _readline(sock, 64)
+                line = readline(sock, 64)
                 if line.startswith(b"OK "):
                     return sock
                 last = BackendError(f"vsock handshake answered {line!r}")
@@ -248,10 +269,125 @@ class FirecrackerVM(VMProcess):
             f"cannot reach the guest agent over vsock ({last}): {self.console_tail()}"
         )
 
+    @property
+    def jailed(self) -> bool:
+        return self.jailer is not None
+
+    def open_channel(self, timeout: float) -> int | None:
+        if self.conn is not None:
+            return None
+        self.conn = self.connect(timeout)
+        return self.connect_attempts
+
+    def send_prime(self, frame: bytes) -> None:
+        # Not waiting for an answer saves the guest a send (every guest-kernel
+        # instruction is emulated on kvm_pvm): the frame is ahead of the request on the
+        # same stream, so the guest handles it first.
+        assert self.conn is not None
+        self.conn.sendall(frame)
+
+    def exchange(
+        self,
+        request: bytes,
+        limit: int,
+        deadline: float | None,
+        events: list[list[Any]] | None = None,
+    ) -> bytes:
+        if self.conn is None:
+            raise GuestFailure("no connection to the guest agent")
+        return exchange(self.conn, request, limit, deadline, events)
+
+    def disconnect(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
     def close(self) -> None:
         super().close()
         if self.jail_dir is not None:
             shutil.rmtree(self.jail_dir, ignore_errors=True)
+
+
+class FirecrackerDriver(VMMDriver[FirecrackerVM]):
+    """Firecracker: runs restored from the warm snapshot (or cold-booted), vsock as the
+    channel, under the jailer when we are root and have it."""
+
+    name = "firecracker"
+    snapshots = True
+
+    def __init__(
+        self, binary: str, images: _images.GuestImages, *, jailer: bool | None = None
+    ) -> None:
+        super().__init__(binary, images)
+        self.jailer: str | None = None
+        if jailer is not False:
+            if os.geteuid() == 0 and os.access(images.jailer, os.X_OK):
+                self.jailer = images.jailer
+            elif jailer:
+                raise BackendUnavailable("the jailer needs root and its binary")
+
+    @staticmethod
+    def locate(images: _images.GuestImages) -> str | None:
+        return images.firecracker_binary()
+
+    @staticmethod
+    def sweep_orphans() -> int:
+        return sweep_orphans()
+
+    @property
+    def needs_run_dir(self) -> bool:
+        return self.jailer is None  # a jailed VM lives in its jail
+
+    def new_vm(self, run_dir: Path | None, mem_mib: int) -> FirecrackerVM:
+        return FirecrackerVM(self.binary, run_dir or Path("/"), self.images.rootfs, self.jailer)
+
+    def start_guest(
+        self,
+        vm: FirecrackerVM,
+        snapshot: _images.Snapshot | None,
+        *,
+        mem_mib: int,
+        boot_timeout: float,
+        timings: dict[str, int],
+        t0: float,
+    ) -> str:
+        timings["spawn_ms"] = _ms(t0)
+        if snapshot is not None:
+            vm.restore(snapshot.state, snapshot.memory)
+            timings["restore_ms"] = _ms(t0)
+            return f"snapshot:{snapshot.dir.name.removeprefix('snapshot-')}"
+        vm.boot(self.images.kernel, _images.boot_args(), mem_mib)
+        vm.wait_ready(boot_timeout)
+        timings["boot_ms"] = _ms(t0)
+        return "cold"
+
+    def build_snapshot(self, dest: _images.Snapshot, mem_mib: int, boot_timeout: float) -> None:
+        run_dir = make_run_dir("snapbuild")
+        vm = FirecrackerVM(self.binary, run_dir, self.images.rootfs)
+        _BUILDING.add(vm)
+        try:
+            vm.spawn()
+            vm.boot(self.images.kernel, _images.boot_args(warm=True), mem_mib)
+            vm.wait_ready(boot_timeout)
+            vm.snapshot(dest.state, dest.memory)
+        finally:
+            _BUILDING.discard(vm)
+            vm.kill()
+            vm.close()
+            remove_run_dir(run_dir)
+
+
+#: Snapshot-build VMs in progress (a background refresh may be mid-build at exit).
+_BUILDING: set[FirecrackerVM] = set()
+
+
+@atexit.register
+def _kill_builds() -> None:
+    for vm in list(_BUILDING):
+        vm.kill()
+
+
+def _ms(t0: float) -> int:
+    return round((time.monotonic() - t0) * 1000)
 
 
 def sweep_orphans(min_age_s: float = 120.0) -> int:
@@ -323,64 +459,3 @@ def _is_firecracker(pid: int) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip() in ("firecracker", "fc_vcpu 0")
     except OSError:
         return False
-
-
-def _readline(sock: socket.socket, limit: int) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\n") and len(buf) < limit:
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def exchange(
-    sock: socket.socket,
-    request: bytes,
-    limit: int,
-    deadline: float | None,
-    events: list[list[Any]] | None = None,
-) -> bytes:
-    """Send the request frame and read the result frame (body only), bounded in size and
-    time. With ``events``, the guest's intermediate events frames before the result are
-    validated and appended to it (at most ``T.EVENTS_BYTES`` of them), so what arrived
-    survives a run that never sends its result."""
-    sock.settimeout(None if deadline is None else max(0.001, deadline - time.monotonic()))
-    sock.sendall(request)
-    budget = T.EVENTS_BYTES
-    while True:
-        header = _recv_exact(sock, T.HEADER.size, deadline)
-        try:
-            length = T.decode_header(header, limit)
-        except T.ProtocolError as exc:
-            raise GuestFailure(f"guest sent an invalid result: {exc}") from None
-        body = _recv_exact(sock, length, deadline)
-        if events is None or not body.startswith(T.EVENTS_FRAME_PREFIX):
-            return body
-        budget -= length
-        if budget < 0:
-            raise GuestFailure("guest sent more events than the cap")
-        try:
-            events.extend(T.parse_events_frame(body))
-        except T.ProtocolError as exc:
-            raise GuestFailure(f"guest sent an invalid events frame: {exc}") from None
-
-
-def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise GuestFailure(
-                f"guest closed the connection after {len(buf)} of {n} bytes"
-                if n != T.HEADER.size or buf
-                else "guest ended without sending a result"
-            )
-        buf += chunk
-    return bytes(buf)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from glasshouse.core.execution import BackendError
 from glasshouse.guest import transport as T
 
+from . import images as _images
+from ._driver import VMMDriver
 from ._vm import GuestFailure, VMProcess
 
 
@@ -23,13 +26,18 @@ def qemu_binary() -> str | None:
 
 
 class QemuVM(VMProcess):
-    def __init__(self, binary: str, run_dir: Path, kernel: str, rootfs: str) -> None:
+    def __init__(
+        self, binary: str, run_dir: Path, kernel: str, rootfs: str, boot_args: str, mem_mib: int
+    ) -> None:
         self.binary = binary
         self.run_dir = run_dir
         self.kernel = kernel
         self.rootfs = rootfs
+        self.boot_args = boot_args
+        self.mem_mib = mem_mib
 
-    def command(self, boot_args: str, mem_mib: int) -> list[str]:
+    def command(self) -> list[str]:
+        boot_args, mem_mib = self.boot_args, self.mem_mib
         return [
             self.binary,
             "-M", "microvm,acpi=off",
@@ -47,8 +55,8 @@ class QemuVM(VMProcess):
             "-device", "virtio-blk-device,drive=root",
         ]  # fmt: skip
 
-    def spawn(self, boot_args: str, mem_mib: int) -> None:
-        self._start(self.command(boot_args, mem_mib), self.run_dir)
+    def spawn(self) -> None:
+        self._start(self.command(), self.run_dir)
 
     def wait_ready(self, deadline: float | None, boot_timeout: float) -> None:
         assert self.console is not None and self.proc is not None
@@ -61,7 +69,14 @@ class QemuVM(VMProcess):
             if time.monotonic() > limit:
                 raise TimeoutError
 
-    def exchange(self, request: bytes, limit: int, deadline: float | None) -> bytes:
+    def exchange(
+        self,
+        request: bytes,
+        limit: int,
+        deadline: float | None,
+        events: list[list[Any]] | None = None,
+    ) -> bytes:
+        """Over the serial console: the guest's events come with its result, never ahead."""
         assert self.console is not None and self.proc is not None and self.proc.stdin is not None
         self.console.expect_frame(limit)
         try:
@@ -86,8 +101,35 @@ class QemuVM(VMProcess):
         return body
 
 
-def check_binary() -> str:
-    binary = qemu_binary()
-    if binary is None:
-        raise BackendError("qemu-system-x86_64 not found (apt install qemu-system-x86)")
-    return binary
+class QemuDriver(VMMDriver[QemuVM]):
+    """QEMU ``-M microvm``: a cold boot per run, the serial console as the channel."""
+
+    name = "qemu"
+
+    @staticmethod
+    def locate(images: _images.GuestImages) -> str | None:
+        return qemu_binary()
+
+    def new_vm(self, run_dir: Path | None, mem_mib: int) -> QemuVM:
+        assert run_dir is not None
+        args = _images.boot_args(serial=True)
+        return QemuVM(self.binary, run_dir, self.images.kernel, self.images.rootfs, args, mem_mib)
+
+    def start_guest(
+        self,
+        vm: QemuVM,
+        snapshot: _images.Snapshot | None,
+        *,
+        mem_mib: int,
+        boot_timeout: float,
+        timings: dict[str, int],
+        t0: float,
+    ) -> str:
+        if snapshot is not None:
+            raise BackendError("qemu cannot restore snapshots")
+        try:
+            vm.wait_ready(None, boot_timeout)
+        except TimeoutError:
+            raise GuestFailure(f"guest did not boot within {boot_timeout:g}s") from None
+        timings["boot_ms"] = round((time.monotonic() - t0) * 1000)
+        return "cold"
