@@ -1,5 +1,6 @@
-"""The few facts Glasshouse reads from ``/proc/<pid>/stat``, parsed in one place (the
-command name may contain spaces and parentheses: the fields start after its last ``)``)."""
+"""The few facts Glasshouse reads about a process, in one place: ``/proc/<pid>/stat`` (the
+command name may contain spaces and parentheses: the fields start after its last ``)``),
+and whether a pid exists at all."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ def running(pid: int) -> bool:
     """Exists and is not a zombie waiting to be reaped."""
     fields = stat_fields(pid)
     return fields is not None and fields[:1] != [b"Z"]
+
+
+def exists(pid: int) -> bool:
+    """A process with this pid exists (zombies included; one we may not signal counts)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def owner_id(pid: int) -> str | None:

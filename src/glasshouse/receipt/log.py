@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glasshouse.core import procfs
 from glasshouse.receipt.canonical import compute_digest, seal
 from glasshouse.receipt.model import Receipt
 from glasshouse.receipt.store import fsync_dir, load_receipt, write_all, write_atomic, write_receipt
@@ -384,7 +385,7 @@ class ReceiptLog:
                 pid = int(parts[-1])
             else:
                 continue
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not procfs.exists(pid):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.dir / name)
 
@@ -438,12 +439,4 @@ def _read_or_none(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

@@ -418,9 +418,9 @@ def sweep_orphans(min_age_s: float = 120.0) -> int:
         if owner:
             if _owner.alive(owner):
                 continue  # its creator is alive and cleans up itself
-        elif pid > 0 and _alive(pid) and procfs.ppid(pid) != 1:
+        elif pid > 0 and procfs.exists(pid) and procfs.ppid(pid) != 1:
             continue  # no owner record: only an orphan re-parented to init is fair game
-        if pid > 0 and _alive(pid):
+        if pid > 0 and procfs.exists(pid):
             if not _is_firecracker(pid):
                 continue  # the pid was reused
             try:
@@ -443,14 +443,6 @@ def _pid_by_cwd(path: Path) -> int:
                 continue
     return 0
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
