@@ -20,8 +20,8 @@ from glasshouse.backends import create
 from glasshouse.core.execution import ExecutionSpec
 from glasshouse.core.profiling import Observation, ObserverUnavailable
 from glasshouse.engine import Engine
+from glasshouse.observe._strace_parse import Parser
 from glasshouse.observe.ebpf import _decode as d
-from glasshouse.observe.strace import _Parser
 from glasshouse.receipt.model import Filesystem, ProcessNode, Receipt
 
 NAMES = {257: "openat", 87: "unlink"}
@@ -68,7 +68,7 @@ def _hex(s: str) -> str:
 
 
 def test_strace_parser_caps_lists_and_forgets_exited_processes() -> None:
-    p = _Parser(100, 1, "/w", cap=20)
+    p = Parser(100, 1, "/w", cap=20)
     p.line(f"100 1.0 execve({_hex('/bin/sh')}, [{_hex('sh')}], 0x0 /* 0 vars */) = 0")
     for i in range(200):
         child = 1000 + i

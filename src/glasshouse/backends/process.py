@@ -25,11 +25,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from glasshouse.backends import _cgroup
+from glasshouse.backends import _cgroup, _proctree, _spawn
+from glasshouse.backends._spawn import Command, resolve_executable  # (public from here)
 from glasshouse.core import procfs
 from glasshouse.core.execution import (
     BackendError,
-    CommandNotRunnable,
     ExecutionResult,
     ExecutionSpec,
     Handle,
@@ -38,26 +38,7 @@ from glasshouse.core.execution import (
     utcnow,
 )
 
-_PR_SET_CHILD_SUBREAPER = 36
 _READ_CHUNK = 1 << 16
-_FD_MAX = 0x7FFFFFFF
-
-
-@dataclass
-class Command:
-    """The host-side command a backend actually executes for a spec."""
-
-    exe: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str | None
-    #: (resource, soft, hard) rlimits applied in the child before exec
-    rlimits: list[tuple[int, int, int]] = field(default_factory=list)
-    #: fds (besides 0-2) the child must inherit
-    pass_fds: tuple[int, ...] = ()
-    #: (uid, gid) the child switches to before the gate (root only; supplementary groups
-    #: dropped), so a sandbox runtime starts unprivileged on the host
-    user: tuple[int, int] | None = None
 
 
 @dataclass
@@ -109,7 +90,7 @@ class ProcessBackend:
             else:
                 self._cgroup_reason = "disabled"
             if not self._cgroups_ok:
-                self._subreaper = _set_subreaper()
+                self._subreaper = _proctree.set_subreaper()
             self._prepared = True
 
     def start(
@@ -133,7 +114,7 @@ class ProcessBackend:
         else:
             in_r, stdin_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
         child_fds = (in_r, out_w, err_w, gate_r, errpipe_w)
-        fd_limit = _fd_limit()
+        fd_limit = _spawn.fd_limit()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -141,7 +122,7 @@ class ProcessBackend:
                 _close(fd)
             raise BackendError(f"fork failed: {exc}") from exc
         if pid == 0:  # pragma: no cover - the child only execs or exits
-            _child(command, in_r, out_w, err_w, gate_r, errpipe_w, fd_limit)
+            _spawn.child(command, in_r, out_w, err_w, gate_r, errpipe_w, fd_limit)
         for fd in child_fds:
             os.close(fd)
         self._roots.add(pid)
@@ -361,9 +342,9 @@ class ProcessBackend:
         # nothing left (orphans reparent to us, the subreaper, between passes).
         deadline = time.monotonic() + 2.0
         while True:
-            victims = set(_descendants(handle.pid))
+            victims = set(_proctree.descendants(handle.pid))
             if self._subreaper:
-                victims |= set(_orphans_of(os.getpid(), exclude=self._roots))
+                victims |= set(_proctree.orphans_of(os.getpid(), exclude=self._roots))
             if not handle.reaped:
                 victims.add(handle.pid)
             for pid in victims - {handle.pid}:  # reap what earlier passes killed
@@ -436,134 +417,7 @@ class ProcessBackend:
         return result
 
 
-def resolve_executable(name: str, path: str, cwd: str | None = None) -> str:
-    """Find ``name`` as a shell would; raise CommandNotRunnable (127/126) like a shell."""
-    if "/" in name:
-        candidate = name if os.path.isabs(name) or cwd is None else os.path.join(cwd, name)
-        if not os.path.exists(candidate):
-            raise CommandNotRunnable(f"{name}: no such file or directory", 127)
-        if os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
-            raise CommandNotRunnable(f"{name}: permission denied (not executable)", 126)
-        return candidate
-    # (a PATH walk rather than shutil.which: shutil drags bz2/lzma into CLI start-up)
-    denied = None
-    for directory in path.split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate):
-            if os.access(candidate, os.X_OK):
-                return candidate
-            denied = candidate
-    if denied is not None:
-        raise CommandNotRunnable(f"{name}: permission denied (not executable)", 126)
-    raise CommandNotRunnable(f"{name}: command not found", 127)
-
-
-def _child(  # pragma: no cover - runs between fork and exec
-    command: Command,
-    in_r: int,
-    out_w: int,
-    err_w: int,
-    gate_r: int,
-    errpipe_w: int,
-    fd_limit: int,
-) -> None:
-    stage = "setup"
-    try:
-        os.setsid()
-        os.dup2(in_r, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        _close_inherited((gate_r, errpipe_w, *command.pass_fds), fd_limit)
-        for fd in command.pass_fds:
-            os.set_inheritable(fd, True)
-        for res, soft, hard in command.rlimits:
-            resource.setrlimit(res, (soft, hard))
-        # CPython ignores SIGPIPE and SIGXFSZ; an exec keeps SIG_IGN, so restore defaults.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        if command.cwd:
-            stage = "chdir"
-            os.chdir(command.cwd)
-        if command.user is not None:
-            stage = "setuid"
-            uid, gid = command.user
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-        stage = "gate"
-        if os.read(gate_r, 1) != b"1":
-            os._exit(125)
-        stage = "exec"
-        os.execve(command.exe, command.argv, command.env)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.write(errpipe_w, f"{stage}:{exc.errno or errno.EINVAL}".encode())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.write(errpipe_w, f"{stage}:{errno.EINVAL}".encode())
-    finally:
-        os._exit(127)
-
-
-def _close_inherited(keep: tuple[int, ...], fd_limit: int) -> None:
-    """Close every fd but 0-2 and ``keep``: whatever we were started with (a jobserver pipe,
-    a ``flock``, a launcher's socket, an ``exec 7</``) must not reach the workload, and
-    bubblewrap passes on all it inherits. os.closerange is one close_range(2) per gap."""
-    low = 3
-    for fd in sorted(set(keep)):
-        if fd > low:
-            os.closerange(low, fd)
-        low = max(low, fd + 1)
-    os.closerange(low, fd_limit)
-
-
-def _fd_limit() -> int:
-    """One past the highest fd this process can hold (the hard RLIMIT_NOFILE, which the
-    kernel caps at fs.nr_open): where :func:`_close_inherited` stops."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return _FD_MAX if hard == resource.RLIM_INFINITY else min(max(hard, 1024), _FD_MAX)
-
-
 def _close(fd: int) -> None:
     if fd >= 0:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def _set_subreaper() -> bool:
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _ppids() -> dict[int, int]:
-    out: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        ppid = procfs.ppid(int(entry.name))
-        if ppid is not None:
-            out[int(entry.name)] = ppid
-    return out
-
-
-def _descendants(root: int) -> list[int]:
-    ppids = _ppids()
-    children: dict[int, list[int]] = {}
-    for pid, ppid in ppids.items():
-        children.setdefault(ppid, []).append(pid)
-    out, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
-def _orphans_of(reaper: int, exclude: set[int]) -> list[int]:
-    return [p for p, pp in _ppids().items() if pp == reaper and p not in exclude]

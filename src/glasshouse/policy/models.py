@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from glasshouse.core.errors import GlasshouseError
 
 if TYPE_CHECKING:
-    from glasshouse.policy._conditions import Condition
+    from glasshouse.policy._cond_base import Condition
 
 Action = Literal["deny", "warn"]
 SEVERITIES = ("info", "low", "medium", "high", "critical")

@@ -1,0 +1,126 @@
+"""What a backend runs between fork and exec: the :class:`Command` it executes, the shell's
+executable lookup (:func:`resolve_executable`) and the child side of the fork (:func:`child`).
+
+The child gets its own session, the given stdio, no other inherited fd, the rlimits and
+default signal dispositions, then blocks on the gate pipe until the parent releases it, and
+execs. A failure before the exec is written to the error pipe as ``stage:errno``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import signal
+from dataclasses import dataclass, field
+
+from glasshouse.core.execution import CommandNotRunnable
+
+_FD_MAX = 0x7FFFFFFF
+
+
+@dataclass
+class Command:
+    """The host-side command a backend actually executes for a spec."""
+
+    exe: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    #: (resource, soft, hard) rlimits applied in the child before exec
+    rlimits: list[tuple[int, int, int]] = field(default_factory=list)
+    #: fds (besides 0-2) the child must inherit
+    pass_fds: tuple[int, ...] = ()
+    #: (uid, gid) the child switches to before the gate (root only; supplementary groups
+    #: dropped), so a sandbox runtime starts unprivileged on the host
+    user: tuple[int, int] | None = None
+
+
+def resolve_executable(name: str, path: str, cwd: str | None = None) -> str:
+    """Find ``name`` as a shell would; raise CommandNotRunnable (127/126) like a shell."""
+    if "/" in name:
+        candidate = name if os.path.isabs(name) or cwd is None else os.path.join(cwd, name)
+        if not os.path.exists(candidate):
+            raise CommandNotRunnable(f"{name}: no such file or directory", 127)
+        if os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
+            raise CommandNotRunnable(f"{name}: permission denied (not executable)", 126)
+        return candidate
+    # (a PATH walk rather than shutil.which: shutil drags bz2/lzma into CLI start-up)
+    denied = None
+    for directory in path.split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            denied = candidate
+    if denied is not None:
+        raise CommandNotRunnable(f"{name}: permission denied (not executable)", 126)
+    raise CommandNotRunnable(f"{name}: command not found", 127)
+
+
+def child(  # pragma: no cover - runs between fork and exec
+    command: Command,
+    in_r: int,
+    out_w: int,
+    err_w: int,
+    gate_r: int,
+    errpipe_w: int,
+    fd_limit: int,
+) -> None:
+    stage = "setup"
+    try:
+        os.setsid()
+        os.dup2(in_r, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        _close_inherited((gate_r, errpipe_w, *command.pass_fds), fd_limit)
+        for fd in command.pass_fds:
+            os.set_inheritable(fd, True)
+        for res, soft, hard in command.rlimits:
+            resource.setrlimit(res, (soft, hard))
+        # CPython ignores SIGPIPE and SIGXFSZ; an exec keeps SIG_IGN, so restore defaults.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if command.cwd:
+            stage = "chdir"
+            os.chdir(command.cwd)
+        if command.user is not None:
+            stage = "setuid"
+            uid, gid = command.user
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        stage = "gate"
+        if os.read(gate_r, 1) != b"1":
+            os._exit(125)
+        stage = "exec"
+        os.execve(command.exe, command.argv, command.env)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(errpipe_w, f"{stage}:{exc.errno or errno.EINVAL}".encode())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.write(errpipe_w, f"{stage}:{errno.EINVAL}".encode())
+    finally:
+        os._exit(127)
+
+
+def _close_inherited(keep: tuple[int, ...], fd_limit: int) -> None:
+    """Close every fd but 0-2 and ``keep``: whatever we were started with (a jobserver pipe,
+    a ``flock``, a launcher's socket, an ``exec 7</``) must not reach the workload, and
+    bubblewrap passes on all it inherits. os.closerange is one close_range(2) per gap."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, fd_limit)
+
+
+def fd_limit() -> int:
+    """One past the highest fd this process can hold (the hard RLIMIT_NOFILE, which the
+    kernel caps at fs.nr_open): where :func:`_close_inherited` stops. Read before the fork."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return _FD_MAX if hard == resource.RLIM_INFINITY else min(max(hard, 1024), _FD_MAX)
