@@ -18,8 +18,8 @@ from glasshouse.observe.fold import (
     CONNECT_RESULTS,
     CappedSums,
     Dedup,
+    folded_omissions,
     normalize,
-    omitted_counts,
 )
 from glasshouse.receipt.model import (
     FailedFileOp,
@@ -405,23 +405,7 @@ class Parser:
         )
 
     def _omitted(self) -> dict[str, int]:
-        out = omitted_counts(
-            {
-                "filesystem.reads": self.reads,
-                "filesystem.writes": self.writes,
-                "filesystem.deletes": self.deletes,
-                "filesystem.mkdirs": self.mkdirs,
-                "filesystem.renames": self.renames,
-                "filesystem.links": self.links,
-                "filesystem.failed": self.failed,
-                "network.attempts": self.attempts,
-                "network.binds": self.binds,
-                "network.sends": self.sends,
-            }
-        )
-        if self.procs_omitted:
-            out["process_tree"] = self.procs_omitted
-        return out
+        return folded_omissions(self)
 
 
 def _errno_num(name: str | None) -> int:

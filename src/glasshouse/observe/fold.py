@@ -89,3 +89,28 @@ class CappedSums:
 def omitted_counts(lists: dict[str, Dedup | CappedSums]) -> dict[str, int]:
     """``{"filesystem.reads": n, ...}`` for the lists that left entries out."""
     return {name: d.omitted for name, d in lists.items() if d.omitted}
+
+
+#: The receipt lists an observer folds, and the attribute of the folder that holds each.
+FOLDED_LISTS = {
+    "filesystem.reads": "reads",
+    "filesystem.writes": "writes",
+    "filesystem.deletes": "deletes",
+    "filesystem.mkdirs": "mkdirs",
+    "filesystem.renames": "renames",
+    "filesystem.links": "links",
+    "filesystem.failed": "failed",
+    "network.attempts": "attempts",
+    "network.binds": "binds",
+    "network.sends": "sends",
+}
+
+
+def folded_omissions(folder: object) -> dict[str, int]:
+    """What each of a folder's capped lists left out (:data:`FOLDED_LISTS`, plus processes
+    past the cap in ``procs_omitted``): ``{"filesystem.reads": n, ...}``, only non-zero."""
+    out = omitted_counts({name: getattr(folder, attr) for name, attr in FOLDED_LISTS.items()})
+    procs = getattr(folder, "procs_omitted", 0)
+    if procs:
+        out["process_tree"] = procs
+    return out

@@ -19,8 +19,8 @@ from glasshouse.observe.fold import (
     CONNECT_RESULTS,
     CappedSums,
     Dedup,
+    folded_omissions,
     normalize,
-    omitted_counts,
 )
 from glasshouse.receipt.model import (
     FailedFileOp,
@@ -217,23 +217,7 @@ class Folder:
 
     def omitted(self) -> dict[str, int]:
         """Entries each receipt list left out at the cap (only the lists that did)."""
-        out = omitted_counts(
-            {
-                "filesystem.reads": self.reads,
-                "filesystem.writes": self.writes,
-                "filesystem.deletes": self.deletes,
-                "filesystem.mkdirs": self.mkdirs,
-                "filesystem.renames": self.renames,
-                "filesystem.links": self.links,
-                "filesystem.failed": self.failed,
-                "network.attempts": self.attempts,
-                "network.binds": self.binds,
-                "network.sends": self.sends,
-            }
-        )
-        if self.procs_omitted:
-            out["process_tree"] = self.procs_omitted
-        return out
+        return folded_omissions(self)
 
     def feed(self, records: Iterable[bytes]) -> None:
         seen = self._raw_seen
