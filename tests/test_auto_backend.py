@@ -102,7 +102,21 @@ def test_a_failed_check_is_retried_sooner(tmp_path: Path) -> None:
 def test_unreadable_cache_entries_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "auto.json"
     assert _auto._read(path) is None
-    for text in ("", "{", "[]", '{"at": 1}', '{"at": "x", "figures": {}}'):
+    path.write_text(f'{{"at": {time.time() - 1}, "figures": {{"sandbox_ms": 23, "vm_ms": 1, '
+                    '"vm_timeout_s": 5}}')  # fmt: skip
+    assert _auto._read(path) == _figures(1, sandbox_ms=23)  # the well-formed one is read
+    for text in (
+        "",
+        "{",
+        "[]",
+        '{"at": 1}',
+        '{"at": "x", "figures": {}}',
+        '{"at": NOW, "figures": []}',
+        '{"at": NOW, "figures": {"sandbox_ms": "23", "vm_ms": null, "vm_timeout_s": 5}}',
+        '{"at": NOW, "figures": {"sandbox_ms": 23, "vm_ms": true, "vm_timeout_s": 5}}',
+        '{"at": NOW, "figures": {"sandbox_ms": 23, "vm_ms": 1, "vm_timeout_s": null}}',
+    ):
+        text = text.replace("NOW", str(time.time() - 1))
         path.write_text(text)
         assert _auto._read(path) is None
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from glasshouse.core.execution import BackendUnavailable, ExecutionSpec
+from glasshouse.core.execution import BackendUnavailable, ExecutionSpec, close_backend
 from glasshouse.core.version import __version__
 
 from ._auto_rule import TOUCH_MIB, Choice, Figures, decide
@@ -174,6 +174,7 @@ def _touch(
             result = backend.wait(handle)
         finally:
             backend.cleanup(handle)
+            close_backend(backend)  # the VM reaped, its run directory gone
     except Exception as exc:  # a backend that cannot run the check does not serve it
         return None, f"{type(exc).__name__}: {exc}", False
     if result.timed_out:

@@ -40,7 +40,15 @@ class Figures:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Figures:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        """Raise TypeError (or ValueError) unless ``data`` is what :meth:`to_dict` wrote."""
+        figures = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        for name in ("sandbox_ms", "vm_ms", "vm_timeout_s"):
+            value = getattr(figures, name)
+            if not (value is None and name != "vm_timeout_s") and (
+                not isinstance(value, int | float) or isinstance(value, bool)
+            ):
+                raise TypeError(f"{name}: {value!r} is not a number")
+        return figures
 
 
 @dataclass(frozen=True)
