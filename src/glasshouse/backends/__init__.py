@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from glasshouse.core.execution import Backend, BackendUnavailable
 
 if TYPE_CHECKING:
+    from glasshouse.backends._auto_rule import Choice
     from glasshouse.core.checks import Check
 
 _REGISTRY: dict[str, str] = {
@@ -43,31 +44,28 @@ def create(name: str, **options: Any) -> Backend:
     return factory(**options)
 
 
-def auto_select(allow_unsandboxed: bool = True) -> str:
-    """The strongest isolation this host offers: a microVM where guests boot and snapshots
-    restore, else the bubblewrap sandbox, else (only if allowed) the bare process backend.
+def auto_choice(allow_unsandboxed: bool = True) -> Choice:
+    """What ``auto`` means on this host: the strongest isolation that serves real work.
 
-    Each candidate module exposes ``probe() -> (ok, reason)``; probes must be fast (cached).
+    The microVM where guests boot and restore *and* touching fresh memory there is not far
+    slower than in the bubblewrap sandbox (more than 10x and more than 1 s, or a timeout of
+    the VM's 5 s check: :mod:`._auto_rule`); else the sandbox; else (only if allowed) the
+    bare process backend. Each candidate's ``probe()`` and the workload check are cached
+    on disk: the first resolution on a host pays for them (seconds), later ones read files.
     """
-    reasons = []
-    for name, module_name in (
-        ("microvm", "glasshouse.backends.microvm"),
-        ("sandbox", "glasshouse.backends.sandbox"),
-    ):
-        try:
-            ok, why = importlib.import_module(module_name).probe()
-        except Exception as exc:  # missing module or failing probe: not usable here
-            ok, why = False, str(exc)
-        if ok:
-            return name
-        reasons.append(f"{name}: {why}")
-    if allow_unsandboxed:
-        return "process"
-    raise BackendUnavailable("no isolating backend works on this host: " + "; ".join(reasons))
+    from glasshouse.backends import _auto
+
+    return _auto.choose(allow_unsandboxed)
+
+
+def auto_select(allow_unsandboxed: bool = True) -> str:
+    """The backend name :func:`auto_choice` picks."""
+    return auto_choice(allow_unsandboxed).backend
 
 
 def doctor_checks() -> list[Check]:
-    """``glasshouse doctor``: per-run cgroups (limits, accounting, exact tree kill)."""
+    """``glasshouse doctor``: per-run cgroups (limits, accounting, exact tree kill), and what
+    ``auto`` picks here with the workload check's figures."""
     from pathlib import Path
 
     from glasshouse.backends import _cgroup
@@ -96,7 +94,10 @@ def doctor_checks() -> list[Check]:
                 "scripts/setup.sh turns it on (informational)",
             )
         )
+    from glasshouse.backends import _auto
+
+    checks.append(_auto.doctor_check())
     return checks
 
 
-__all__ = ["auto_select", "create", "doctor_checks", "names"]
+__all__ = ["auto_choice", "auto_select", "create", "doctor_checks", "names"]

@@ -130,16 +130,19 @@ def _host_observers(profile: str) -> list[Any]:
     return list(observers_for(profile, fallback=False))
 
 
-def resolve_backend(name: str, allow_unsandboxed: bool) -> str:
-    """``auto`` -> the strongest isolating backend here; ``process`` needs the explicit flag."""
+def resolve_backend(name: str, allow_unsandboxed: bool) -> dict[str, Any]:
+    """``--backend`` -> ``{requested, backend, reason, figures}`` (``/health``'s
+    ``backend_choice``). ``auto``: the strongest isolating backend that serves real work
+    here (never ``process``); ``process`` needs the explicit flag."""
     if name == "auto":
-        return backends.auto_select(allow_unsandboxed=False)
+        choice = backends.auto_choice(allow_unsandboxed=False).to_dict()
+        return {"requested": name, **choice}
     if name == "process" and not allow_unsandboxed:
         raise BackendUnavailable(
             "the process backend runs code unsandboxed, with the server's privileges: "
             "pass --allow-unsandboxed to accept that"
         )
-    return name
+    return {"requested": name, "backend": name, "reason": "--backend", "figures": None}
 
 
 def outcome_of(result: Any) -> str:
@@ -159,7 +162,10 @@ class Runner:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.backend_name = resolve_backend(config.backend, config.allow_unsandboxed)
+        self.backend_choice = resolve_backend(config.backend, config.allow_unsandboxed)
+        self.backend_name: str = self.backend_choice["backend"]
+        if config.backend == "auto":
+            _log.info("--backend auto: %s (%s)", self.backend_name, self.backend_choice["reason"])
         inner = backends.create(self.backend_name, **config.backend_options)
         inner.prepare()  # fail at startup, not on the first request
         self.inner = inner
@@ -434,6 +440,7 @@ class Runner:
             "status": status,
             "version": __version__,
             "backend": self.backend_name,
+            "backend_choice": self.backend_choice,
             "isolation": self.inner.isolation,
             "sandboxed": self.sandboxed,
             "warning": None

@@ -149,6 +149,18 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class BackendChoice(BaseModel):
+    requested: str = Field(description="`--backend` as given (`auto` or a backend name).")
+    backend: str = Field(description="The backend that serves runs.")
+    reason: str = Field(description="Why: the flag, or what `auto` measured and decided.")
+    figures: dict[str, float | int | bool | str | None] | None = Field(
+        default=None,
+        description="`auto`'s workload check: ms to touch `touch_mib` MiB of fresh memory "
+        "in the sandbox (`sandbox_ms`) and in a microVM (`vm_ms`, None if it timed out after "
+        "`vm_timeout_s` or failed), and `measured_at`; None when not measured.",
+    )
+
+
 class Health(BaseModel):
     status: str = Field(
         description="`ok`; `draining` during shutdown; `receipt_store_unavailable` while "
@@ -156,6 +168,9 @@ class Health(BaseModel):
     )
     version: str
     backend: str
+    backend_choice: BackendChoice = Field(
+        description="Which backend `--backend` resolved to and why (with `auto`'s figures)."
+    )
     isolation: str
     sandboxed: bool = Field(description="False when running with --allow-unsandboxed.")
     warning: str | None = None
