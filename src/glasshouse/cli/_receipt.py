@@ -14,7 +14,7 @@ from glasshouse.cli._util import fail
 
 @click.group()
 def receipt() -> None:
-    """Inspect receipts."""
+    """Inspect and export receipts."""
 
 
 @receipt.command("show")
