@@ -356,6 +356,26 @@ def test_cli_export_refuses_a_modified_receipt(tmp_path: Path) -> None:
     assert p.returncode == 2
 
 
+def test_cli_verify_receipt_that_is_not_an_object_is_a_usage_error(tmp_path: Path) -> None:
+    assert gh("keys", "generate", "--out-dir", "keys", cwd=tmp_path).returncode == 0
+    assert (
+        gh("run", "-q", "--sign", "keys/glasshouse.key", "--", "true", cwd=tmp_path).returncode == 0
+    )
+    p = gh(
+        "receipt", "export", "--format", "in-toto-runtime-trace", "receipt.json",
+        "--sign", "keys/glasshouse.key", "--out", "trace.dsse.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "list.json").write_text("[1]")
+    for envelope in ("receipt.dsse.json", "trace.dsse.json"):
+        p = gh(
+            "verify", envelope, "--key", "keys/glasshouse.pub", "--receipt", "list.json",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert p.returncode == 2 and "list.json: not a JSON receipt" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
+
+
 @pytest.mark.root
 def test_sandbox_inputs_and_outputs_carry_their_digests(tmp_path: Path) -> None:
     from glasshouse.backends import sandbox

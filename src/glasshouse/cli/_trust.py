@@ -76,6 +76,8 @@ def verify(envelope: Path, key_path: Path, receipt_path: Path | None, as_json: b
             receipt = json.loads(receipt_path.read_bytes())
         except (OSError, ValueError) as exc:
             fail(f"{receipt_path}: not a JSON receipt: {exc}", 2)
+        if not isinstance(receipt, dict):
+            fail(f"{receipt_path}: not a JSON receipt: not a JSON object", 2)
     from glasshouse.receipt.sign import verify_attestation
 
     try:

@@ -381,6 +381,8 @@ def verify_statement(
 def _matching_receipt(stmt: dict[str, Any], receipt: Receipt | dict[str, Any]) -> dict[str, Any]:
     from glasshouse.receipt.sign import differences
 
+    if not isinstance(receipt, dict) and not hasattr(receipt, "model_dump"):
+        raise VerificationError("receipt_mismatch", "the receipt given is not a JSON object")
     data = dict(as_data(receipt))
     try:
         actual = compute_digest(data)
