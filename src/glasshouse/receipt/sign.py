@@ -17,6 +17,8 @@ Library use, one line each::
 :func:`verify_envelope` raises :class:`VerificationError` whose ``kind`` says why (changed
 bytes, wrong key, wrong payload type, missing signature, ...) and whose message says it to a
 person. Verification is offline: it needs the envelope and the public key, nothing else.
+:func:`verify_attestation` also accepts a receipt exported as an in-toto runtime trace
+(:mod:`glasshouse.receipt.intoto`); ``Verified.predicate_type`` says which it was.
 """
 
 from __future__ import annotations
