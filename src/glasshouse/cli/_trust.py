@@ -51,11 +51,14 @@ def generate(out_dir: Path, name: str) -> None:
     "--receipt",
     "receipt_path",
     type=_EXISTING,
-    help="Also check that this receipt file is exactly the signed one.",
+    help="Also check that this receipt file is exactly the signed one (or, for a runtime "
+    "trace, the one it was exported from).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the signed receipt as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the signed receipt (or statement) as JSON."
+)
 def verify(envelope: Path, key_path: Path, receipt_path: Path | None, as_json: bool) -> None:
-    """Verify a signed receipt (DSSE envelope) offline against a public key.
+    """Verify a signed receipt, or a runtime trace exported from one, offline (DSSE envelope).
 
     \b
     Exit 0: valid. Exit 1: invalid, with the reason (a changed byte, the wrong key, the
@@ -73,23 +76,39 @@ def verify(envelope: Path, key_path: Path, receipt_path: Path | None, as_json: b
             receipt = json.loads(receipt_path.read_bytes())
         except (OSError, ValueError) as exc:
             fail(f"{receipt_path}: not a JSON receipt: {exc}", 2)
-    from glasshouse.receipt.sign import verify_envelope
+        if not isinstance(receipt, dict):
+            fail(f"{receipt_path}: not a JSON receipt: not a JSON object", 2)
+    from glasshouse.receipt.sign import verify_attestation
 
     try:
-        verified = verify_envelope(envelope.read_bytes(), key, receipt=receipt)
+        verified = verify_attestation(envelope.read_bytes(), key, receipt=receipt)
     except VerificationError as exc:
         click.echo(f"INVALID: {envelope}: {exc.diagnostic()}", err=True)
         sys.exit(1)
+    from glasshouse.receipt.intoto import PREDICATE_TYPE as RUNTIME_TRACE
+
+    trace = verified.predicate_type == RUNTIME_TRACE
     if as_json:
-        click.echo(json.dumps(verified.receipt, indent=2))
+        click.echo(json.dumps(verified.statement if trace else verified.receipt, indent=2))
         return
     subjects = ", ".join(
         f"{s['name']}={s['digest']['sha256'][:12]}" for s in verified.statement["subject"]
     )
-    click.echo(f"OK: {envelope}: receipt {verified.execution_id} signed by key {verified.keyid}")
+    what = "runtime trace of run" if trace else "receipt"
+    click.echo(f"OK: {envelope}: {what} {verified.execution_id} signed by key {verified.keyid}")
+    click.echo(f"    predicate: {verified.predicate_type}")
     click.echo(f"    subjects: {subjects}")
+    if trace:
+        log = verified.statement["predicate"]["monitorLog"]
+        counts = {k: len(log.get(k) or []) for k in ("process", "network", "fileAccess")}
+        digests = sum(1 for f in log.get("fileAccess") or [] if f.get("digest"))
+        click.echo(
+            f"    monitorLog: {counts['process']} process(es), {counts['network']} network "
+            f"event(s), {counts['fileAccess']} file access(es), {digests} with a digest"
+        )
     if receipt_path is not None:
-        click.echo(f"    {receipt_path} is identical to the signed receipt")
+        relation = "gives exactly this trace" if trace else "is identical to the signed receipt"
+        click.echo(f"    {receipt_path} {relation}")
 
 
 @click.command("verify-log")

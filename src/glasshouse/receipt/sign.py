@@ -17,6 +17,8 @@ Library use, one line each::
 :func:`verify_envelope` raises :class:`VerificationError` whose ``kind`` says why (changed
 bytes, wrong key, wrong payload type, missing signature, ...) and whose message says it to a
 person. Verification is offline: it needs the envelope and the public key, nothing else.
+:func:`verify_attestation` also accepts a receipt exported as an in-toto runtime trace
+(:mod:`glasshouse.receipt.intoto`); ``Verified.predicate_type`` says which it was.
 """
 
 from __future__ import annotations
@@ -88,7 +90,15 @@ class Verified:
 
     @property
     def execution_id(self) -> str:
-        return str(self.receipt.get("execution_id"))
+        if "execution_id" in self.receipt:
+            return str(self.receipt["execution_id"])
+        predicate = self.statement.get("predicate")
+        monitored = predicate.get("monitoredProcess") if isinstance(predicate, dict) else None
+        return str(monitored.get("event") if isinstance(monitored, dict) else None)
+
+    @property
+    def predicate_type(self) -> str:
+        return str(self.statement.get("predicateType"))
 
 
 # -- keys -------------------------------------------------------------------------------
@@ -254,6 +264,39 @@ def verify_envelope(
     ``receipt``, when given, must equal the signed one (e.g. the ``receipt.json`` written
     beside the envelope): any difference is named by its field path.
     """
+    kid, payload = _signed_payload(envelope, key)
+    return _verified_receipt(kid, payload, receipt)
+
+
+def verify_attestation(
+    envelope: dict[str, Any] | str | bytes,
+    key: Ed25519PublicKey,
+    *,
+    receipt: Receipt | dict[str, Any] | None = None,
+) -> Verified:
+    """Verify a signed receipt, or a receipt exported as an in-toto runtime trace.
+
+    The signature is checked as :func:`verify_envelope` does; then the statement is checked
+    by its ``predicateType``: a Glasshouse receipt as :func:`verify_envelope` does, a
+    runtime trace (:data:`glasshouse.receipt.intoto.PREDICATE_TYPE`) by
+    :func:`glasshouse.receipt.intoto.verify_statement`. ``Verified.predicate_type`` says which.
+    """
+    kid, payload = _signed_payload(envelope, key)
+    from glasshouse.receipt import intoto
+
+    try:
+        kind = json.loads(payload).get("predicateType")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        kind = None  # not a JSON object: _verified_receipt says so
+    if kind == intoto.PREDICATE_TYPE:
+        return intoto.verify_statement(kid, payload, receipt=receipt)
+    return _verified_receipt(kid, payload, receipt)
+
+
+def _signed_payload(
+    envelope: dict[str, Any] | str | bytes, key: Ed25519PublicKey
+) -> tuple[str, bytes]:
+    """The key id and payload of an in-toto DSSE envelope that ``key`` signed."""
     try:
         env = (
             dsse.Envelope.from_dict(envelope)
@@ -285,7 +328,13 @@ def verify_envelope(
             f"the signature by key {wanted[:16]} does not match the payload: "
             "the payload or the signature was changed after signing",
         )
-    stmt = _parse_statement(env.payload)
+    return signature.keyid or wanted, env.payload
+
+
+def _verified_receipt(
+    kid: str, payload: bytes, receipt: Receipt | dict[str, Any] | None
+) -> Verified:
+    stmt = _parse_statement(payload)
     data = stmt["predicate"]
     if data.get("version") not in RECEIPT_VERSIONS or not isinstance(data.get("execution_id"), str):
         raise VerificationError(
@@ -320,7 +369,7 @@ def verify_envelope(
             raise VerificationError(
                 "receipt_mismatch", f"the receipt differs from the signed one at {shown}"
             )
-    return Verified(keyid=signature.keyid or wanted, statement=stmt, receipt=data)
+    return Verified(keyid=kid, statement=stmt, receipt=data)
 
 
 def _parse_statement(payload: bytes) -> dict[str, Any]:
@@ -343,6 +392,12 @@ def _parse_statement(payload: bytes) -> dict[str, Any]:
     if not isinstance(stmt.get("predicate"), dict) or not isinstance(stmt.get("subject"), list):
         raise VerificationError("bad_statement", "the statement has no receipt or no subjects")
     return stmt
+
+
+def differences(a: Any, b: Any) -> list[str]:
+    """Field paths (``outcome.exit_code``, ``predicate.monitorLog.process[2]``) where two JSON
+    values differ."""
+    return _differences(a, b)
 
 
 def _differences(a: Any, b: Any, path: str = "") -> list[str]:
