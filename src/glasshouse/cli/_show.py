@@ -222,7 +222,8 @@ def _tree(nodes: list[Any], limit: int, left_out: int = 0) -> Tree:
 
 def _harness_line(harness: Any) -> str:
     """What Glasshouse itself ran, kept out of the workload's sections (never silently)."""
-    names = list(dict.fromkeys(os.path.basename(p.exe or "?") for p in harness.processes))
+    names = [os.path.basename(p.exe) if p.exe else f"pid {p.pid}" for p in harness.processes]
+    names = list(dict.fromkeys(names))
     c = harness.counts
     return (
         f"harness (not the workload's): {', '.join(names) or 'no processes'}"
