@@ -121,11 +121,15 @@ def test_receipt_show_names_the_harness(observer, tmp_path: Path) -> None:
     _backend_or_skip("sandbox")
     env = {**os.environ, "GLASSHOUSE_OBSERVER": "ebpf"}
     cli = [sys.executable, "-m", "glasshouse.cli"]
-    run = subprocess.run([*cli, "run", "-b", "sandbox", "-q", "--", "true"], cwd=tmp_path,
-                         env=env, capture_output=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        [*cli, "run", "-b", "sandbox", "-q", "--", "true"],
+        cwd=tmp_path, env=env, capture_output=True, timeout=120,
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    shown = subprocess.run([*cli, "receipt", "show", "receipt.json"], cwd=tmp_path,
-                           env={**env, "COLUMNS": "200"}, capture_output=True, timeout=60)  # fmt: skip
+    shown = subprocess.run(
+        [*cli, "receipt", "show", "receipt.json"],
+        cwd=tmp_path, env={**env, "COLUMNS": "200"}, capture_output=True, timeout=60,
+    )  # fmt: skip
     out = shown.stdout.decode()
     assert "harness (not the workload's): bwrap, .glasshouse-init (2 processes;" in out, out
 
