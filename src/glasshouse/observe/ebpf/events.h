@@ -38,7 +38,7 @@
  * harness; its syscalls are only counted (GH_STAT_HARNESS_*), never recorded as the
  * workload's. A session's GH_WS_* mode (set by user space on the root) says where the
  * workload starts; children inherit the value at fork. */
-#define GH_SLOT_MASK 0x0000ffffu
+#define GH_SLOT_MASK 0x0000ffff
 #define GH_PENDING 0x80000000u   /* root seeded, first exec not seen yet: harness */
 #define GH_HARNESS 0x40000000u   /* a harness process */
 #define GH_LAUNCHER 0x20000000u  /* harness running the launcher binary: its children arm */
