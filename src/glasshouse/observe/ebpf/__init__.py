@@ -151,17 +151,16 @@ class EbpfObserver:
             self._maybe_size = _pid_max()
             obj.set_max_entries("maybe", self._maybe_size)
             obj.load()
+            if not obj.has_map("launch"):
+                raise ObserverUnavailable(
+                    f"BPF object {self.object_path} predates the workload/harness split "
+                    "(no launch map): rebuild it with scripts/build-ebpf.sh"
+                )
             for prog in PROGRAMS:
                 obj.attach(prog)
             self._tracked = obj.map("tracked", 4, 8)
             self._maybe = obj.map("maybe", 4, 1)
-            try:
-                self._launch = obj.map("launch", 4, _LAUNCH.size)
-            except _libbpf.LibbpfError:
-                raise ObserverUnavailable(
-                    f"BPF object {self.object_path} predates the workload/harness split "
-                    "(no launch map): rebuild it with scripts/build-ebpf.sh"
-                ) from None
+            self._launch = obj.map("launch", 4, _LAUNCH.size)
             self._stats = obj.map("stats", 4, 8 * self._ncpu)
             events_fd = obj.map("events", 4, 4).fd
             self._prog_fds = [obj.prog_fd(p) for p in PROGRAMS]
@@ -177,6 +176,9 @@ class EbpfObserver:
         except _libbpf.LibbpfError as exc:
             obj.close()
             raise ObserverUnavailable(_load_reason(exc)) from None
+        except ObserverUnavailable:
+            obj.close()
+            raise
         self._obj = obj
 
     def close(self) -> None:
