@@ -83,10 +83,23 @@ def test_header_is_found_and_parsed() -> None:
         ("GH_F_DIR1", "F_DIR1"),
         ("GH_F_DIR3", "F_DIR3"),
         ("GH_F_ROOT", "F_ROOT"),
+        ("GH_F_HARNESS", "F_HARNESS"),
+        ("GH_SLOT_MASK", "SLOT_MASK"),
+        ("GH_STAT_HARNESS_SYS", "STAT_HARNESS_SYS"),
+        ("GH_STAT_HARNESS_FILE", "STAT_HARNESS_FILE"),
+        ("GH_STAT_HARNESS_NET", "STAT_HARNESS_NET"),
     ],
 )
 def test_constants_agree(c_name: str, py_name: str) -> None:
     assert _defines()[c_name] == getattr(_decode, py_name)
+
+
+def test_workload_start_modes_agree() -> None:
+    from glasshouse.observe import ebpf
+
+    defines = _defines()
+    assert defines["GH_WS_SHIFT"] == ebpf._WS_SHIFT
+    assert {k: defines[f"GH_WS_{k.upper()}"] for k in ebpf._WS_MODES} == ebpf._WS_MODES
 
 
 def test_truncation_flags_agree() -> None:

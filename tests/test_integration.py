@@ -37,7 +37,9 @@ def test_sandboxed_processes_carry_host_and_sandbox_pids(observer) -> None:
     assert run.result.exit_code == 0
     inner = int(run.result.stdout.data)
     nodes = run.receipt.process_tree
-    bwrap = nodes[0]
+    harness = run.receipt.observation.harness
+    assert harness is not None
+    bwrap = harness.processes[0]  # Glasshouse's own set-up: not in the workload's tree
     assert bwrap.ns_pid is None  # bwrap itself runs in the host's pid namespace
     shell = [n for n in nodes if n.ns_pid == inner]
     assert len(shell) == 1, [(n.pid, n.ns_pid, n.argv) for n in nodes]

@@ -143,7 +143,7 @@ class Engine:
                     )
                     continue
                 try:
-                    sessions.append((observer, self._start_observer(observer, handle.pid)))
+                    sessions.append((observer, self._start_observer(observer, handle)))
                 except Exception as exc:  # fail-open: observation is never required
                     observations.append(
                         Observation.unavailable(observer.name, observer.provenance, str(exc))
@@ -191,10 +191,14 @@ class Engine:
             )
         return result
 
-    def _start_observer(self, observer: Observer, pid: int) -> Any:
+    def _start_observer(self, observer: Observer, handle: Handle) -> Any:
+        assert handle.pid is not None
+        options: dict[str, Any] = {}
         if getattr(observer, "list_cap_aware", False):
-            return observer.start(pid, list_cap=self.list_cap)  # type: ignore[call-arg]
-        return observer.start(pid)
+            options["list_cap"] = self.list_cap
+        if getattr(observer, "harness_aware", False):
+            options["workload_start"] = handle.workload_start
+        return observer.start(handle.pid, **options)
 
     def kill_all(self, reason: str = "shutdown") -> int:
         """Kill every in-flight run (their receipts record ``reason``); return how many."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.console import Console
@@ -77,6 +78,8 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         or "none"
     )
     head.add_row("observation", f"profile {obs.profile}, provenance {rec.provenance}: {observers}")
+    if obs.harness is not None and (obs.harness.processes or obs.harness.counts.syscalls):
+        head.add_row("", f"[dim]{escape(_harness_line(obs.harness))}[/]")
     if obs.events_lost or obs.truncations:
         head.add_row("", f"[red]{obs.events_lost} events lost, {obs.truncations} truncated[/]")
     if obs.omitted:
@@ -215,3 +218,15 @@ def _tree(nodes: list[Any], limit: int, left_out: int = 0) -> Tree:
     if shown < len(nodes):
         tree.add(f"… and {len(nodes) - shown} more")
     return tree
+
+
+def _harness_line(harness: Any) -> str:
+    """What Glasshouse itself ran, kept out of the workload's sections (never silently)."""
+    names = [os.path.basename(p.exe) if p.exe else f"pid {p.pid}" for p in harness.processes]
+    names = list(dict.fromkeys(names))
+    c = harness.counts
+    return (
+        f"harness (not the workload's): {', '.join(names) or 'no processes'}"
+        f" ({len(harness.processes)} processes; {c.syscalls} syscalls, {c.files} file and"
+        f" {c.network} network operations kept out)"
+    )

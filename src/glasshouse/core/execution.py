@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 # The errors live in glasshouse.core.errors; re-exported here for the backends.
 from glasshouse.core.errors import BackendError as BackendError
@@ -233,6 +233,22 @@ class ExecutionResult:
         return cls(exit_code=exit_code, error=error, started_at=now, ended_at=now)
 
 
+@dataclass(frozen=True)
+class WorkloadStart:
+    """Where the workload starts in the host process tree a backend reports: everything
+    before it, and every process outside it, is the harness Glasshouse runs to set the run
+    up (observers keep the harness out of the workload's receipt sections).
+
+    ``kind``: ``"root_exec"``, the root's first exec (the process backend: its pre-exec code
+    is harness); ``"launcher"``, an exec by a child of a process running the ``launcher``
+    binary (bwrap's sandbox: glasshouse-init, or bwrap itself without it); ``"none"``, no
+    host process runs the workload's code as itself (gVisor's runsc, a VM's VMM).
+    """
+
+    kind: Literal["root_exec", "launcher", "none"] = "root_exec"
+    launcher: str | None = None
+
+
 @dataclass
 class Handle:
     """A started workload. ``pid`` is the host-side root pid to observe (the process, the
@@ -242,6 +258,8 @@ class Handle:
     pid: int | None
     id: str = field(default_factory=lambda: os.urandom(6).hex())
     killed_reason: str | None = None
+    #: where the workload starts in the tree rooted at ``pid`` (the rest is harness)
+    workload_start: WorkloadStart = field(default_factory=WorkloadStart)
 
 
 @runtime_checkable

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from glasshouse.core.errors import ObserverUnavailable as ObserverUnavailable
 
 if TYPE_CHECKING:  # the model pulls in pydantic; the run hot path does not need it
-    from glasshouse.receipt.model import Filesystem, Network, ProcessNode, Resources, Syscalls
+    from glasshouse.receipt.model import (
+        Filesystem,
+        Harness,
+        Network,
+        ProcessNode,
+        Resources,
+        Syscalls,
+    )
 
 
 class Profile(enum.StrEnum):
@@ -45,6 +52,9 @@ class Observation:
     missing: dict[str, str] = field(default_factory=dict)
     #: receipt list (``filesystem.writes``...) -> entries left out at the observer's list cap
     omitted: dict[str, int] = field(default_factory=dict)
+    #: what Glasshouse itself ran (kept out of the sections above), if the observer told
+    #: the harness apart from the workload
+    harness: Harness | None = None
 
     @classmethod
     def unavailable(cls, observer: str, provenance: str, reason: str) -> Observation:
@@ -71,6 +81,9 @@ class Observer(Protocol):
     An observer with ``list_cap_aware = True`` also takes ``start(root_pid, list_cap=N)``:
     it keeps at most N entries per receipt list while observing and counts the rest in
     :attr:`Observation.omitted` (the Engine passes its own cap). Others are capped afterwards.
+    An observer with ``harness_aware = True`` also takes ``start(root_pid,
+    workload_start=WorkloadStart(...))`` (the backend's :attr:`Handle.workload_start`) and
+    keeps what Glasshouse itself ran out of the workload's sections (:attr:`Observation.harness`).
     """
 
     name: str

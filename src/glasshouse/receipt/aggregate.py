@@ -98,6 +98,10 @@ def build_receipt(
     for name in _NET_LISTS:
         network[name] = _cap(network[name], f"network.{name}", list_cap, omitted)
     syscalls["denied"] = _cap(syscalls["denied"], "syscalls.denied", list_cap, omitted)
+    harness = _merge_harness(available)
+    if harness is not None:
+        name = "observation.harness.processes"
+        harness["processes"] = _cap(harness["processes"], name, list_cap, omitted)
 
     runtime, arch, kernel, hostname = _host_environment()
     started, ended = rfc3339(result.started_at), rfc3339(result.ended_at)
@@ -153,6 +157,7 @@ def build_receipt(
             **_observation_block(profile, observations, available, result),
             "list_cap": list_cap,
             "omitted": dict(sorted(omitted.items())),
+            "harness": harness,
         },
         "exit_code": result.exit_code,
         "duration_ms": result.duration_ms,
@@ -333,6 +338,18 @@ def _merge_network(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
         merged["bytes_sent"] += part.get("bytes_sent", 0)
         merged["bytes_received"] += part.get("bytes_received", 0)
     return merged
+
+
+def _merge_harness(available: Sequence[Observation]) -> dict[str, Any] | None:
+    """The observers' harness blocks as one (None when no observer told one apart)."""
+    parts = [_data(o.harness) for o in available if getattr(o, "harness", None) is not None]
+    if not parts:
+        return None
+    counts = {"files": 0, "network": 0, "syscalls": 0}
+    for part in parts:
+        for key in counts:
+            counts[key] += part["counts"].get(key, 0)
+    return {"processes": [n for p in parts for n in p["processes"]], "counts": counts}
 
 
 def _merge_syscalls(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ receipt means "observed, and there was nothing", never "not looked at".
 
 v0.4.0 adds ``artifacts.outputs`` and ``artifacts.inputs`` (the files copied out of and into
 the run) and ``observation.list_cap``/``observation.omitted`` (lists cut at a cap, and by how
-much). A v0.3.0 receipt still validates: the added fields are left out of its dump (so its
+much), and ``observation.harness`` (what Glasshouse itself ran to set the run up, kept out
+of the workload's sections: its processes, with ``role: "harness"``, and counts of its
+syscalls). A v0.3.0 receipt still validates: the added fields are left out of its dump (so its
 digest and signature still check), and a receipt that says v0.3.0 may not carry them.
 """
 
@@ -83,6 +85,16 @@ class ProcessNode(_Model):
     argv_truncated: bool = False
     #: True when the process forked without exec (its exe/argv are its parent's image).
     forked_only: bool = False
+    #: v0.4.0: "harness" on the processes of ``observation.harness`` (Glasshouse's own set-up
+    #: processes); unset on the workload's, which are the only ones in ``process_tree``.
+    role: Literal["workload", "harness"] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and "role" not in self.model_fields_set:
+            data.pop("role", None)  # a v0.3.0 node dumps (and digests) as it was written
+        return data
 
 
 class Rename(_Model):
@@ -224,8 +236,27 @@ class ObserverReport(_Model):
     truncations: int = 0
 
 
+class HarnessCounts(_Model):
+    #: file syscalls (opens, creates, unlinks, mkdirs, renames, links, execs...) of harness
+    #: processes, not recorded in ``filesystem``
+    files: int = 0
+    #: network syscalls (connect, bind, listen, sendto, sendmsg), not recorded in ``network``
+    network: int = 0
+    #: every syscall of harness processes, not counted in ``syscalls.counts``
+    syscalls: int = 0
+
+
+class Harness(_Model):
+    """What Glasshouse itself ran to set the run up (the process backend's pre-exec code,
+    bwrap, glasshouse-init before it execs the command, runsc, the VMM): kept out of the
+    workload's sections, accounted for here."""
+
+    processes: list[ProcessNode] = Field(default_factory=list)
+    counts: HarnessCounts = Field(default_factory=HarnessCounts)
+
+
 class ObservationBlock(_Extended):
-    _added = frozenset({"list_cap", "omitted"})
+    _added = frozenset({"list_cap", "omitted", "harness"})
 
     profile: Profile
     #: Receipt sections that hold observed data.
@@ -242,6 +273,8 @@ class ObservationBlock(_Extended):
     #: v0.4.0: each list that reached ``list_cap`` (``filesystem.writes``...) -> how many
     #: entries it left out. Empty when nothing was left out.
     omitted: dict[str, int] = Field(default_factory=dict)
+    #: v0.4.0: the harness the observers told apart from the workload (None: none did).
+    harness: Harness | None = None
 
 
 class RedactionCount(_Model):

@@ -17,6 +17,7 @@ from glasshouse.core.execution import (
     ExecutionSpec,
     Handle,
     Sink,
+    WorkloadStart,
     utcnow,
 )
 from glasshouse.guest import transport as T
@@ -191,6 +192,7 @@ class MicroVMBackend:
         handle = VMHandle(
             spec=spec, pid=None, run_dir=run_dir, vmm=self.name, sinks=(stdout, stderr)
         )
+        handle.workload_start = WorkloadStart("none")  # the host sees the VMM, not the guest
         handle.started_at = utcnow()
         return handle
 

@@ -25,6 +25,7 @@ from glasshouse.core.execution import (
     ExecutionResult,
     ExecutionSpec,
     Sink,
+    WorkloadStart,
 )
 
 from ._init import InitUnavailable, build_init
@@ -202,7 +203,12 @@ class SandboxBase(ProcessBackend):
     ) -> Command:
         raise NotImplementedError
 
+    def _workload_start(self) -> WorkloadStart:
+        """Where the command starts in the runtime's process tree (the rest is harness)."""
+        return WorkloadStart("launcher", str(self._init or self._binary))
+
     def _after_fork(self, handle: ProcessHandle, command: Command) -> None:
+        handle.workload_start = self._workload_start()
         run = _run_of(handle.context)
         run.close_child_fds()
         cg = handle.cgroup

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from glasshouse.backends.process import Command, ProcessHandle
-from glasshouse.core.execution import BackendUnavailable, ExecutionResult, ExecutionSpec
+from glasshouse.core.execution import (
+    BackendUnavailable,
+    ExecutionResult,
+    ExecutionSpec,
+    WorkloadStart,
+)
 
 from ._base import SandboxBase
 from ._layout import (
@@ -57,6 +62,9 @@ class GVisorBackend(SandboxBase):
     def _prepare_runtime(self) -> None:
         for net in (False, True):
             self._etc[net] = _gvisor_rootfs(self._base, self._etc[net])
+
+    def _workload_start(self) -> WorkloadStart:
+        return WorkloadStart("none")  # the host sees runsc, never the workload's processes
 
     def _runtime_command(
         self, spec: ExecutionSpec, run: SandboxRun, env: dict[str, str], cwd: str, network: bool

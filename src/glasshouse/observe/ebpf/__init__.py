@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from glasshouse.core import procfs
-from glasshouse.core.execution import DEFAULT_LIST_CAP
+from glasshouse.core.execution import DEFAULT_LIST_CAP, WorkloadStart
 from glasshouse.core.profiling import Observation, ObserverUnavailable
 from glasshouse.observe.ebpf import _decode, _libbpf
 
@@ -34,6 +34,10 @@ DEFAULT_RINGBUF_BYTES = 64 << 20
 _WAKEUP_BYTES = 256 << 10
 _POLL_S = 0.05
 _TRACK = struct.Struct("<II")
+_LAUNCH = struct.Struct("<IIQ")  # struct gh_launch: kernel dev_t, pad, inode
+#: GH_WS_* (events.h): where a session's workload starts, by WorkloadStart.kind
+_WS_MODES = {"root_exec": 0, "launcher": 1, "none": 2}
+_WS_SHIFT = 24
 _U32 = struct.Struct("<I")
 _PACKAGE_OBJECTS = os.path.join(os.path.dirname(__file__), "objects")
 
@@ -81,6 +85,8 @@ class EbpfObserver:
     provenance = "host"
     #: ``start(pid, list_cap=N)``: each session keeps at most N entries per receipt list.
     list_cap_aware = True
+    #: ``start(pid, workload_start=...)``: the harness is kept out of the workload's sections.
+    harness_aware = True
 
     def __init__(
         self,
@@ -145,10 +151,16 @@ class EbpfObserver:
             self._maybe_size = _pid_max()
             obj.set_max_entries("maybe", self._maybe_size)
             obj.load()
+            if not obj.has_map("launch"):
+                raise ObserverUnavailable(
+                    f"BPF object {self.object_path} predates the workload/harness split "
+                    "(no launch map): rebuild it with scripts/build-ebpf.sh"
+                )
             for prog in PROGRAMS:
                 obj.attach(prog)
             self._tracked = obj.map("tracked", 4, 8)
             self._maybe = obj.map("maybe", 4, 1)
+            self._launch = obj.map("launch", 4, _LAUNCH.size)
             self._stats = obj.map("stats", 4, 8 * self._ncpu)
             events_fd = obj.map("events", 4, 4).fd
             self._prog_fds = [obj.prog_fd(p) for p in PROGRAMS]
@@ -164,6 +176,9 @@ class EbpfObserver:
         except _libbpf.LibbpfError as exc:
             obj.close()
             raise ObserverUnavailable(_load_reason(exc)) from None
+        except ObserverUnavailable:
+            obj.close()
+            raise
         self._obj = obj
 
     def close(self) -> None:
@@ -281,7 +296,20 @@ class EbpfObserver:
         """Agent mode: watched execs not observed because every session slot was busy."""
         return self._counters(0).get(_decode.STAT_LOST, 0)
 
-    def start(self, root_pid: int, *, list_cap: int | None = None) -> EbpfSession:
+    def start(
+        self,
+        root_pid: int,
+        *,
+        list_cap: int | None = None,
+        workload_start: WorkloadStart | None = None,
+    ) -> EbpfSession:
+        """Track ``root_pid``'s tree. ``workload_start`` (default: the root's first exec) says
+        where the workload starts; everything else in the tree is harness."""
+        ws = workload_start or WorkloadStart()
+        mode = _WS_MODES.get(ws.kind)
+        if mode is None:
+            raise ObserverUnavailable(f"unknown workload start {ws.kind!r}")
+        launch = _launch_key(ws)
         if self._closed or self._obj is None:
             raise ObserverUnavailable("the eBPF observer was closed")
         if self._watch is not None:
@@ -297,11 +325,12 @@ class EbpfObserver:
             self._gen += 1
             session = EbpfSession(self, slot, root_pid, list_cap=list_cap or self.list_cap)
             session.gen = self._gen
+            session.workload_start = ws
             self._sessions[slot] = session
         try:
-            self._tracked.update(
-                _U32.pack(root_pid), _TRACK.pack(slot | _decode.PENDING, session.gen)
-            )
+            self._launch.update(_U32.pack(slot), launch)
+            value = slot | _decode.PENDING | mode << _WS_SHIFT
+            self._tracked.update(_U32.pack(root_pid), _TRACK.pack(value, session.gen))
             if root_pid < self._maybe_size:
                 self._maybe.update(_U32.pack(root_pid), b"\x01")
         except _libbpf.LibbpfError as exc:
@@ -314,7 +343,7 @@ class EbpfObserver:
         out = []
         for key in self._tracked.all_keys():
             value = self._tracked.lookup(key)
-            if value is not None and (_TRACK.unpack(value)[0] & ~_decode.PENDING) == slot:
+            if value is not None and (_TRACK.unpack(value)[0] & _decode.SLOT_MASK) == slot:
                 out.append(_U32.unpack(key)[0])
         return out
 
@@ -351,7 +380,7 @@ class EbpfObserver:
         if self._watch is not None:
             self._release_slot(session.slot)
         with self._fold_lock:  # the reader may be folding a batch it took just before
-            tree, fs, net, sys_, res = session.folder.result(counters)
+            tree, fs, net, sys_, res, harness = session.folder.result(counters)
         nrec = session.folder.records
         emitted = counters.get(_decode.STAT_EMITTED, 0)
         lost = counters.get(_decode.STAT_LOST, 0) + max(0, emitted - nrec) + max(0, misses)
@@ -367,7 +396,10 @@ class EbpfObserver:
             events_lost=lost,
             truncations=counters.get(_decode.STAT_TRUNC, 0),
             omitted=session.folder.omitted(),
+            harness=harness,
         )
+        if session.workload_start.kind == "none":
+            _blind(obs)
         notes = []
         if left:
             notes.append(
@@ -395,6 +427,7 @@ class EbpfSession:
         self.slot = slot
         self.gen = 0
         self.root_pid = root_pid
+        self.workload_start = WorkloadStart()
         self.misses_at_start = observer._recursion_misses()
         ppid = _ppid(root_pid) if ppid is None else ppid
         self.folder = _decode.Folder(root_pid, ppid, observer._syscalls, list_cap)
@@ -428,6 +461,32 @@ class Watch:
         self.cgroup_ids = cgroup_ids
         self.on_root = on_root
         self.on_exit = on_exit
+
+
+def _launch_key(ws: WorkloadStart) -> bytes:
+    """The gh_launch value for ``ws``: the launcher's (kernel dev_t, inode), or zeros."""
+    if ws.kind != "launcher":
+        return _LAUNCH.pack(0, 0, 0)
+    if not ws.launcher:
+        raise ObserverUnavailable("a launcher workload start needs the launcher's path")
+    try:
+        st = os.stat(ws.launcher)
+    except OSError as exc:
+        raise ObserverUnavailable(f"launcher {ws.launcher}: {exc.strerror}") from None
+    kdev = os.major(st.st_dev) << 20 | os.minor(st.st_dev)  # the kernel's internal dev_t
+    return _LAUNCH.pack(kdev, 0, st.st_ino)
+
+
+def _blind(obs: Observation) -> None:
+    """The host saw only the harness (runsc, a VMM): the workload's sections were not
+    observed, and the receipt must not read as "observed, nothing happened"."""
+    why = (
+        "the workload ran where the host cannot see it (gVisor's sentry or a VM guest): "
+        "host observation saw only Glasshouse's harness (observation.harness)"
+    )
+    for section in ("process_tree", "filesystem", "network", "syscalls"):
+        setattr(obs, section, None)
+        obs.missing[section] = why
 
 
 def _is_root(rec: bytes) -> bool:

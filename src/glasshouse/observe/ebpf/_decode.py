@@ -25,6 +25,8 @@ from glasshouse.observe.fold import (
 from glasshouse.receipt.model import (
     FailedFileOp,
     Filesystem,
+    Harness,
+    HarnessCounts,
     Link,
     Network,
     NetworkAttempt,
@@ -45,6 +47,7 @@ EV_FORK, EV_EXEC, EV_EXIT, EV_FILE, EV_NET = 1, 2, 3, 4, 5
 F_TRUNC = (1 << 0, 1 << 1, 1 << 2, 1 << 3)
 F_DIR1, F_DIR3 = 1 << 4, 1 << 5
 F_ROOT = 1 << 8
+F_HARNESS = 1 << 9
 
 NR_SYSCALLS = 512
 STAT_LOST = NR_SYSCALLS + 0
@@ -53,9 +56,13 @@ STAT_TX = NR_SYSCALLS + 2
 STAT_RX = NR_SYSCALLS + 3
 STAT_EMITTED = NR_SYSCALLS + 4
 STAT_UNKNOWN_NR = NR_SYSCALLS + 5
-STAT_STRIDE = NR_SYSCALLS + 8
+STAT_HARNESS_SYS = NR_SYSCALLS + 6
+STAT_HARNESS_FILE = NR_SYSCALLS + 7
+STAT_HARNESS_NET = NR_SYSCALLS + 8
+STAT_STRIDE = NR_SYSCALLS + 16
 MAX_SLOTS = 64
 PENDING = 0x80000000
+SLOT_MASK = 0x0000FFFF
 
 _O_ACCMODE, _O_WRONLY, _O_RDWR = 0o3, 0o1, 0o2
 _O_CREAT, _O_TRUNC, _O_PATH = 0o100, 0o1000, 0o10000000
@@ -138,6 +145,7 @@ class _Proc:
         "end",
         "exe",
         "forked",
+        "harness",
         "ns_pid",
         "pid",
         "ppid",
@@ -158,9 +166,12 @@ class _Proc:
         self.end: int | None = None
         self.trunc = False
         self.forked = False
+        self.harness = False  # as the kernel last said (F_HARNESS on FORK/EXEC/EXIT)
 
     def node(self, offset: int) -> ProcessNode:
+        extra = {"role": "harness"} if self.harness else {}
         return ProcessNode(
+            **extra,
             pid=self.pid,
             ppid=self.ppid,
             ns_pid=self.ns_pid,
@@ -194,6 +205,8 @@ class Folder:
         self.cap = list_cap
         self.procs: dict[int, _Proc] = {root_pid: _Proc(root_pid, root_ppid)}
         self.procs_omitted = 0
+        self.harness_omitted = 0  # harness processes past the cap (their own budget)
+        self._nprocs = [1, 0]  # processes kept: [workload, harness]
         cap = list_cap
         self.reads, self.writes, self.deletes = Dedup(cap), Dedup(cap), Dedup(cap)
         self.mkdirs, self.renames, self.links = Dedup(cap), Dedup(cap), Dedup(cap)
@@ -208,16 +221,29 @@ class Folder:
         # by the lists themselves).
         self._raw_seen: set[bytes] = set()
 
-    def _new_proc(self, pid: int, ppid: int) -> _Proc | None:
-        """A new process node, or None once the tree holds ``list_cap`` processes."""
-        if len(self.procs) >= self.cap:
+    def _new_proc(self, pid: int, ppid: int, harness: bool) -> _Proc | None:
+        """A new process node, or None once ``list_cap`` processes of its role are kept."""
+        if self._nprocs[harness] >= self.cap:
             return None
         node = self.procs[pid] = _Proc(pid, ppid)
+        self._nprocs[harness] += 1
+        node.harness = harness
         return node
+
+    def _set_role(self, node: _Proc, harness: bool) -> None:
+        """The kernel's word on a process's role (a harness process that exec'd the user's
+        command became the workload)."""
+        if node.harness != harness:
+            self._nprocs[node.harness] -= 1
+            self._nprocs[harness] += 1
+            node.harness = harness
 
     def omitted(self) -> dict[str, int]:
         """Entries each receipt list left out at the cap (only the lists that did)."""
-        return folded_omissions(self)
+        out = folded_omissions(self)
+        if self.harness_omitted:
+            out["observation.harness.processes"] = self.harness_omitted
+        return out
 
     def feed(self, records: Iterable[bytes]) -> None:
         seen = self._raw_seen
@@ -273,12 +299,19 @@ class Folder:
 
         if etype == EV_FORK:
             parent = procs.get(tgid)
-            if nr in procs:
-                node = procs[nr] = _Proc(nr, arg0 or tgid)  # a reused pid: a new process
+            harness = bool(flags & F_HARNESS)
+            old = procs.get(nr)
+            if old is not None:  # a reused pid: a new process
+                node = procs[nr] = _Proc(nr, arg0 or tgid)
+                node.harness = old.harness
+                self._set_role(node, harness)
             else:
-                new = self._new_proc(nr, arg0 or tgid)
-                if new is None:
-                    self.procs_omitted += 1
+                new = self._new_proc(nr, arg0 or tgid, harness)
+                if new is None:  # past the cap: counted once, here
+                    if harness:
+                        self.harness_omitted += 1
+                    else:
+                        self.procs_omitted += 1
                     return
                 node = new
             node.forked = True
@@ -291,8 +324,9 @@ class Folder:
                 node.cwd = parent.cwd
                 node.trunc = parent.trunc
         elif etype == EV_EXEC:
-            node = procs.get(tgid) or self._new_proc(tgid, nr)
-            if node is None:  # past the cap (its fork was counted in procs_omitted)
+            harness = bool(flags & F_HARNESS)
+            node = procs.get(tgid) or self._new_proc(tgid, nr, harness)
+            if node is None:  # past the cap (its fork was counted)
                 return
             cwd = _dir(s1)
             node.cwd = cwd
@@ -304,6 +338,7 @@ class Folder:
                 node.argv = []
             node.trunc = bool(flags & F_TRUNC[2])
             node.forked = False
+            self._set_role(node, harness)
             if arg0 and arg0 != tgid:
                 node.ns_pid = arg0
             if node.start is None:
@@ -311,11 +346,14 @@ class Folder:
             if tgid != self.root_pid:
                 node.ppid = nr
         elif etype == EV_EXIT:
-            self.max_rss = max(self.max_rss, arg0)
-            self.cpu_ns += arg1
-            node = procs.get(tgid) or self._new_proc(tgid, 0)
-            if node is None:  # past the cap (its fork was counted in procs_omitted)
+            if not flags & F_HARNESS:  # the workload's resources only
+                self.max_rss = max(self.max_rss, arg0)
+                self.cpu_ns += arg1
+            harness = bool(flags & F_HARNESS)
+            node = procs.get(tgid) or self._new_proc(tgid, 0, harness)
+            if node is None:  # past the cap (its fork was counted)
                 return
+            self._set_role(node, harness)
             status = ret & 0xFFFF
             if status & 0x7F:
                 node.sig = status & 0x7F
@@ -418,7 +456,8 @@ class Folder:
 
     def result(
         self, counters: dict[int, int]
-    ) -> tuple[list[ProcessNode], Filesystem, Network, Syscalls, Resources]:
+    ) -> tuple[list[ProcessNode], Filesystem, Network, Syscalls, Resources, Harness]:
+        """The workload's sections, then the harness (its processes, its syscalls counted)."""
         fs = Filesystem(
             reads=self.reads.items,
             writes=self.writes.items,
@@ -448,8 +487,17 @@ class Folder:
             max_rss_kb=self.max_rss or None,
             cpu_time_ms=round(self.cpu_ns / 1e6) if self.cpu_ns else None,
         )
-        tree = [p.node(self.offset) for p in self.procs.values()]
-        return tree, fs, net, Syscalls(counts=dict(sorted(counts.items()))), resources
+        tree = [p.node(self.offset) for p in self.procs.values() if not p.harness]
+        harness = Harness(
+            processes=[p.node(self.offset) for p in self.procs.values() if p.harness],
+            counts=HarnessCounts(
+                files=counters.get(STAT_HARNESS_FILE, 0),
+                network=counters.get(STAT_HARNESS_NET, 0),
+                syscalls=counters.get(STAT_HARNESS_SYS, 0),
+            ),
+        )
+        syscalls = Syscalls(counts=dict(sorted(counts.items())))
+        return tree, fs, net, syscalls, resources, harness
 
 
 def load_syscall_names(dirs: Iterable[str]) -> dict[int, str]:

@@ -232,6 +232,9 @@ class BpfObject:
             raise LibbpfError(f"map {name} not in {self.path}", errno.ENOENT)
         return ptr
 
+    def has_map(self, name: str) -> bool:
+        return bool(self._lib.bpf_object__find_map_by_name(self._obj, name.encode()))
+
     def set_max_entries(self, name: str, n: int) -> None:
         if self._lib.bpf_map__set_max_entries(self._map_ptr(name), n) != 0:
             raise LibbpfError(f"resize map {name}", _err())

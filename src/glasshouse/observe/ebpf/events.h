@@ -17,7 +17,10 @@
 #define GH_STAT_RX (GH_NR_SYSCALLS + 3)        /* bytes received on sockets */
 #define GH_STAT_EMITTED (GH_NR_SYSCALLS + 4)   /* events written to the ring buffer */
 #define GH_STAT_UNKNOWN_NR (GH_NR_SYSCALLS + 5) /* syscalls with nr >= GH_NR_SYSCALLS */
-#define GH_STAT_STRIDE (GH_NR_SYSCALLS + 8)
+#define GH_STAT_HARNESS_SYS (GH_NR_SYSCALLS + 6)   /* syscalls of harness processes */
+#define GH_STAT_HARNESS_FILE (GH_NR_SYSCALLS + 7)  /* their file syscalls (not recorded) */
+#define GH_STAT_HARNESS_NET (GH_NR_SYSCALLS + 8)   /* their network syscalls (not recorded) */
+#define GH_STAT_STRIDE (GH_NR_SYSCALLS + 16)
 
 #define GH_PATH_MAX 4096         /* one user path (PATH_MAX) */
 #define GH_DIR_MAX 4096          /* one directory walked in the kernel */
@@ -27,9 +30,33 @@
 #define GH_SOCKADDR_MAX 112      /* sizeof(struct sockaddr_un) rounded up */
 #define GH_DATA_MAX (65536 - 56) /* the whole record is 64 KiB: masks bound offsets */
 
-/* The tracked map's value: the session slot (and whether the root already exec'd), and the
- * session's generation (unique per session, never reused, unlike slots). */
-#define GH_PENDING 0x80000000u   /* root seeded, first exec not seen yet: ignore syscalls */
+/* The tracked map's value: the session slot with the process's role bits, and the session's
+ * generation (unique per session, never reused, unlike slots).
+ *
+ * Workload vs harness: everything Glasshouse runs to set a run up (the process backend's
+ * pre-exec code, bwrap, glasshouse-init before it execs the command, runsc, the VMM) is
+ * harness; its syscalls are only counted (GH_STAT_HARNESS_*), never recorded as the
+ * workload's. A session's GH_WS_* mode (set by user space on the root) says where the
+ * workload starts; children inherit the value at fork. */
+#define GH_SLOT_MASK 0x0000ffff
+#define GH_PENDING 0x80000000u   /* root seeded, first exec not seen yet: harness */
+#define GH_HARNESS 0x40000000u   /* a harness process */
+#define GH_LAUNCHER 0x20000000u  /* harness running the launcher binary: its children arm */
+#define GH_ARMED 0x10000000u     /* harness whose next exec (not of the launcher) is the workload */
+#define GH_WS_SHIFT 24           /* bits 24-25: the session's mode */
+#define GH_WS_MASK (3u << GH_WS_SHIFT)
+#define GH_WS_ROOT_EXEC 0        /* the root's first exec starts the workload (process backend) */
+#define GH_WS_LAUNCHER 1         /* the root's exec is harness; an exec by a child of a process
+                                  * running the launcher (launch map) starts the workload */
+#define GH_WS_NONE 2             /* every process is harness (gVisor's runsc, a VMM) */
+
+/* Per-slot launcher binary for GH_WS_LAUNCHER: (kernel dev_t, inode) of the exec'd file. */
+struct gh_launch {
+	unsigned int dev;
+	unsigned int pad;
+	unsigned long long ino;
+};
+
 struct gh_track {
 	unsigned int slot;
 	unsigned int gen;
@@ -54,6 +81,7 @@ enum gh_event_type {
 #define GH_F_UNREAD0 (1u << 6)   /* slot0 user memory could not be read */
 #define GH_F_UNREAD2 (1u << 7)
 #define GH_F_ROOT (1u << 8)      /* EXEC: agent mode made this process a new session root */
+#define GH_F_HARNESS (1u << 9)   /* FORK/EXEC/EXIT: the process (FORK: the child) is harness */
 
 struct gh_event {
 	unsigned short type;

@@ -37,7 +37,7 @@ struct gh_config {
 };
 const volatile struct gh_config cfg = {.capture_argv = 1, .wakeup_bytes = 1 << 20};
 
-/* tgid -> its session: slot (| GH_PENDING until the root's first exec) and generation. */
+/* tgid -> its session: slot with the role bits (events.h), and generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -108,6 +108,14 @@ struct {
 	__type(key, struct seen_key);
 	__type(value, u8);
 } seen SEC(".maps");
+
+/* Per-slot launcher binary of a GH_WS_LAUNCHER session (set by user space at start). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GH_MAX_SLOTS);
+	__type(key, u32);
+	__type(value, struct gh_launch);
+} launch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -309,7 +317,9 @@ int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
 	if (!v)
 		return 0;
 	struct gh_track val = *v;
-	u32 slot = val.slot & ~GH_PENDING;
+	u32 slot = val.slot & GH_SLOT_MASK;
+	if (val.slot & (GH_LAUNCHER | GH_ARMED)) /* the launcher's children exec the workload */
+		val.slot = (val.slot & ~GH_LAUNCHER) | GH_ARMED;
 	if (bpf_map_update_elem(&tracked, &ctgid, &val, BPF_ANY)) {
 		stat_add(slot, GH_STAT_LOST, 1); /* tracked map full: this child is unobserved */
 		return 0;
@@ -321,6 +331,8 @@ int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	}
 	init_event(e, GH_EV_FORK, slot);
+	if (val.slot & (GH_PENDING | GH_HARNESS))
+		e->flags |= GH_F_HARNESS;
 	e->tgid = ptgid;
 	e->nr = ctgid;
 	e->arg0 = BPF_CORE_READ(child, real_parent, tgid);
@@ -328,6 +340,43 @@ int BPF_PROG(gh_fork, struct task_struct *parent, struct task_struct *child)
 	bpf_ringbuf_submit(e, wake_flags());
 	stat_add(slot, GH_STAT_EMITTED, 1);
 	return 0;
+}
+
+static __always_inline bool is_exec(long nr)
+{
+	return nr == __NR_execve || nr == __NR_execveat;
+}
+
+/* Whether a harness process's next exec may start the workload. */
+static __always_inline bool may_start(u32 val)
+{
+	if (val & GH_ARMED)
+		return true;
+	return (val & GH_PENDING) && ((val & GH_WS_MASK) >> GH_WS_SHIFT) == GH_WS_ROOT_EXEC;
+}
+
+/* A process's role bits after it exec'd bprm's file (events.h: workload vs harness). */
+static __always_inline u32 exec_role(u32 val, struct linux_binprm *bprm)
+{
+	u32 mode = (val & GH_WS_MASK) >> GH_WS_SHIFT;
+	if (val & GH_PENDING) { /* the root's first exec */
+		val &= ~GH_PENDING;
+		if (mode == GH_WS_ROOT_EXEC)
+			return val; /* the workload starts here */
+		val |= GH_HARNESS;
+	}
+	if (!(val & GH_HARNESS) || mode != GH_WS_LAUNCHER)
+		return val;
+	u32 slot = val & GH_SLOT_MASK;
+	struct gh_launch *l = bpf_map_lookup_elem(&launch, &slot);
+	struct inode *ino = BPF_CORE_READ(bprm, file, f_inode);
+	bool is_launcher = l && l->ino && BPF_CORE_READ(ino, i_ino) == l->ino &&
+			   BPF_CORE_READ(ino, i_sb, s_dev) == l->dev;
+	if (is_launcher)
+		return (val & ~GH_ARMED) | GH_LAUNCHER;
+	if (val & GH_ARMED) /* a child of the launcher exec'd the user's command */
+		return val & ~(GH_HARNESS | GH_ARMED | GH_LAUNCHER);
+	return val & ~GH_LAUNCHER;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -360,14 +409,22 @@ int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 			return 0;
 		root_flag = GH_F_ROOT;
 	}
-	u32 slot = v->slot & ~GH_PENDING;
-	if (v->slot & GH_PENDING)
-		v->slot = slot; /* the root's first exec: the workload starts here */
+	u32 was = v->slot;
+	u32 val = exec_role(was, bprm);
+	v->slot = val;
+	u32 slot = val & GH_SLOT_MASK;
+	if (may_start(was)) { /* its exec syscall was left uncounted at sys_enter */
+		long enr = BPF_CORE_READ((struct pt_regs *)bpf_task_pt_regs(p), orig_ax);
+		u32 idx = enr >= 0 && enr < GH_NR_SYSCALLS ? (u32)enr : GH_STAT_UNKNOWN_NR;
+		stat_add(slot, val & GH_HARNESS ? GH_STAT_HARNESS_SYS : idx, 1);
+	}
 	struct gh_event *e = scratch_event(1);
 	if (!e)
 		return 0;
 	init_event(e, GH_EV_EXEC, slot);
 	e->flags |= root_flag;
+	if (val & GH_HARNESS)
+		e->flags |= GH_F_HARNESS;
 	e->arg1 = v->gen;
 	e->arg0 = ns_pid_of(p);
 	e->nr = BPF_CORE_READ(p, real_parent, tgid);
@@ -429,7 +486,8 @@ int BPF_PROG(gh_exit, struct task_struct *p)
 		return 0;
 	if (BPF_CORE_READ(p, signal, live.counter) != 0) /* other threads live on */
 		return 0;
-	u32 slot = v->slot & ~GH_PENDING;
+	u32 val = v->slot;
+	u32 slot = val & GH_SLOT_MASK;
 	bpf_map_delete_elem(&tracked, &tgid);
 	set_maybe(tgid, 0);
 	struct gh_event *e = bpf_ringbuf_reserve(&events, GH_HDR_SIZE, 0);
@@ -438,6 +496,8 @@ int BPF_PROG(gh_exit, struct task_struct *p)
 		return 0;
 	}
 	init_event(e, GH_EV_EXIT, slot);
+	if (val & (GH_PENDING | GH_HARNESS))
+		e->flags |= GH_F_HARNESS;
 	e->tgid = tgid;
 	e->ret = BPF_CORE_READ(p, exit_code);
 	e->arg0 = BPF_CORE_READ(p, signal, maxrss) * (4096 / 1024);
@@ -461,14 +521,42 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	long nr = ctx->args[1];
 	u32 val = v->slot;
-	if ((val & GH_PENDING) && nr != __NR_execve)
-		return 0; /* still Glasshouse's own pre-exec code in the gated child */
-	u32 slot = val & ~GH_PENDING;
+	u32 slot = val & GH_SLOT_MASK;
+	if (val & (GH_PENDING | GH_HARNESS)) {
+		/* an exec that may start the workload is counted once it returned: as the
+		 * workload's (gh_exec) or, when it failed, as the harness's (harness_exit) */
+		if (!(is_exec(nr) && may_start(val)))
+			stat_add(slot, GH_STAT_HARNESS_SYS, 1);
+		return 0;
+	}
 	if (nr >= 0 && nr < GH_NR_SYSCALLS)
 		stat_add(slot, (u32)nr, 1);
 	else
 		stat_add(slot, GH_STAT_UNKNOWN_NR, 1);
 	return 0;
+}
+
+/* A harness process's file or network syscall: counted, never recorded as the workload's. */
+static __always_inline void harness_exit(struct pt_regs *regs, long nr, long ret, u32 val)
+{
+	u32 slot = val & GH_SLOT_MASK;
+	struct fs_args a;
+	if (fs_decode(regs, nr, &a)) {
+		if (is_exec(nr) && ret == 0)
+			return; /* a successful exec is counted by gh_exec */
+		stat_add(slot, GH_STAT_HARNESS_FILE, 1);
+		if (is_exec(nr) && may_start(val))
+			stat_add(slot, GH_STAT_HARNESS_SYS, 1); /* left uncounted at sys_enter */
+		return;
+	}
+	switch (nr) {
+	case __NR_connect:
+	case __NR_bind:
+	case __NR_listen:
+	case __NR_sendto:
+	case __NR_sendmsg:
+		stat_add(slot, GH_STAT_HARNESS_NET, 1);
+	}
 }
 
 SEC("raw_tp/sys_exit")
@@ -478,13 +566,17 @@ int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (!maybe_tracked(tgid))
 		return 0;
 	struct gh_track *v = bpf_map_lookup_elem(&tracked, &tgid);
-	if (!v || (v->slot & GH_PENDING))
+	if (!v)
 		return 0;
-	u32 slot = v->slot;
+	u32 slot = v->slot & GH_SLOT_MASK;
 	u32 gen = v->gen;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	long ret = ctx->args[1];
 	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (v->slot & (GH_PENDING | GH_HARNESS)) {
+		harness_exit(regs, nr, ret, v->slot);
+		return 0;
+	}
 
 	switch (nr) {
 	case __NR_read:
