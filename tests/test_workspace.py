@@ -320,6 +320,7 @@ def test_cli_disk_limit_gives_enospc_keeps_earlier_files(base: Path, tmp_path: P
     receipt = tmp_path / "r.json"
     cli = [sys.executable, "-m", "glasshouse.cli", "run", "--backend", "sandbox", "--disk", "1M"]
     cli += ["--profile", "disabled", "--receipt", str(receipt), "--output", "before.txt"]
+    cli += ["--output-dir", str(tmp_path / "out")]
     out = subprocess.run(
         [*cli, "--", "python3", "-c", _FILL], env=env, capture_output=True, timeout=120
     )
@@ -328,6 +329,7 @@ def test_cli_disk_limit_gives_enospc_keeps_earlier_files(base: Path, tmp_path: P
     data = json.loads(receipt.read_text())
     assert "tmpfs quota" in data["execution"]["details"]["disk_limit"]
     assert "1048576 bytes" in data["environment"]["sandbox"]["details"]["disk"]
+    assert (tmp_path / "out" / "before.txt").read_bytes() == b"a" * 300_000
     assert _mounts_under(base) == [] and _workspaces(base) == []
 
 
