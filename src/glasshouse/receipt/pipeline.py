@@ -16,7 +16,6 @@ hot path stays fast.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,6 +117,8 @@ class ReceiptPipeline:
         path = self.log.path_for(stored["execution_id"])
         envelope = envelope_path = None
         if self.log.signing_key is not None:
+            import json
+
             envelope_path = self.log.envelope_path_for(stored["execution_id"])
             envelope = json.loads(envelope_path.read_text())
         return FinishedReceipt(stored, path, envelope, envelope_path)
