@@ -9,6 +9,7 @@ Every admitted run that starts gets a receipt, appended to the tamper-evident
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -37,6 +38,7 @@ from glasshouse.core.execution import (
     new_execution_id,
 )
 from glasshouse.core.version import __version__
+from glasshouse.receipt import dsse
 from glasshouse.receipt.log import ReceiptLog
 from glasshouse.receipt.pipeline import ReceiptHook, ReceiptPipeline
 from glasshouse.runner import Runner as LibraryRunner
@@ -44,7 +46,7 @@ from glasshouse.server import _limits
 from glasshouse.server._index import ReceiptIndex
 from glasshouse.server._metrics import Metrics
 from glasshouse.server._pool import PooledBackend, WarmPool
-from glasshouse.server.models import RunRequest, RunResponse
+from glasshouse.server.models import OutputFile, RunRequest, RunResponse
 
 _log = logging.getLogger("glasshouse.server")
 
@@ -98,6 +100,10 @@ class ServerConfig:
     receipt_hooks: list[ReceiptHook] = field(default_factory=list)
     #: Ed25519 private key: each stored receipt also gets its signed ``.dsse.json`` envelope.
     signing_key: Any = None
+    #: Bytes of ``outputs`` returned in an answer, per file and in total (base64 adds a
+    #: third); a file over either is listed with its size, sha256 and why, without content.
+    outputs_file_cap: int = 4 << 20
+    outputs_total_cap: int = 8 << 20
     #: Options passed to ``glasshouse.backends.create``.
     backend_options: dict[str, Any] = field(default_factory=dict)
 
@@ -308,13 +314,8 @@ class Runner:
 
     # -- one run ----------------------------------------------------------------------------
     def spec_for(self, request: RunRequest, workspace: Path | None) -> ExecutionSpec:
-        code = request.code.encode("utf-8")
         files = {name: content.encode("utf-8") for name, content in request.files.items()}
-        if len(code) <= MAX_ARGV_CODE:
-            argv = ["python3", "-c", request.code]
-        else:
-            files[MAIN_FILE] = code
-            argv = ["python3", MAIN_FILE]
+        argv = _argv(request, files)
         spec_limits = _limits.limits_for(request, self.config)
         timeout = _limits.timeout_for(request, self.config)
         stdin = request.stdin.encode("utf-8") if request.stdin is not None else None
@@ -335,6 +336,7 @@ class Runner:
                 timeout=timeout,
                 limits=spec_limits,
                 network=None,  # the process backend cannot isolate the network
+                outputs=tuple(request.outputs),  # (it refuses them: in the receipt)
             )
         return ExecutionSpec(
             argv=argv,
@@ -343,6 +345,7 @@ class Runner:
             limits=spec_limits,
             network=request.network,
             files=files,
+            outputs=tuple(request.outputs),
         )
 
     def _on_start(self, handle: Handle) -> None:
@@ -363,7 +366,8 @@ class Runner:
             if workspace is not None:
                 _remove_tree(workspace)
         data = dict(run.receipt_data)
-        data["code_hash"] = hashlib.sha256(request.code.encode("utf-8")).hexdigest()
+        if request.code is not None:  # command/shell: the argv is artifacts.command_hash
+            data["code_hash"] = hashlib.sha256(request.code.encode("utf-8")).hexdigest()
         stored = self._store(data)
         result = run.result
         self.metrics.observe_run(
@@ -382,6 +386,13 @@ class Runner:
             backend=str(data["execution"]["backend"]),
             isolation=str(data["execution"]["isolation"]),
             error=result.error,
+            outputs=answer_outputs(
+                request.outputs,
+                result.outputs,
+                result.output_status,
+                self.config.outputs_file_cap,
+                self.config.outputs_total_cap,
+            ),
         )
 
     def _store(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -414,6 +425,25 @@ class Runner:
         except FileNotFoundError:
             return None
 
+    def envelope_bytes(self, rid: str) -> bytes | None:
+        """The stored receipt's DSSE envelope, or None if there is none."""
+        path = self.log.envelope_path_for(rid)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def public_key(self) -> dict[str, str] | None:
+        """The signing key's public half (PEM) and DSSE keyid; None when not signing."""
+        key = self.config.signing_key
+        if key is None:
+            return None
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        public = key.public_key()
+        pem = public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        return {"keyid": dsse.keyid(public), "algorithm": "ed25519", "public_key": pem.decode()}
+
     def health(self) -> dict[str, Any]:
         caps: dict[str, bool | int | float | str] = {
             "network_isolation": self.sandboxed,
@@ -423,6 +453,11 @@ class Runner:
             "limits.pids": True,
             "limits.output": True,
             "limits.disk": self.sandboxed,
+            "command": True,
+            "shell": True,
+            "outputs": self.sandboxed,
+            "max_output_file_bytes": self.config.outputs_file_cap,
+            "max_outputs_bytes": self.config.outputs_total_cap,
             **_limits.capabilities(self.config),
             "max_body_bytes": self.config.body_limit,
             "profile": self.config.profile,
@@ -489,6 +524,48 @@ def running(config: ServerConfig) -> Any:
         yield runner
     finally:
         runner.close()
+
+
+def _argv(request: RunRequest, files: dict[str, bytes]) -> list[str]:
+    """The program to run; long ``code`` goes into ``files`` as :data:`MAIN_FILE`."""
+    if request.command is not None:
+        return list(request.command)
+    if request.shell is not None:
+        return ["sh", "-c", request.shell]
+    code = request.code or ""
+    if len(code.encode("utf-8")) <= MAX_ARGV_CODE:
+        return ["python3", "-c", code]
+    files[MAIN_FILE] = code.encode("utf-8")
+    return ["python3", MAIN_FILE]
+
+
+def answer_outputs(
+    names: list[str],
+    copied: dict[str, bytes],
+    status: dict[str, str],
+    file_cap: int,
+    total_cap: int,
+) -> dict[str, OutputFile]:
+    """The requested outputs for the answer: base64 content up to the caps, else why not."""
+    out: dict[str, OutputFile] = {}
+    budget = total_cap
+    for name in names:
+        data = copied.get(name)
+        if data is None:
+            why = status.get(name) or "not copied back"
+            out[name] = OutputFile(content_b64=None, size=None, sha256=None, error=why)
+            continue
+        digest, size = hashlib.sha256(data).hexdigest(), len(data)
+        error = None
+        if size > file_cap:
+            error = f"{size} bytes: over the per-file cap of {file_cap} bytes"
+        elif size > budget:
+            error = f"{size} bytes: over what is left of the {total_cap}-byte total cap"
+        content = None if error else base64.b64encode(data).decode("ascii")
+        if error is None:
+            budget -= size
+        out[name] = OutputFile(content_b64=content, size=size, sha256=digest, error=error)
+    return out
 
 
 def _remove_tree(path: Path) -> None:

@@ -34,12 +34,15 @@ from glasshouse.server._metrics import CONTENT_TYPE
 from glasshouse.server._runner import STORE_UNAVAILABLE, ReceiptWriteError, Rejected, Runner
 from glasshouse.server._stream import json_stream
 from glasshouse.server.models import (
+    PROGRAM_FIELDS,
     ErrorResponse,
     Health,
+    PublicKey,
     ReceiptPage,
     ReceiptSummary,
     RunRequest,
     RunResponse,
+    program_fields_message,
 )
 
 #: Paths served without a token: liveness probes and the API description hold no data.
@@ -152,8 +155,11 @@ def parse_run_request(body: bytes, content_type: str | None) -> RunRequest:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", "the request body must be a JSON object")
-    if "code" not in data:
-        raise ApiError(422, "missing_code", "the request has no 'code' field")
+    given = [name for name in PROGRAM_FIELDS if name in data]
+    if not given:
+        raise ApiError(422, "missing_code", program_fields_message(given))
+    if len(given) > 1:
+        raise ApiError(422, "conflicting_fields", program_fields_message(given))
     try:
         return RunRequest.model_validate(data)
     except ValidationError as exc:
@@ -212,7 +218,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
     @app.post(
         "/run",
         response_model=RunResponse,
-        summary="Run Python code in a fresh sandbox",
+        summary="Run Python code, a command or a shell script in a fresh sandbox",
         responses={
             **_ERRORS,
             413: {"model": ErrorResponse, "description": "Body over the limit"},
@@ -269,16 +275,49 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             json_schema_extra={"pattern": RECEIPT_ID.pattern},
         ),
     ) -> Response:
-        if not RECEIPT_ID.fullmatch(receipt_id):
-            raise ApiError(
-                400,
-                "invalid_receipt_id",
-                "receipt ids look like exec-<13 digits>-<20 hex digits>",
-            )
+        _check_receipt_id(receipt_id)
         data = runner.receipt_bytes(receipt_id)
         if data is None:
             raise ApiError(404, "not_found", f"no receipt {receipt_id}")
         return Response(data, media_type="application/json")
+
+    @app.get(
+        "/receipts/{receipt_id}/envelope",
+        summary="A stored receipt's signed DSSE envelope (servers with --signing-key)",
+        responses={
+            **_ERRORS,
+            200: {"description": "The DSSE envelope, as stored"},
+            404: {"model": ErrorResponse, "description": "Not signing, or no such envelope"},
+        },
+    )
+    def envelope(
+        receipt_id: str = FastAPIPath(
+            description="A receipt id, exec-<unix ms>-<20 hex digits>.",
+            json_schema_extra={"pattern": RECEIPT_ID.pattern},
+        ),
+    ) -> Response:
+        _check_receipt_id(receipt_id)
+        if runner.config.signing_key is None:
+            raise ApiError(404, "not_signing", "this server does not sign receipts")
+        data = runner.envelope_bytes(receipt_id)
+        if data is None:
+            raise ApiError(404, "not_found", f"no envelope for {receipt_id}")
+        return Response(data, media_type="application/json")
+
+    @app.get(
+        "/keys",
+        response_model=PublicKey,
+        summary="The public key that verifies this server's receipt envelopes",
+        responses={
+            **_ERRORS,
+            404: {"model": ErrorResponse, "description": "This server does not sign"},
+        },
+    )
+    def keys() -> dict[str, str]:
+        key = runner.public_key()
+        if key is None:
+            raise ApiError(404, "not_signing", "this server does not sign receipts")
+        return key
 
     @app.get(
         "/receipts",
@@ -341,6 +380,13 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
     if config.token:
         app.add_middleware(_BearerAuth, token=config.token)
     return app
+
+
+def _check_receipt_id(receipt_id: str) -> None:
+    if not RECEIPT_ID.fullmatch(receipt_id):
+        raise ApiError(
+            400, "invalid_receipt_id", "receipt ids look like exec-<13 digits>-<20 hex digits>"
+        )
 
 
 def _refused(exc: Rejected, runner: Runner) -> ApiError:

@@ -8,9 +8,9 @@ These models are also the OpenAPI schema served at ``/openapi.json`` and ``/docs
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Bounds a request may ask for. The server's ceilings (``--max-memory``...) lower the upper
 #: ones; a request above a ceiling gets 422 ``above_ceiling`` (``glasshouse.server._limits``).
@@ -21,6 +21,13 @@ MAX_PIDS = 4096
 MAX_MEMORY_BYTES = 16 << 30
 MAX_OUTPUT_BYTES = 64 << 20
 MAX_DISK_BYTES = 1 << 40
+#: Longest argv string (``command`` item, ``shell``) in UTF-8 bytes: the kernel's
+#: MAX_ARG_STRLEN (128 KiB) with its NUL.
+MAX_ARG_BYTES = (128 << 10) - 1
+MAX_ARGS = 1024
+#: What a run is: exactly one of these fields (none: 422 ``missing_code``; several: 422
+#: ``conflicting_fields``).
+PROGRAM_FIELDS = ("code", "command", "shell")
 
 
 def _utf8(value: str, what: str) -> str:
@@ -40,6 +47,10 @@ _CODE = "^[^\\u0000\\ud800-\\udfff]*$"
 _SEGMENT = "[^./\\u0000\\ud800-\\udfff][^/\\u0000\\ud800-\\udfff]*"
 FILE_NAME = f"^{_SEGMENT}(/{_SEGMENT})*$"
 _FILE_NAME_RE = re.compile(FILE_NAME)
+#: (The per-argument byte cap is checked by ``_arg``, not stated as a maxLength: it counts
+#: UTF-8 bytes, and the body limit bounds the whole request anyway.)
+_Arg = Annotated[str, Field(json_schema_extra={"pattern": _CODE})]
+_FileName = Annotated[str, Field(max_length=255, json_schema_extra={"pattern": FILE_NAME})]
 
 
 class _Strict(BaseModel):
@@ -65,12 +76,40 @@ class RunLimits(_Strict):
     )
 
 
-class RunRequest(_Strict):
-    """Run ``code`` with ``python3 -c`` in a fresh sandbox."""
+def _program_schema(schema: dict[str, Any]) -> None:
+    """The schema says what the validator enforces: exactly one program field, not null."""
+    properties = schema["properties"]
+    for name in PROGRAM_FIELDS:
+        prop = properties[name]
+        branch = next(b for b in prop.pop("anyOf") if b.get("type") != "null")
+        prop.pop("default", None)
+        properties[name] = {**branch, **prop}
+    schema["oneOf"] = [{"required": [name]} for name in PROGRAM_FIELDS]
 
-    code: str = Field(
+
+class RunRequest(_Strict):
+    """Run one program in a fresh sandbox: ``code`` (``python3 -c``), ``command`` (an argv)
+    or ``shell`` (``sh -c``); exactly one of the three."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_program_schema)
+
+    code: str | None = Field(
+        default=None,
         description="Python source, run as `python3 -c CODE` in the workspace.",
         json_schema_extra={"pattern": _CODE},
+    )
+    command: (
+        Annotated[
+            list[_Arg],
+            Field(min_length=1, max_length=MAX_ARGS),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description='An argv run as is in the workspace (`["ls", "-l"]`; looked up in PATH).',
+    )
+    shell: _Arg | None = Field(
+        default=None, description="A shell script, run as `sh -c SHELL` in the workspace."
     )
     timeout: Annotated[float, Field(ge=TIMEOUT_MIN_S, le=TIMEOUT_MAX_S)] = Field(
         default=60,
@@ -89,15 +128,55 @@ class RunRequest(_Strict):
             "additionalProperties": {"type": "string", "pattern": _TEXT},
         },
     )
+    outputs: list[_FileName] = Field(
+        default_factory=list,
+        max_length=MAX_FILES,
+        description="Workspace files to return after the run, base64 in the answer's "
+        "`outputs` (relative paths like `files`; capped per file and in total, see /health).",
+    )
     limits: RunLimits = Field(default_factory=RunLimits)
     network: bool = Field(default=False, description="Allow network access (off by default).")
 
     @field_validator("code")
     @classmethod
-    def _code_ok(cls, value: str) -> str:
+    def _code_ok(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if "\x00" in value:
             raise ValueError("code contains a NUL byte (Python source cannot)")
         return _utf8(value, "code")
+
+    @field_validator("shell")
+    @classmethod
+    def _shell_ok(cls, value: str | None) -> str | None:
+        return None if value is None else _arg(value, "shell")
+
+    @field_validator("command")
+    @classmethod
+    def _command_ok(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        return [_arg(arg, f"command[{i}]") for i, arg in enumerate(value)]
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_ok(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _path(name)
+        if len(set(value)) != len(value):
+            raise ValueError("outputs names a file twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_program(self) -> RunRequest:
+        given = self.program_fields()
+        if len(given) != 1:
+            raise ValueError(program_fields_message(given))
+        return self
+
+    def program_fields(self) -> list[str]:
+        """Which of ``code``, ``command``, ``shell`` the request sets."""
+        return [name for name in PROGRAM_FIELDS if getattr(self, name) is not None]
 
     @field_validator("stdin")
     @classmethod
@@ -108,11 +187,7 @@ class RunRequest(_Strict):
     @classmethod
     def _files_ok(cls, value: dict[str, str]) -> dict[str, str]:
         for name, content in value.items():
-            _utf8(name, "a file name")
-            if len(name) > 255 or not _FILE_NAME_RE.match(name):
-                raise ValueError(
-                    f"file name must be a relative path whose parts do not start with '.': {name!r}"
-                )
+            _path(name)
             _utf8(content, f"files[{name!r}]")
         for name in value:
             parts = name.split("/")
@@ -120,6 +195,47 @@ class RunRequest(_Strict):
                 if "/".join(parts[:i]) in value:
                     raise ValueError(f"{'/'.join(parts[:i])!r} is both a file and a directory")
         return value
+
+
+def program_fields_message(given: list[str]) -> str:
+    """Why a request with ``given`` program fields (not exactly one) is refused."""
+    if not given:
+        return "the request has none of 'code', 'command', 'shell': give exactly one"
+    return f"the request has {', '.join(repr(g) for g in given)}: give exactly one of them"
+
+
+def _arg(value: str, what: str) -> str:
+    """An argv string: text, no NUL, at most the kernel's limit for one argument."""
+    _utf8(value, what)
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL byte (an argv string cannot)")
+    if len(value.encode("utf-8")) > MAX_ARG_BYTES:
+        raise ValueError(f"{what} is over the kernel's {MAX_ARG_BYTES} bytes per argument")
+    return value
+
+
+def _path(name: str) -> None:
+    """A workspace path: relative, each part non-empty and not starting with '.'."""
+    _utf8(name, "a file name")
+    if len(name) > 255 or not _FILE_NAME_RE.match(name):
+        raise ValueError(
+            f"file name must be a relative path whose parts do not start with '.': {name!r}"
+        )
+
+
+class OutputFile(BaseModel):
+    """A workspace file named in the request's ``outputs``."""
+
+    content_b64: str | None = Field(
+        description="The file's bytes, base64; null when not returned (see `error`)."
+    )
+    size: int | None = Field(description="Bytes in the file; null if it was not copied back.")
+    sha256: str | None = Field(description="Hex sha256 of the file; null if not copied back.")
+    error: str | None = Field(
+        default=None,
+        description="Why the content is not here: not copied back (missing, a symlink, not a "
+        "regular file...) or over the per-file or total cap.",
+    )
 
 
 class RunResponse(BaseModel):
@@ -136,6 +252,9 @@ class RunResponse(BaseModel):
     backend: str
     isolation: str
     error: str | None = Field(default=None, description="Why the run failed, if it did.")
+    outputs: dict[str, OutputFile] = Field(
+        default_factory=dict, description="The requested `outputs`, by path."
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -185,6 +304,14 @@ class Health(BaseModel):
         description="`writable`, `free_bytes` and `error` (why appends fail) of the "
         "receipts directory.",
     )
+
+
+class PublicKey(BaseModel):
+    """The key that verifies this server's DSSE envelopes (``glasshouse verify --key``)."""
+
+    keyid: str = Field(description="The envelopes' `keyid`: hex sha256 of the raw public key.")
+    algorithm: str = Field(description="`ed25519`.")
+    public_key: str = Field(description="The public key, SubjectPublicKeyInfo PEM.")
 
 
 class ReceiptSummary(BaseModel):
