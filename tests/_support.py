@@ -89,3 +89,22 @@ def doomed(pid: int) -> bool:
     except OSError:
         return True
     return any(int(status.get(k, "0").strip(), 16) & _SIGKILL_BIT for k in ("SigPnd", "ShdPnd"))
+
+
+@contextmanager
+def ebpf_observer() -> Iterator[object]:
+    """A freshly loaded eBPF observer, closed afterwards; the test skips with the reason where
+    BPF cannot load here. For module-scoped fixtures: ``with ebpf_observer() as obs: yield obs``."""
+    import pytest
+
+    from glasshouse.core.profiling import ObserverUnavailable
+    from glasshouse.observe.ebpf import EbpfObserver
+
+    try:
+        obs = EbpfObserver()
+    except ObserverUnavailable as exc:
+        pytest.skip(f"eBPF observer unavailable: {exc}")
+    try:
+        yield obs
+    finally:
+        obs.close()

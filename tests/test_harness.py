@@ -13,10 +13,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from _support import ebpf_observer
 
 from glasshouse.backends import create
 from glasshouse.core.execution import ExecutionSpec
-from glasshouse.core.profiling import ObserverUnavailable
 from glasshouse.engine import Engine
 from glasshouse.observe.ebpf import _decode as d
 
@@ -31,14 +31,8 @@ BWRAP_SETUP = ("mount", "pivot_root", "unshare", "umount2", "sethostname", "caps
 
 @pytest.fixture(scope="module")
 def observer():
-    from glasshouse.observe.ebpf import EbpfObserver
-
-    try:
-        obs = EbpfObserver()
-    except ObserverUnavailable as exc:
-        pytest.skip(f"eBPF observer unavailable: {exc}")
-    yield obs
-    obs.close()
+    with ebpf_observer() as obs:
+        yield obs
 
 
 def _backend_or_skip(name: str):

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from _support import ebpf_observer
 
 from glasshouse.backends import create
 from glasshouse.core.execution import ExecutionSpec
@@ -28,14 +29,8 @@ PY = os.path.realpath(sys.executable)
 
 @pytest.fixture(scope="module")
 def observer():
-    from glasshouse.observe.ebpf import EbpfObserver
-
-    try:
-        obs = EbpfObserver()
-    except ObserverUnavailable as exc:
-        pytest.skip(f"eBPF observer unavailable: {exc}")
-    yield obs
-    obs.close()
+    with ebpf_observer() as obs:
+        yield obs
 
 
 _STDOUT: dict[str, str] = {}

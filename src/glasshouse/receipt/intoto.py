@@ -39,7 +39,7 @@ from glasshouse.receipt.sign import (
     STATEMENT_TYPE,
     VerificationError,
     Verified,
-    subjects,
+    statement_with,
 )
 
 if TYPE_CHECKING:
@@ -83,15 +83,7 @@ _NOT_ACCESSES = frozenset({"policy_violations"})
 
 def runtime_trace_statement(receipt: Receipt | dict[str, Any]) -> dict[str, Any]:
     """The in-toto Statement v1 with the runtime-trace predicate for ``receipt``."""
-    data = dict(as_data(receipt))
-    if not data.get("digest"):
-        data["digest"] = compute_digest(data)
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": subjects(data),
-        "predicateType": PREDICATE_TYPE,
-        "predicate": runtime_trace_predicate(data),
-    }
+    return statement_with(receipt, lambda _data: PREDICATE_TYPE, runtime_trace_predicate)
 
 
 def sign_runtime_trace(receipt: Receipt | dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:

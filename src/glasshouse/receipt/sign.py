@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -219,14 +220,28 @@ def predicate_type(version: str = RECEIPT_VERSION) -> str:
 
 def statement(receipt: Receipt | dict[str, Any]) -> dict[str, Any]:
     """The in-toto Statement v1 for ``receipt`` (sealed first when it has no digest)."""
+    return statement_with(
+        receipt,
+        lambda data: predicate_type(str(data.get("version") or RECEIPT_VERSION)),
+        lambda data: data,
+    )
+
+
+def statement_with(
+    receipt: Receipt | dict[str, Any],
+    predicate_type_of: Callable[[dict[str, Any]], str],
+    predicate_of: Callable[[dict[str, Any]], Any],
+) -> dict[str, Any]:
+    """An in-toto Statement v1 about ``receipt`` (sealed first when it has no digest): our
+    subjects (command, code, outputs by digest) and the predicate the callables make of it."""
     data = dict(as_data(receipt))
     if not data.get("digest"):
         data["digest"] = compute_digest(data)
     return {
         "_type": STATEMENT_TYPE,
         "subject": subjects(data),
-        "predicateType": predicate_type(str(data.get("version") or RECEIPT_VERSION)),
-        "predicate": data,
+        "predicateType": predicate_type_of(data),
+        "predicate": predicate_of(data),
     }
 
 
