@@ -219,3 +219,17 @@ def test_no_envelope_or_key_without_signing(tmp_path: Path) -> None:
             client.get(f"/receipts/{rid}/envelope"), 404, "not_signing"
         )
         assert "does not sign" in _error(client.get("/keys"), 404, "not_signing")
+
+
+def test_outputs_never_block_on_a_fifo_or_read_a_directory(sandbox_client) -> None:
+    """An attacker's workspace: a FIFO (opening it for reading would block the server) and a
+    directory named as outputs are refused with a reason; the run answers promptly."""
+    body = _ok(
+        sandbox_client.post(
+            "/run",
+            json={"shell": "mkfifo fifo; mkdir -p dir/sub", "outputs": ["fifo", "dir"]},
+        )
+    )
+    out = body["outputs"]
+    assert out["fifo"]["content_b64"] is None and "not a regular file" in out["fifo"]["error"]
+    assert out["dir"]["content_b64"] is None and "not a regular file" in out["dir"]["error"]

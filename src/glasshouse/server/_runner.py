@@ -419,19 +419,11 @@ class Runner:
     # -- reading ----------------------------------------------------------------------------
     def receipt_bytes(self, rid: str) -> bytes | None:
         """The stored receipt file (canonical JSON), or None if there is no such receipt."""
-        path = self.log.path_for(rid)  # raises ValueError for an id that is not ours
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
+        return _read_if_there(self.log.path_for(rid))  # ValueError for an id not ours
 
     def envelope_bytes(self, rid: str) -> bytes | None:
         """The stored receipt's DSSE envelope, or None if there is none."""
-        path = self.log.envelope_path_for(rid)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
+        return _read_if_there(self.log.envelope_path_for(rid))
 
     def public_key(self) -> dict[str, str] | None:
         """The signing key's public half (PEM) and DSSE keyid; None when not signing."""
@@ -574,3 +566,10 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path)
     except (OSError, RecursionError):  # (RecursionError: ~1,000 nested directories)
         subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
+
+
+def _read_if_there(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as FastAPIPath
@@ -44,6 +44,15 @@ from glasshouse.server.models import (
     RunResponse,
     program_fields_message,
 )
+
+#: The ``{receipt_id}`` path parameter of the receipt routes (checked by _check_receipt_id).
+ReceiptId = Annotated[
+    str,
+    FastAPIPath(
+        description="A receipt id, exec-<unix ms>-<20 hex digits>.",
+        json_schema_extra={"pattern": RECEIPT_ID.pattern},
+    ),
+]
 
 #: Paths served without a token: liveness probes and the API description hold no data.
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
@@ -269,12 +278,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             404: {"model": ErrorResponse, "description": "No such receipt"},
         },
     )
-    def receipt(
-        receipt_id: str = FastAPIPath(
-            description="A receipt id, exec-<unix ms>-<20 hex digits>.",
-            json_schema_extra={"pattern": RECEIPT_ID.pattern},
-        ),
-    ) -> Response:
+    def receipt(receipt_id: ReceiptId) -> Response:
         _check_receipt_id(receipt_id)
         data = runner.receipt_bytes(receipt_id)
         if data is None:
@@ -290,12 +294,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             404: {"model": ErrorResponse, "description": "Not signing, or no such envelope"},
         },
     )
-    def envelope(
-        receipt_id: str = FastAPIPath(
-            description="A receipt id, exec-<unix ms>-<20 hex digits>.",
-            json_schema_extra={"pattern": RECEIPT_ID.pattern},
-        ),
-    ) -> Response:
+    def envelope(receipt_id: ReceiptId) -> Response:
         _check_receipt_id(receipt_id)
         if runner.config.signing_key is None:
             raise ApiError(404, "not_signing", "this server does not sign receipts")
