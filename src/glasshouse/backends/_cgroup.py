@@ -130,6 +130,26 @@ class Cgroup:
             raise CgroupUnavailable("no usable cgroup hierarchy")
         return group
 
+    def child(self, name: str) -> Cgroup:
+        """A sub-group for a part of this group's processes (a session's step): it enables
+        no controller, so both levels may hold processes; this group's limits bound both.
+        cgroup v2 only (its ``cgroup.kill`` ends the part and all it forked)."""
+        v2 = self.dirs.get("v2")
+        if v2 is None:
+            raise CgroupUnavailable("a sub-group needs cgroup v2")
+        try:
+            return Cgroup(f"{self.name}/{name}", {"v2": _mkdir(v2 / name)})
+        except OSError as exc:
+            raise CgroupUnavailable(f"cannot create cgroup {self.name}/{name}: {exc}") from exc
+
+    def memory_current(self) -> int | None:
+        d, v2 = self._ctl_dir("memory")
+        name = "memory.current" if v2 else "memory.usage_in_bytes"
+        if d is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return int((d / name).read_text())
+        return None
+
     # -- membership ---------------------------------------------------------------------
     def _unique_dirs(self) -> list[Path]:
         seen: list[Path] = []
@@ -235,6 +255,17 @@ class Cgroup:
                 if key == "oom_kill" and int(value) > 0:
                     return True
         return False
+
+    def oom_kill_count(self) -> int:
+        d, v2 = self._ctl_dir("memory")
+        if d is None or not v2:
+            return 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in (d / "memory.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return 0
 
     def pids_limit_hit(self) -> bool:
         d, v2 = self._ctl_dir("pids")

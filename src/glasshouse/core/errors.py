@@ -56,3 +56,48 @@ class CommandFailed(GlasshouseError):
         self.args_run = list(args)
         self.returncode = returncode
         self.error = error
+
+
+class SessionError(GlasshouseError):
+    """A session request that cannot be served as asked."""
+
+
+class SessionBusy(SessionError):
+    """The session is already running a step (one step at a time)."""
+
+
+class SessionGone(SessionError):
+    """The session was closed or expired."""
+
+
+class SessionPaused(SessionError):
+    """The session is paused: resume it first."""
+
+
+class WorkspacePathError(SessionError):
+    """A workspace file request that cannot be served; subclasses say why."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path!r}: {why}")
+        self.path = path
+        self.why = why
+
+
+class PathRefused(WorkspacePathError, ValueError):
+    """Not a valid workspace path (absolute, ``..``, empty, NUL)."""
+
+
+class PathOutside(WorkspacePathError):
+    """The path leads out of the workspace (a symlink or a mount on the way)."""
+
+
+class PathNotFound(WorkspacePathError):
+    """Nothing at that path."""
+
+
+class NotAFile(WorkspacePathError):
+    """A directory, FIFO, device... where a regular file (or a directory) was asked for."""
+
+
+class FileTooLarge(WorkspacePathError):
+    """Over the size cap, or the workspace's disk limit is full."""

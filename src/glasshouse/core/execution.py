@@ -242,10 +242,12 @@ class WorkloadStart:
     ``kind``: ``"root_exec"``, the root's first exec (the process backend: its pre-exec code
     is harness); ``"launcher"``, an exec by a child of a process running the ``launcher``
     binary (bwrap's sandbox: glasshouse-init, or bwrap itself without it); ``"none"``, no
-    host process runs the workload's code as itself (gVisor's runsc, a VM's VMM).
+    host process runs the workload's code as itself (gVisor's runsc, a VM's VMM);
+    ``"running"``, the root already runs and is the workload from the moment the observer
+    attaches (a session's persistent interpreter, handed a step's code).
     """
 
-    kind: Literal["root_exec", "launcher", "none"] = "root_exec"
+    kind: Literal["root_exec", "launcher", "none", "running"] = "root_exec"
     launcher: str | None = None
 
 

@@ -171,13 +171,16 @@ class SandboxBase(ProcessBackend):
         self.prepare()
         if run is None:
             run = self.prepare_run()
-        elif run.used or run.closed:
+        elif run.closed or (run.used and not run.keep):
             raise BackendError("a prepared sandbox run can be used only once")
-        run.used = True
+        again, run.used = run.used, True
         try:
-            if spec.limits.disk_bytes is not None:  # at start: a pool's slot predates its spec
+            if again:  # a session's sandbox started again on its workspace (resume)
+                self._open_run_fds(run)
+            elif spec.limits.disk_bytes is not None:  # at start: a slot predates its spec
                 run.workspace.limit_disk(spec.limits.disk_bytes)
-            run.workspace.write_inputs(dict(spec.files))
+            if not again:
+                run.workspace.write_inputs(dict(spec.files))
         except QuotaUnavailable as exc:
             run.close()
             raise BackendError(f"limits.disk cannot be enforced: {exc}") from exc
@@ -187,7 +190,10 @@ class SandboxBase(ProcessBackend):
         try:
             return super().start(spec, stdout, stderr, context=run)
         except BaseException:
-            run.close()
+            if run.keep:
+                run.close_fds()
+            else:
+                run.close()
             raise
 
     # -- ProcessBackend hooks -------------------------------------------------------------
@@ -277,7 +283,10 @@ class SandboxBase(ProcessBackend):
     def _cleanup_extra(self, handle: ProcessHandle) -> None:
         run, handle.context = handle.context, None
         if isinstance(run, SandboxRun):
-            run.close()
+            if run.keep:  # a session's: its workspace stays until the session closes
+                run.close_fds()
+            else:
+                run.close()
 
 
 def _run_of(context: Any) -> SandboxRun:

@@ -33,6 +33,13 @@ class SandboxRun:
     init_w: int = -1
     used: bool = False
     closed: bool = False
+    #: a session's: the workspace outlives each start of the sandbox (the session closes it)
+    keep: bool = False
+    #: the command is the sandbox's PID 1 itself (a session's step agent), no glasshouse-init
+    no_init: bool = False
+    #: more fds the sandbox's command inherits (a session's control socket), closed here
+    #: after the fork
+    extra_fds: tuple[int, ...] = ()
     #: gVisor: the per-run bundle and state directories (under the workspace's parent)
     extra_dirs: list[Path] = field(default_factory=list)
 
@@ -44,6 +51,10 @@ class SandboxRun:
                 with contextlib.suppress(OSError):
                     os.close(fd)
                 setattr(self, name, -1)
+        for fd in self.extra_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.extra_fds = ()
 
     def read_status(self, fd: int) -> list[dict[str, Any]]:
         """The JSON documents written to a status pipe (bwrap's or glasshouse-init's)."""
@@ -57,9 +68,9 @@ class SandboxRun:
                 data += chunk
         return _json_docs(data)
 
-    def close(self) -> None:
-        if self.closed:
-            return
+    def close_fds(self) -> None:
+        """Close every fd of this start of the sandbox (a kept run is started again with
+        fresh ones)."""
         self.close_child_fds()
         for name in ("status_r", "init_r"):
             fd = getattr(self, name)
@@ -67,6 +78,11 @@ class SandboxRun:
                 with contextlib.suppress(OSError):
                     os.close(fd)
                 setattr(self, name, -1)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.close_fds()
         for d in self.extra_dirs:
             with contextlib.suppress(OSError):
                 remove_tree(d)

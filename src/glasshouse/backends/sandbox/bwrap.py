@@ -25,6 +25,7 @@ from typing import Any
 from glasshouse.backends import _seccomp
 from glasshouse.backends.process import Command
 from glasshouse.core.execution import BackendUnavailable, ExecutionResult, ExecutionSpec
+from glasshouse.core.session import SessionSpec
 
 from ._base import SandboxBase
 from ._layout import (
@@ -38,6 +39,7 @@ from ._layout import (
     INSIDE_WORKSPACE,
 )
 from ._run import SandboxRun, _has_status
+from ._session import BwrapLiveSandbox
 
 #: /proc files of the host's that bwrap's fresh /proc still shows: each is overlaid with an
 #: empty read-only file (the host's boot command line, the id of its current boot).
@@ -92,7 +94,7 @@ class SandboxBackend(SandboxBase):
         if self._program is not None:
             run.seccomp_fd = _seccomp.program_fd(self._program)
         run.status_r, run.status_w = os.pipe()
-        if self._init is not None:
+        if self._init is not None and not run.no_init:
             run.init_r, run.init_w = os.pipe()
 
     def _runtime_command(
@@ -103,7 +105,7 @@ class SandboxBackend(SandboxBase):
         args += ["--size", str(tmp_size), "--tmpfs", "/tmp"]
         args += ["--bind", str(run.workspace.path), INSIDE_WORKSPACE, "--chdir", cwd]
         args += ["--remount-ro", "/"]  # bwrap's root tmpfs; /tmp and the workspace stay rw
-        pass_fds: tuple[int, ...] = (run.status_w, *_empty_sources())
+        pass_fds: tuple[int, ...] = (run.status_w, *_empty_sources(), *run.extra_fds)
         args += ["--json-status-fd", str(run.status_w)]
         if run.seccomp_fd >= 0:
             args += ["--seccomp", str(run.seccomp_fd)]
@@ -132,12 +134,7 @@ class SandboxBackend(SandboxBase):
             namespaces.insert(2, "net")
         facts["namespaces"] = namespaces
         facts["uid"] = INSIDE_UID
-        if self._program is not None:
-            facts["seccomp"] = self._program.describe()
-            facts["seccomp_program"] = self._program.sha256
-            facts["seccomp_denied"] = list(self._program.denied)
-        else:
-            facts["seccomp"] = "disabled"
+        facts.update(self._seccomp_facts())
         docs = run.read_status(run.status_r)
         child = next((d["child-pid"] for d in docs if "child-pid" in d), None)
         if isinstance(child, int):
@@ -159,6 +156,20 @@ class SandboxBackend(SandboxBase):
         if not started and self._setup_failed(result, "bwrap:"):
             return
         self._apply_wait_status(init_docs, result)
+
+    def _seccomp_facts(self) -> dict[str, Any]:
+        if self._program is None:
+            return {"seccomp": "disabled"}
+        return {
+            "seccomp": self._program.describe(),
+            "seccomp_program": self._program.sha256,
+            "seccomp_denied": list(self._program.denied),
+        }
+
+    # -- sessions (glasshouse.core.session.SessionCapable) ------------------------------
+    def open_session(self, spec: SessionSpec) -> BwrapLiveSandbox:
+        """A sandbox that lives across steps (see :mod:`._session`)."""
+        return BwrapLiveSandbox(self, spec, self._output_cap)
 
 
 @functools.cache

@@ -36,7 +36,7 @@ _POLL_S = 0.05
 _TRACK = struct.Struct("<II")
 _LAUNCH = struct.Struct("<IIQ")  # struct gh_launch: kernel dev_t, pad, inode
 #: GH_WS_* (events.h): where a session's workload starts, by WorkloadStart.kind
-_WS_MODES = {"root_exec": 0, "launcher": 1, "none": 2}
+_WS_MODES = {"root_exec": 0, "launcher": 1, "none": 2, "running": 0}
 _WS_SHIFT = 24
 _U32 = struct.Struct("<I")
 _PACKAGE_OBJECTS = os.path.join(os.path.dirname(__file__), "objects")
@@ -326,10 +326,14 @@ class EbpfObserver:
             session = EbpfSession(self, slot, root_pid, list_cap=list_cap or self.list_cap)
             session.gen = self._gen
             session.workload_start = ws
+            if ws.kind == "running":  # no exec will say what the root runs: /proc does
+                session.folder.describe_root()
             self._sessions[slot] = session
         try:
             self._launch.update(_U32.pack(slot), launch)
-            value = slot | _decode.PENDING | mode << _WS_SHIFT
+            # "running": no first exec to wait for, the root is the workload already
+            pending = 0 if ws.kind == "running" else _decode.PENDING
+            value = slot | pending | mode << _WS_SHIFT
             self._tracked.update(_U32.pack(root_pid), _TRACK.pack(value, session.gen))
             if root_pid < self._maybe_size:
                 self._maybe.update(_U32.pack(root_pid), b"\x01")

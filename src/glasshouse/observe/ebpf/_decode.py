@@ -7,12 +7,14 @@ when the session stops, so the reader keeps up with bursts.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import ipaddress
 import os
 import struct
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from glasshouse.core.execution import DEFAULT_LIST_CAP
 from glasshouse.observe.fold import (
@@ -220,6 +222,26 @@ class Folder:
         # ``list_cap`` keys it stops growing (records are then decoded, and deduplicated
         # by the lists themselves).
         self._raw_seen: set[bytes] = set()
+
+    def describe_root(self) -> None:
+        """Fill the root's exe, argv, cwd and pid in its namespace from /proc: a root that
+        is observed from the middle of its life (a running interpreter) has no exec to
+        tell them. Whatever cannot be read stays unknown."""
+        node = self.procs[self.root_pid]
+        base = f"/proc/{self.root_pid}"
+        with contextlib.suppress(OSError):
+            raw = Path(f"{base}/cmdline").read_bytes().rstrip(b"\0")
+            node.argv = [a.decode("utf-8", "backslashreplace") for a in raw.split(b"\0")]
+        with contextlib.suppress(OSError):
+            node.exe = os.readlink(f"{base}/exe")
+        with contextlib.suppress(OSError):
+            node.cwd = os.readlink(f"{base}/cwd")
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"{base}/status").read_text().splitlines():
+                if line.startswith("NSpid:"):
+                    ns = int(line.split()[-1])
+                    node.ns_pid = ns if ns != self.root_pid else None
+        node.start = time.monotonic_ns()
 
     def _new_proc(self, pid: int, ppid: int, harness: bool) -> _Proc | None:
         """A new process node, or None once ``list_cap`` processes of its role are kept."""
