@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from glasshouse.core.execution import ExecutionSpec, Limits
     from glasshouse.receipt.pipeline import ReceiptPipeline
     from glasshouse.runner import Result, Runner, pipeline_for, run
+    from glasshouse.session import Session, SessionClosed, StepResult
 
 _LAZY = {
     "run": "glasshouse.runner",
@@ -37,6 +38,9 @@ _LAZY = {
     "Result": "glasshouse.runner",
     "pipeline_for": "glasshouse.runner",
     "ReceiptPipeline": "glasshouse.receipt.pipeline",
+    "Session": "glasshouse.session",
+    "SessionClosed": "glasshouse.session",
+    "StepResult": "glasshouse.session",
     "Limits": "glasshouse.core.execution",
     "ExecutionSpec": "glasshouse.core.execution",
     "GlasshouseError": "glasshouse.core.errors",
@@ -63,7 +67,10 @@ __all__ = [
     "ReceiptPipeline",
     "Result",
     "Runner",
+    "Session",
+    "SessionClosed",
     "SpecError",
+    "StepResult",
     "__version__",
     "pipeline_for",
     "run",

@@ -257,11 +257,13 @@ class Cgroup:
         return False
 
     def oom_kill_count(self) -> int:
+        """How many of the group's processes the OOM killer has killed so far."""
         d, v2 = self._ctl_dir("memory")
-        if d is None or not v2:
+        if d is None:
             return 0
+        name = "memory.events" if v2 else "memory.oom_control"
         with contextlib.suppress(OSError, ValueError):
-            for line in (d / "memory.events").read_text().splitlines():
+            for line in (d / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
                     return int(value)

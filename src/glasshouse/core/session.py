@@ -36,6 +36,8 @@ class SessionSpec:
     network: bool = False
     limits: Limits = field(default_factory=Limits)
     files: Mapping[str, bytes] = field(default_factory=dict)
+    #: the most bytes one file may have through the files API
+    max_file_bytes: int = 64 << 20
 
     def validate(self) -> None:
         self.limits.validate()

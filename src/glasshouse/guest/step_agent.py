@@ -17,7 +17,8 @@ Standard library only, never imported by the host: the host passes this file's s
 
 ``interp FD`` (FD is 3: the agent puts the socket there)
     The session's persistent Python interpreter (a fresh ``python3``, so ``site`` and the
-    system's packages are there). ``{"op": "run", "id", "env", "cwd"}`` + fds (stdin, stdout,
+    system's packages are there). The host starts it with a short bootstrap that reads this
+    source from the socket; once loaded it says ``{"op": "ready"}``. ``{"op": "run", "id", "env", "cwd"}`` + fds (stdin, stdout,
     stderr, code) runs the code read from the last fd in one namespace kept across steps,
     then answers ``{"op": "done", "id", "exit_code", "threads"}``.
 
@@ -188,6 +189,9 @@ def _interp(fd):
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     null = os.open(os.devnull, os.O_RDWR)
     home = os.getcwd()
+    # Started: everything the interpreter itself needs is loaded, so a step's observation
+    # (which begins at the hand-over) holds only what the step's code does.
+    _send(sock, {"op": "ready", "id": 0})
     while True:
         message, fds = _recv(sock)
         if message is None:

@@ -328,7 +328,43 @@ class LegacyProcess(_Model):
     cmd: str
 
 
-class Receipt(_Model):
+class SessionTransfer(_Model):
+    """A file that went into the session's workspace (``upload``) or out of it
+    (``download``) through the files API, between steps."""
+
+    direction: Literal["upload", "download"]
+    path: str
+    size: int
+    sha256: str
+    at: str
+
+
+class SessionStepRef(_Model):
+    step: int
+    execution_id: str
+    digest: str | None = None
+
+
+class SessionInfo(_Model):
+    """Where a receipt sits in a session: a ``step`` (its number and the previous step's
+    stored digest, a hash chain of the session) or the sealed ``session`` receipt (every
+    step in order and why the session ended). ``transfers``: the files API's uploads and
+    downloads (for a step: those since the previous step; for the session: all)."""
+
+    id: str
+    kind: Literal["step", "session"] = "step"
+    step: int | None = None
+    previous_step_digest: str | None = None
+    interpreter_restarted: bool | None = None
+    steps: list[SessionStepRef] | None = None
+    reason: str | None = None
+    transfers: list[SessionTransfer] = Field(default_factory=list)
+
+
+class Receipt(_Extended):
+    #: optional top-level fields, dumped only when set (so older receipts keep their digest)
+    _added: ClassVar[frozenset[str]] = frozenset({"session"})
+
     version: Literal["v0.3.0", "v0.4.0"] = RECEIPT_VERSION  # type: ignore[assignment]
     execution_id: str
     provenance: Provenance
@@ -357,6 +393,8 @@ class Receipt(_Model):
     redaction: Redaction | None = None
     #: Policy verdict (``glasshouse run --policy``); denials also in filesystem.policy_violations.
     policy: PolicyVerdict | None = None
+    #: A session's step or the session itself (``glasshouse.Session``, ``/sessions``).
+    session: SessionInfo | None = None
     #: ``sha256:<hex>`` over the canonical JSON of the receipt without this field.
     digest: str | None = None
 

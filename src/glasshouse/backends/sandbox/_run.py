@@ -68,6 +68,17 @@ class SandboxRun:
                 data += chunk
         return _json_docs(data)
 
+    def drop_init(self) -> None:
+        """Run the command as the sandbox's PID 1 itself, without glasshouse-init (a
+        session's step agent, which reaps and reports its children itself)."""
+        self.no_init = True
+        for name in ("init_r", "init_w"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, name, -1)
+
     def close_fds(self) -> None:
         """Close every fd of this start of the sandbox (a kept run is started again with
         fresh ones)."""

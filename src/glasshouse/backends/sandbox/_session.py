@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glasshouse.backends import _cgroup
-from glasshouse.backends._workspace import DEFAULT_OUTPUT_CAP
 from glasshouse.backends._workspace_files import HostWorkspaceFiles
 from glasshouse.backends.process import ProcessHandle
 from glasshouse.core.execution import (
@@ -59,14 +58,15 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("glasshouse.session")
 _AGENT_SOURCE = (Path(__file__).parent.parent.parent / "guest" / "step_agent.py").read_text()
-#: The interpreter's argv: a short bootstrap that reads the agent's source from its socket
-#: (so a step receipt's process tree shows this line, not 9 KiB of source).
-_INTERP_BOOT = (
-    "import json,socket;s=socket.socket(fileno=3);m=s.recv(1<<17);s.detach();"
-    "exec(json.loads(m)['source'])"
+#: The agent's and the interpreter's program: a short bootstrap that reads the step agent's
+#: source from its socket (argv[2]), so process trees show this line, not 10 KiB of source.
+_BOOT = (
+    "import json,socket,sys;s=socket.socket(fileno=int(sys.argv[2]));m=s.recv(1<<17);"
+    "s.detach();exec(json.loads(m)['source'])"
 )
-_INTERP_ARGV = ["python3", "-I", "-u", "-c", _INTERP_BOOT, "interp", "3"]
+_INTERP_ARGV = ["python3", "-I", "-u", "-c", _BOOT, "interp", "3"]
 _ANSWER_S = 10.0  # the agent answers a spawn within this (it only forks)
+_READY_S = 30.0  # a fresh interpreter has loaded what it needs within this
 _DRAIN_S = 2.0
 _READ = 1 << 16
 
@@ -101,7 +101,7 @@ class BwrapLiveSandbox:
 
     isolation = "namespaces"
 
-    def __init__(self, backend: SandboxBackend, spec: SessionSpec, output_cap: int) -> None:
+    def __init__(self, backend: SandboxBackend, spec: SessionSpec) -> None:
         spec.validate()
         self._backend = backend
         self._spec = spec
@@ -119,9 +119,9 @@ class BwrapLiveSandbox:
         backend.prepare()
         self._run = backend.prepare_run()
         self._run.keep = True
-        self._run.no_init = True
+        self._run.drop_init()
         self.files = HostWorkspaceFiles(
-            self._run.workspace.path, self._run.host_uid, self._run.host_gid, output_cap
+            self._run.workspace.path, self._run.host_uid, self._run.host_gid, spec.max_file_bytes
         )
         self.commands = _Steps(self, code=False)
         self.interpreter = _Steps(self, code=True)
@@ -151,7 +151,7 @@ class BwrapLiveSandbox:
     def _start(self, first: bool) -> None:
         host_end, box_end = socketpair()
         self._run.extra_fds = (box_end.detach(),)
-        argv = ["python3", "-I", "-S", "-c", _AGENT_SOURCE, "agent", str(self._run.extra_fds[0])]
+        argv = ["python3", "-I", "-S", "-c", _BOOT, "agent", str(self._run.extra_fds[0])]
         spec = ExecutionSpec(
             argv=argv,
             env=self._spec.env,
@@ -171,6 +171,7 @@ class BwrapLiveSandbox:
         self._backend.release(handle)
         self._handle = handle
         self._agent = Channel(host_end)
+        self._agent.send({"op": "source", "source": _AGENT_SOURCE})
         self._final = None
         self._waiter = threading.Thread(
             target=self._wait_sandbox, args=(handle,), name="glasshouse-session", daemon=True
@@ -198,6 +199,7 @@ class BwrapLiveSandbox:
             raise BackendError(f"the sandbox could not start its interpreter: {answer}")
         channel = Channel(host_end)
         channel.send({"op": "source", "source": _AGENT_SOURCE})
+        channel.wait_for(0, ("ready",), _READY_S)
         self._interp, self._interp_ident = channel, ident
         self._interp_pid = self._host_pid(int(answer.get("pid", 0)))
 
@@ -616,4 +618,4 @@ def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-__all__ = ["DEFAULT_OUTPUT_CAP", "BwrapLiveSandbox"]
+__all__ = ["BwrapLiveSandbox"]

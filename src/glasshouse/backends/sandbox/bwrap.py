@@ -169,7 +169,7 @@ class SandboxBackend(SandboxBase):
     # -- sessions (glasshouse.core.session.SessionCapable) ------------------------------
     def open_session(self, spec: SessionSpec) -> BwrapLiveSandbox:
         """A sandbox that lives across steps (see :mod:`._session`)."""
-        return BwrapLiveSandbox(self, spec, self._output_cap)
+        return BwrapLiveSandbox(self, spec)
 
 
 @functools.cache

@@ -368,11 +368,14 @@ class EbpfObserver:
         # Processes the run left behind are being killed by the backend: give their exit
         # records a moment, then stop tracking whatever is left (it is no longer ours).
         deadline = time.monotonic() + linger
-        left = self._tracked_of(session.slot)
+        # A "running" root (a session's interpreter) outlives the step by design: it is
+        # let go at once and is not "left running".
+        keep = session.root_pid if session.workload_start.kind == "running" else None
+        left = [p for p in self._tracked_of(session.slot) if p != keep]
         while left and time.monotonic() < deadline:
             time.sleep(0.01)
-            left = self._tracked_of(session.slot)
-        for pid in left:
+            left = [p for p in self._tracked_of(session.slot) if p != keep]
+        for pid in [*left, *([keep] if keep is not None else [])]:
             self._tracked.delete(_U32.pack(pid))
             if pid < self._maybe_size:
                 self._maybe.update(_U32.pack(pid), b"\x00")
