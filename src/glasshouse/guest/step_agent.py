@@ -4,7 +4,8 @@ Standard library only, never imported by the host: the host passes this file's s
 ``python3 -c`` as the sandbox's command. Two roles, by ``argv[1]``:
 
 ``agent CTL_FD``
-    The session's long-lived process. On the SOCK_SEQPACKET socket ``CTL_FD`` it takes JSON
+    The session's long-lived process (started, like the interpreter, by a bootstrap that
+    reads this source from its socket as the first message). On the SOCK_SEQPACKET socket ``CTL_FD`` it takes JSON
     requests with fds attached (SCM_RIGHTS) and answers with JSON:
 
     - ``{"op": "spawn", "id", "argv", "env", "cwd"}`` + fds (stdin, stdout, stderr): fork a
@@ -18,9 +19,10 @@ Standard library only, never imported by the host: the host passes this file's s
 ``interp FD`` (FD is 3: the agent puts the socket there)
     The session's persistent Python interpreter (a fresh ``python3``, so ``site`` and the
     system's packages are there). The host starts it with a short bootstrap that reads this
-    source from the socket; once loaded it says ``{"op": "ready"}``. ``{"op": "run", "id", "env", "cwd"}`` + fds (stdin, stdout,
-    stderr, code) runs the code read from the last fd in one namespace kept across steps,
-    then answers ``{"op": "done", "id", "exit_code", "threads"}``.
+    source from the socket; once loaded it says ``{"op": "ready"}``. Then each
+    ``{"op": "run", "id", "env", "cwd"}`` + fds (stdin, stdout, stderr, code) runs the code
+    read from the last fd in one namespace kept across steps, and answers ``{"op": "done",
+    "id", "exit_code", "threads"}``.
 
 The agent is the sandbox's PID 1 (bwrap ``--as-pid-1``): nothing inside can kill it (the
 kernel drops signals from inside the namespace that its init has no handler for), so a step

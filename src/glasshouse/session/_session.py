@@ -38,7 +38,13 @@ from glasshouse.core.execution import (
     new_execution_id,
     utcnow,
 )
-from glasshouse.core.session import FileInfo, LiveSandbox, SessionCapable, SessionSpec
+from glasshouse.core.session import (
+    FileInfo,
+    LiveSandbox,
+    SessionCapable,
+    SessionSpec,
+    WorkspaceFiles,
+)
 from glasshouse.engine import Engine, Run
 from glasshouse.receipt.aggregate import build_receipt, rfc3339
 from glasshouse.receipt.pipeline import ReceiptPipeline
@@ -380,7 +386,7 @@ class Session:
     def _locked(self) -> _Guard:
         return _Guard(self)
 
-    def _live_files(self) -> Any:
+    def _live_files(self) -> WorkspaceFiles:
         if self.state == "closed":
             raise SessionGone(f"session {self.id} is closed")
         return self._live.files
