@@ -5,8 +5,8 @@ Standard library only, never imported by the host: the host passes this file's s
 
 ``agent CTL_FD``
     The session's long-lived process (started, like the interpreter, by a bootstrap that
-    reads this source from its socket as the first message). On the SOCK_SEQPACKET socket ``CTL_FD`` it takes JSON
-    requests with fds attached (SCM_RIGHTS) and answers with JSON:
+    reads this source from its socket as the first message). On the SOCK_SEQPACKET socket
+    ``CTL_FD`` it takes JSON requests with fds attached (SCM_RIGHTS) and answers with JSON:
 
     - ``{"op": "spawn", "id", "argv", "env", "cwd"}`` + fds (stdin, stdout, stderr): fork a
       child that waits at a gate with those fds as 0-2; answer ``{"op": "spawned", "id",
