@@ -107,6 +107,7 @@ def test_a_timed_out_code_step_restarts_the_interpreter_not_the_session(
 
 
 def test_processes_a_step_starts_do_not_outlive_it(session: glasshouse.Session) -> None:
+    session.run_code("up = True")  # the interpreter is up: the session's own processes
     before = session.info()["usage"]["pids"]
     r = session.run_shell("sleep 300 & sleep 300 & echo started")
     assert r.stdout == b"started\n"

@@ -185,6 +185,9 @@ class BwrapLiveSandbox:
             self._final = result
 
     def _spawn_interpreter(self) -> None:
+        """Ask the agent for a fresh interpreter and hand it its source, without waiting:
+        it starts while the caller goes on (:meth:`interp` waits for it when a code step
+        needs it), so creating a session does not pay for Python's startup."""
         assert self._agent is not None
         host_end, box_end = socketpair()
         ident = next(self._ids)
@@ -193,14 +196,18 @@ class BwrapLiveSandbox:
             self._agent.send(request, [box_end.fileno()])
         finally:
             box_end.close()
-        answer = self._agent.wait_for(ident, ("spawned", "error"), _ANSWER_S)
-        if answer.get("op") != "spawned":
-            host_end.close()
-            raise BackendError(f"the sandbox could not start its interpreter: {answer}")
         channel = Channel(host_end)
-        channel.send({"op": "source", "source": _AGENT_SOURCE})
-        channel.wait_for(0, ("ready",), _READY_S)
-        self._interp, self._interp_ident = channel, ident
+        channel.send({"op": "source", "source": _AGENT_SOURCE})  # read once it runs
+        self._interp, self._interp_ident, self._interp_pid = channel, ident, 0
+
+    def _interpreter_ready(self) -> None:
+        """Wait until the interpreter asked for by :meth:`_spawn_interpreter` runs and has
+        loaded what it needs; learn its host pid."""
+        assert self._agent is not None and self._interp is not None
+        answer = self._agent.wait_for(self._interp_ident, ("spawned", "error"), _ANSWER_S)
+        if answer.get("op") != "spawned":
+            raise BackendError(f"the sandbox could not start its interpreter: {answer}")
+        self._interp.wait_for(0, ("ready",), _READY_S)
         self._interp_pid = self._host_pid(int(answer.get("pid", 0)))
 
     def _host_pid(self, inner: int) -> int:
@@ -236,11 +243,17 @@ class BwrapLiveSandbox:
             while _readable(agent) and not agent.closed:
                 agent.read_one()
             died = agent.take(self._interp_ident, ("exit",)) is not None
+            # Its socket's end closes as it dies, before the agent can report the exit.
+            while not died and _readable(self._interp) and not self._interp.closed:
+                self._interp.read_one()
+            died = died or self._interp.closed
         if died:
             if self._interp is not None:
                 self._interp.close()
             self._spawn_interpreter()
             self.interpreter_restarts += 1
+        if not self._interp_pid:
+            self._interpreter_ready()
         assert self._interp is not None
         return self._interp, self._interp_ident, self._interp_pid, died
 
@@ -582,7 +595,7 @@ class _Steps:
             handle.cgroup.remove()
         if self._code and self._box._interp is None and self._box._handle is not None:
             with contextlib.suppress(Exception):  # the next code step would retry anyway
-                self._box.interp()  # a fresh interpreter now, not on the next step's clock
+                self._box._spawn_interpreter()  # starts now, off the next step's clock
 
 
 def _pump(sel: selectors.BaseSelector, fd: int, cap: OutputCapture) -> None:
