@@ -227,6 +227,8 @@ _RULE_BODIES = [
     "{not: {outcome: {timed_out: true}}}",
     "{any: [{exec: {path: /bin/sh}}, {file: {path: /nope}}]}",
     "{all: [{network: {protocol: udp}}, {not: {exec: {path: /x}}}]}",
+    "{coverage: {complete: false}}",
+    "{coverage: {reason: 'blind:*', status: [incomplete, unknown]}}",
 ]
 
 
@@ -298,6 +300,10 @@ _KEYS = st.sampled_from(
         "action",
         "severity",
         "version",
+        "coverage",
+        "complete",
+        "status",
+        "reason",
         "denied",
         "kind",
         "x",

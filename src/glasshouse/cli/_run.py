@@ -62,6 +62,10 @@ def _summary(result: Any, data: dict[str, Any], receipt_path: Path) -> str:
         seen += f" · lists capped at {obs.get('list_cap')}: " + ", ".join(
             f"{name} left out {n}" for name, n in omitted.items()
         )
+    coverage = obs.get("coverage") or {}
+    if coverage:
+        codes = ", ".join(dict.fromkeys(r["code"] for r in coverage.get("reasons") or []))
+        seen += f" · coverage {coverage['status']}" + (f" ({codes})" if codes else "")
     ex = data["execution"]
     return (
         f"glasshouse: {status} · {result.duration_ms} ms · {ex['backend']}/{ex['isolation']}"

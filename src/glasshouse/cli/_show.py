@@ -89,6 +89,8 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         head.add_row("", f"[dim]{obs.note}[/]")
     for section, why in obs.missing.items():
         head.add_row("", f"[dim]{section}: not collected — {why}[/]")
+    for i, line in enumerate(_coverage_lines(obs.coverage)):
+        head.add_row("coverage" if i == 0 else "", line)
     if rec.policy is not None:
         pol = rec.policy
         verdict = "[green]pass[/]" if pol.passed else "[red]violation[/]"
@@ -154,6 +156,24 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         con.print(
             f"[bold]syscalls[/] ({total} total): " + ", ".join(f"{name} {n}" for name, n in top)
         )
+
+
+_STATUS_STYLE = {"complete": "green", "incomplete": "yellow", "none": "red"}
+
+
+def _coverage_lines(coverage: Any) -> list[str]:
+    """The coverage status with its reason codes, then each reason's message."""
+    if coverage is None:
+        return ["[yellow]unknown[/] [dim](the receipt predates coverage statements)[/]"]
+    style = _STATUS_STYLE.get(coverage.status, "yellow")
+    codes = ", ".join(
+        r.code + (f" ({r.count})" if r.count is not None else "") for r in coverage.reasons
+    )
+    lines = [f"[{style}]{coverage.status}[/]" + (f": {escape(codes)}" if codes else "")]
+    for r in coverage.reasons:
+        who = f"{r.observer}: " if r.observer else ""
+        lines.append(f"[dim]{escape(r.code)} — {escape(who + r.message)}[/]")
+    return lines
 
 
 def _files(a: Any, limit: int) -> list[tuple[str, str]]:

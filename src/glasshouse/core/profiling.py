@@ -9,6 +9,7 @@ after the run ends. Observers fail open: an observer that cannot start yields an
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -30,6 +31,24 @@ class Profile(enum.StrEnum):
     HOST = "host"  # host kernel observation (eBPF, or a labeled fallback)
     GUEST = "guest"  # events reported from inside a VM guest
     COMBINED = "combined"  # both
+
+
+@dataclass(frozen=True)
+class CoverageGap:
+    """Something an observer knows it did not see of a run, as it goes into the receipt's
+    ``observation.coverage.reasons`` (``glasshouse.receipt.coverage`` derives the common ones
+    from the observation's counts; an observer states here what only it knows)."""
+
+    #: machine-readable: ``events_lost``, ``not_drained``, ``blind:io_uring``... (docs/observe.md)
+    code: str
+    #: what was not seen, for a human
+    message: str
+    #: how many (events, processes, operations), when countable
+    count: int | None = None
+    #: the receipt sections the gap affects (empty: the whole run)
+    sections: tuple[str, ...] = ()
+    #: a breakdown of ``count`` (e.g. by cause), name -> count
+    detail: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +74,13 @@ class Observation:
     #: what Glasshouse itself ran (kept out of the sections above), if the observer told
     #: the harness apart from the workload
     harness: Harness | None = None
+    #: what the observer knows it missed (the receipt's ``observation.coverage`` lists them)
+    gaps: list[CoverageGap] = field(default_factory=list)
+    #: gap codes this observer states itself in ``gaps`` (also by their absence): the receipt
+    #: does not derive those codes from this observation's counts. E.g. an observer that
+    #: decodes io_uring operations lists ``blind:io_uring`` here and adds a gap only for the
+    #: operations it could not decode.
+    accounts_for: frozenset[str] = frozenset()
 
     @classmethod
     def unavailable(cls, observer: str, provenance: str, reason: str) -> Observation:

@@ -1,5 +1,5 @@
 """The leaf conditions: each matches one receipt section (``exec``, ``file``, ``network``,
-``syscall``, ``resources``, ``outcome``) and parses itself from its YAML node."""
+``syscall``, ``resources``, ``outcome``, ``coverage``) and parses itself from its YAML node."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from glasshouse.policy._cond_base import (
 from glasshouse.policy._net import parse_endpoint
 from glasshouse.policy._yaml import Node
 from glasshouse.policy.models import Evidence
+from glasshouse.receipt.coverage import STATUSES, UNKNOWN, coverage_of
 
 FILE_OPS = ("read", "write", "delete", "rename", "link", "mkdir", "failed")
 NET_KINDS = ("connect", "send", "bind")
+COVERAGE_STATUSES = (*STATUSES, UNKNOWN)
 RESOURCE_FIELDS = {
     "max_rss_kb": ("resources", "max_rss_kb"),
     "cpu_time_ms": ("resources", "cpu_time_ms"),
@@ -416,6 +418,60 @@ class OutcomeMatch(Condition):
         )
 
 
+@dataclass(frozen=True)
+class CoverageMatch(Condition):
+    """How complete the receipt's observation was (``observation.coverage``). ``complete:
+    false`` holds when the receipt cannot prove an absence: coverage incomplete, none, or
+    unknown (a receipt written before coverage was stated). ``reason`` (globs on the codes)
+    holds when a reason matches. The evidence is the matching reasons (or the status)."""
+
+    complete: bool | None = None
+    statuses: frozenset[str] = frozenset()
+    reasons: tuple[str, ...] = ()
+
+    def evaluate(self, receipt: dict[str, Any]) -> list[Evidence] | None:
+        coverage = coverage_of(receipt)
+        status = coverage["status"]
+        if self.complete is not None and (status == "complete") is not self.complete:
+            return None
+        if self.statuses and status not in self.statuses:
+            return None
+        found = [
+            Evidence(ptr("observation", "coverage", "reasons", i), item)
+            for i, item in enumerate(as_list(coverage.get("reasons")))
+            if not self.reasons or any_glob(self.reasons, as_dict(item).get("code"), False)
+        ]
+        if self.reasons:
+            return found or None
+        if found:
+            return found
+        if status == UNKNOWN:
+            return [Evidence("", {"absent": "observation.coverage (coverage unknown)"})]
+        return [Evidence(ptr("observation", "coverage", "status"), status)]
+
+    def canonical(self) -> Any:
+        return {
+            "coverage": {
+                "complete": self.complete,
+                "status": sorted(self.statuses),
+                "reason": list(self.reasons),
+            }
+        }
+
+    @classmethod
+    def parse(cls, node: Node) -> CoverageMatch:
+        fields = node.mapping({"complete", "status", "reason"})
+        if not fields:
+            raise node.error("coverage needs one of: complete, status, reason")
+        return cls(
+            complete=fields["complete"].boolean() if "complete" in fields else None,
+            statuses=(
+                choices(fields["status"], COVERAGE_STATUSES) if "status" in fields else frozenset()
+            ),
+            reasons=globs(fields["reason"], False) if "reason" in fields else (),
+        )
+
+
 LEAF_TYPES: dict[str, Any] = {
     "exec": ExecMatch,
     "file": FileMatch,
@@ -423,4 +479,5 @@ LEAF_TYPES: dict[str, Any] = {
     "syscall": SyscallMatch,
     "resources": ResourceMatch,
     "outcome": OutcomeMatch,
+    "coverage": CoverageMatch,
 }

@@ -69,7 +69,7 @@ class Evidence:
     def summary(self) -> str:
         v = self.value
         if isinstance(v, dict):
-            for key in ("dst", "addr", "exe", "path", "absent"):
+            for key in ("dst", "addr", "exe", "path", "absent", "code"):
                 if v.get(key) is not None:
                     return str(v[key])
             if v.get("src"):

@@ -5,7 +5,9 @@ never imports pydantic; :class:`glasshouse.receipt.model.Receipt` validates the 
 (the tests check every shape built here against the model and the committed JSON Schema).
 
 Every list is cut at ``list_cap`` entries: what a list leaves out (here, or already at an
-observer that capped it while observing) is counted in ``observation.omitted``.
+observer that capped it while observing) is counted in ``observation.omitted``. The
+``observation.coverage`` statement (:mod:`glasshouse.receipt.coverage`) is made last, from
+the rest of the receipt and the observations.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from glasshouse.core.execution import DEFAULT_LIST_CAP
 from glasshouse.core.hashing import sha256
 from glasshouse.core.version import RECEIPT_VERSION, __version__
+from glasshouse.receipt.coverage import assess
 
 if TYPE_CHECKING:
     from glasshouse.core.execution import Backend, ExecutionResult, ExecutionSpec
@@ -106,7 +109,7 @@ def build_receipt(
     runtime, arch, kernel, hostname = _host_environment()
     started, ended = rfc3339(result.started_at), rfc3339(result.ended_at)
     details = {k: v for k, v in result.details.items() if k not in ("backend", "isolation")}
-    return {
+    data: dict[str, Any] = {
         "version": RECEIPT_VERSION,
         "execution_id": execution_id,
         "provenance": provenance,
@@ -176,6 +179,9 @@ def build_receipt(
         "policy": None,
         "digest": None,
     }
+    ran = result.root_pid is not None or not result.error
+    data["observation"]["coverage"] = assess(data, observations, ran=ran)
+    return data
 
 
 def command_hash(argv: Sequence[str]) -> str:

@@ -19,7 +19,8 @@ What maps to what (the field list is in ``docs/trust.md``):
   (``filesystem`` reads, writes, deletes, ...) is a ``file://`` URI with the kind of access.
 - ``metadata``: ``buildStartedOn``/``buildFinishedOn`` from ``timing``, and ``glasshouse``
   (an extension field): the receipt's id, version and digest, the outcome and the coverage
-  (what was observed, events lost, lists capped), which the predicate has no field for.
+  (what was observed, events lost, lists capped, and the receipt's coverage statement:
+  ``status``, ``complete``, ``reasons``), which the predicate has no field for.
 
 Everything here is a pure function of the receipt's JSON data. Signing reuses the receipt's
 DSSE envelope (:mod:`glasshouse.receipt.dsse`, payload type ``application/vnd.in-toto+json``);
@@ -291,9 +292,16 @@ def _metadata(data: dict[str, Any]) -> dict[str, Any]:
 
 def _coverage(observation: dict[str, Any]) -> dict[str, Any]:
     """The observation block but its observers (in ``monitor.tracePolicy``): what a consumer
-    needs to trust an absence in ``monitorLog``."""
-    skip = {"observers", "profile", "list_cap"}
-    return {_camel(k): v for k, v in observation.items() if k not in skip and v is not None}
+    needs to trust an absence in ``monitorLog``. The receipt's coverage statement
+    (``observation.coverage``: ``status``, ``complete``, ``reasons``) is lifted into it; a
+    receipt without one gives the same object as before coverage was stated."""
+    skip = {"observers", "profile", "list_cap", "coverage"}
+    out = {_camel(k): v for k, v in observation.items() if k not in skip and v is not None}
+    statement = _dict(observation.get("coverage"))
+    for key in ("status", "complete", "reasons"):
+        if key in statement:
+            out[key] = statement[key]
+    return out
 
 
 def _timestamp(value: Any) -> str | None:

@@ -10,7 +10,9 @@ v0.4.0 adds ``artifacts.outputs`` and ``artifacts.inputs`` (the files copied out
 the run) and ``observation.list_cap``/``observation.omitted`` (lists cut at a cap, and by how
 much), and ``observation.harness`` (what Glasshouse itself ran to set the run up, kept out
 of the workload's sections: its processes, with ``role: "harness"``, and counts of its
-syscalls). A v0.3.0 receipt still validates: the added fields are left out of its dump (so its
+syscalls), and ``observation.coverage`` (how complete the observation was, with the reasons
+when it was not; a v0.4.0 receipt written before it was added reads as coverage unknown).
+A v0.3.0 receipt still validates: the added fields are left out of its dump (so its
 digest and signature still check), and a receipt that says v0.3.0 may not carry them.
 """
 
@@ -255,8 +257,47 @@ class Harness(_Model):
     counts: HarnessCounts = Field(default_factory=HarnessCounts)
 
 
+class CoverageReason(_Model):
+    """One thing the observation did not see (docs/observe.md, "Coverage", lists the codes)."""
+
+    #: machine-readable: ``events_lost``, ``list_capped``, ``blind:gvisor``, ``disabled``...
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*(:[a-z0-9_]+)?$")
+    #: what was not seen, for a human
+    message: str
+    #: how many (events, entries, processes, calls), when countable
+    count: int | None = None
+    #: the observer it concerns (None: the run as a whole)
+    observer: str | None = None
+    #: the receipt sections it affects (empty: the whole run)
+    sections: list[str] = Field(default_factory=list)
+    #: a breakdown of ``count`` (lost events by cause, left-out entries by list...)
+    detail: dict[str, int] = Field(default_factory=dict)
+
+
+class Coverage(_Model):
+    """How complete the observation was: whether an absence from this receipt's lists can be
+    trusted. ``complete``: nothing is known to be missing; ``incomplete``: each reason says
+    what was not seen; ``none``: no observation was made (the reasons say why)."""
+
+    status: Literal["complete", "incomplete", "none"]
+    #: ``status == "complete"``
+    complete: bool
+    reasons: list[CoverageReason] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Coverage:
+        if self.complete != (self.status == "complete"):
+            raise ValueError(f"coverage.complete is {self.complete} but status is {self.status}")
+        if (self.status == "complete") == bool(self.reasons):
+            raise ValueError(
+                "coverage.reasons must be empty when complete and given otherwise"
+                f" (status {self.status}, {len(self.reasons)} reasons)"
+            )
+        return self
+
+
 class ObservationBlock(_Extended):
-    _added = frozenset({"list_cap", "omitted", "harness"})
+    _added = frozenset({"list_cap", "omitted", "harness", "coverage"})
 
     profile: Profile
     #: Receipt sections that hold observed data.
@@ -275,6 +316,9 @@ class ObservationBlock(_Extended):
     omitted: dict[str, int] = Field(default_factory=dict)
     #: v0.4.0: the harness the observers told apart from the workload (None: none did).
     harness: Harness | None = None
+    #: v0.4.0: how complete the observation was (absent from receipts written before it was
+    #: stated: their coverage is unknown).
+    coverage: Coverage | None = None
 
 
 class RedactionCount(_Model):

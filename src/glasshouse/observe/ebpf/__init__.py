@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from glasshouse.core import procfs
 from glasshouse.core.execution import DEFAULT_LIST_CAP, WorkloadStart
-from glasshouse.core.profiling import Observation, ObserverUnavailable
+from glasshouse.core.profiling import CoverageGap, Observation, ObserverUnavailable
 from glasshouse.observe.ebpf import _decode, _libbpf
 
 OBJECT = "exec.o"
@@ -116,6 +116,9 @@ class EbpfObserver:
         self._cond = threading.Condition()
         self._fold_lock = threading.Lock()
         self._paused = threading.Event()  # tests: a stalled consumer, to prove loss is counted
+        #: how long a session's stop waits for the reader to hand over its records; past it,
+        #: what was not handed over is lost (counted) and the receipt says so (not_drained)
+        self.drain_timeout_s = 5.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             self._load(ringbuf_bytes, watch)
@@ -272,14 +275,15 @@ class EbpfObserver:
         else:
             self._paused.clear()
 
-    def _drain(self, timeout: float = 5.0) -> None:
-        """Return once every record committed before this call has been handed over."""
+    def _drain(self, timeout: float = 5.0) -> bool:
+        """Return once every record committed before this call has been handed over (True),
+        or after ``timeout`` seconds (False: the reader did not get to them)."""
         with self._cond:
             self._barrier_req += 1
             target = self._barrier_req
         self._wake()
         with self._cond:
-            self._cond.wait_for(lambda: self._barrier_done >= target, timeout)
+            return self._cond.wait_for(lambda: self._barrier_done >= target, timeout)
 
     # -- sessions ------------------------------------------------------------------------
     def _zero_slot(self, slot: int) -> None:
@@ -379,7 +383,7 @@ class EbpfObserver:
             self._tracked.delete(_U32.pack(pid))
             if pid < self._maybe_size:
                 self._maybe.update(_U32.pack(pid), b"\x00")
-        self._drain()
+        drained = self._drain(self.drain_timeout_s)
         counters = self._counters(session.slot)
         misses = self._recursion_misses() - session.misses_at_start
         with self._lock:
@@ -390,7 +394,12 @@ class EbpfObserver:
             tree, fs, net, sys_, res, harness = session.folder.result(counters)
         nrec = session.folder.records
         emitted = counters.get(_decode.STAT_EMITTED, 0)
-        lost = counters.get(_decode.STAT_LOST, 0) + max(0, emitted - nrec) + max(0, misses)
+        causes = {
+            "kernel": counters.get(_decode.STAT_LOST, 0),
+            "recursion": max(0, misses),
+            "undelivered": max(0, emitted - nrec),
+        }
+        lost = sum(causes.values())
         obs = Observation(
             observer=self.name,
             provenance=self.provenance,
@@ -404,6 +413,8 @@ class EbpfObserver:
             truncations=counters.get(_decode.STAT_TRUNC, 0),
             omitted=session.folder.omitted(),
             harness=harness,
+            gaps=_gaps(causes, drained, left),
+            accounts_for=_STATED,
         )
         if session.workload_start.kind == "none":
             _blind(obs)
@@ -482,6 +493,38 @@ def _launch_key(ws: WorkloadStart) -> bytes:
         raise ObserverUnavailable(f"launcher {ws.launcher}: {exc.strerror}") from None
     kdev = os.major(st.st_dev) << 20 | os.minor(st.st_dev)  # the kernel's internal dev_t
     return _LAUNCH.pack(kdev, 0, st.st_ino)
+
+
+#: the coverage gap codes the eBPF observer states itself (``Observation.accounts_for``)
+_STATED = frozenset({"events_lost", "not_drained", "survivors_unobserved"})
+
+
+def _gaps(causes: dict[str, int], drained: bool, left: list[int]) -> list[CoverageGap]:
+    """What this session knows it did not see: lost events by cause, a drain that timed
+    out, processes still running when it stopped watching."""
+    gaps = []
+    lost = sum(causes.values())
+    if lost:
+        message = (
+            f"{lost} event(s) lost: {causes['kernel']} the kernel could not record (ring "
+            "buffer full, or the tracked-process map full: a child left unobserved), "
+            f"{causes['recursion']} program run(s) the kernel skipped (recursion), "
+            f"{causes['undelivered']} recorded but not received by the reader"
+        )
+        gaps.append(CoverageGap("events_lost", message, count=lost, detail=causes))
+    if not drained:
+        message = (
+            "the run ended before the reader had handed over every record: what was still "
+            "in the ring buffer is not in the receipt (counted as undelivered)"
+        )
+        gaps.append(CoverageGap("not_drained", message))
+    if left:
+        message = (
+            f"{len(left)} process(es) of the run were still running when observation "
+            f"stopped: what they did afterwards is not in the receipt ({sorted(left)[:10]})"
+        )
+        gaps.append(CoverageGap("survivors_unobserved", message, count=len(left)))
+    return gaps
 
 
 def _blind(obs: Observation) -> None:
