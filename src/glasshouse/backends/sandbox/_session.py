@@ -28,6 +28,7 @@ import itertools
 import logging
 import os
 import selectors
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ class BwrapLiveSandbox:
             # Its socket's end closes as it dies, before the agent can report the exit.
             while not died and _readable(self._interp) and not self._interp.closed:
                 self._interp.read_one()
-            died = died or self._interp.closed
+            died = died or self._interp.closed or _dying(self._interp_pid)
         if died:
             if self._interp is not None:
                 self._interp.close()
@@ -618,6 +619,24 @@ def _write_all(fd: int, data: bytes) -> None:
         pass  # the interpreter died: the step's result says so
     finally:
         os.close(fd)
+
+
+def _dying(pid: int) -> bool:
+    """Whether host process ``pid`` is gone, a zombie, or has a SIGKILL pending (a step's
+    ``kill -9 -1`` may not have been delivered yet when the next step starts)."""
+    if not pid:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key == "State" and value.split()[:1] in (["Z"], ["X"]):
+            return True
+        if key in ("SigPnd", "ShdPnd") and int(value, 16) & (1 << (signal.SIGKILL - 1)):
+            return True
+    return False
 
 
 def _readable(channel: Channel) -> bool:
