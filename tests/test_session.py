@@ -166,10 +166,12 @@ def test_output_streams_to_callbacks_as_it_comes(session: glasshouse.Session) ->
     out: list[glasshouse.StepResult] = []
     t = threading.Thread(target=lambda: out.append(session.run_code(code, on_stdout=sink)))
     t.start()
-    assert seen.wait(30)
-    assert chunks[0] == b"first\n"
-    (session._live.files.write("go", b""))
-    t.join(30)
+    try:
+        assert seen.wait(30)
+        assert chunks[0].startswith(b"first")  # before the step could end
+    finally:  # (the step holds the session lock: write through the live sandbox)
+        session._live.files.write("go", b"")
+        t.join(30)
     assert out[0].stdout == b"first\nsecond\n"
 
 
@@ -294,3 +296,31 @@ def test_session_ids_are_unguessable_and_distinct() -> None:
     ids = {new_session_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(i.startswith("sess-") and len(i.rsplit("-", 1)[1]) == 20 for i in ids)
+
+
+def test_the_session_receipt_states_coverage_across_its_steps(_sandbox_ok: None) -> None:
+    with glasshouse.Session(profile="disabled") as s:
+        s.run_code("x = 1")
+    cov = s.close().receipt["observation"]["coverage"]
+    assert cov["status"] == "none"  # no step was observed
+    empty = glasshouse.Session(profile="disabled")
+    cov = empty.close().receipt["observation"]["coverage"]
+    assert cov["status"] == "none" and cov["reasons"][0]["code"] == "not_run"
+
+
+@pytest.mark.bpf
+def test_threads_left_running_make_the_session_coverage_incomplete(_sandbox_ok: None) -> None:
+    from _support import ebpf_observer
+
+    with ebpf_observer() as observer:
+        with glasshouse.Session(profile="host", observers=[observer]) as s:  # type: ignore[list-item]
+            done = s.run_code("print(1)")
+            assert done.receipt["observation"]["coverage"]["status"] == "complete"
+            t = s.run_code(
+                "import threading, time\n"
+                "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()"
+            )
+            assert t.execution.details["threads_left_running"] == 1
+        cov = s.close().receipt["observation"]["coverage"]
+    assert cov["status"] == "incomplete"
+    assert [r["code"] for r in cov["reasons"]] == ["between_steps"]

@@ -12,6 +12,8 @@ import json
 import shlex
 from typing import Any
 
+from glasshouse.receipt import coverage
+
 _SECTIONS = ("filesystem", "network", "syscalls")
 
 
@@ -27,6 +29,9 @@ class SessionTotals:
         self.cpu_time_ms = 0
         self.max_rss_kb: int | None = None
         self._seen: dict[str, set[str]] = {}
+        self.statuses: list[str] = []
+        self.reasons: dict[tuple[str, str], dict[str, Any]] = {}
+        self.threads_left = 0
 
     def add(self, receipt: dict[str, Any]) -> None:
         """Fold one step's sealed receipt in."""
@@ -54,11 +59,53 @@ class SessionTotals:
             self.omitted[key] = self.omitted.get(key, 0) + int(n)
         self.events_lost += int(observation.get("events_lost") or 0)
         self.truncations += int(observation.get("truncations") or 0)
+        self._coverage(receipt)
         resources = receipt.get("resources") or {}
         self.cpu_time_ms += int(resources.get("cpu_time_ms") or 0)
         rss = resources.get("max_rss_kb")
         if isinstance(rss, int):
             self.max_rss_kb = max(self.max_rss_kb or 0, rss)
+
+    def _coverage(self, receipt: dict[str, Any]) -> None:
+        stated = coverage.coverage_of(receipt)
+        self.statuses.append(stated["status"])
+        for r in stated.get("reasons") or []:
+            key = (str(r.get("code")), str(r.get("observer")))
+            kept = self.reasons.get(key)
+            if kept is None:
+                self.reasons[key] = dict(r)
+            elif isinstance(r.get("count"), int):
+                kept["count"] = int(kept.get("count") or 0) + r["count"]
+        details = (receipt.get("execution") or {}).get("details") or {}
+        threads = details.get("threads_left_running")
+        if isinstance(threads, int) and threads > 0:
+            self.threads_left += 1
+
+    def _statement(self) -> dict[str, Any]:
+        if not self.statuses:
+            why = coverage.reason("not_run", "the session ran no step: nothing was observed")
+            return coverage.statement("none", [why])
+        if all(status == "none" for status in self.statuses):
+            return coverage.statement("none", list(self.reasons.values()))
+        reasons = list(self.reasons.values())
+        if self.threads_left:
+            reasons.append(
+                coverage.reason(
+                    "between_steps",
+                    f"{self.threads_left} code step(s) left threads running in the "
+                    "interpreter: what they did between steps is in no receipt",
+                    count=self.threads_left,
+                )
+            )
+        unknown = sum(1 for status in self.statuses if status == coverage.UNKNOWN)
+        if unknown:
+            reasons.append(
+                coverage.reason(
+                    "not_collected", f"{unknown} step(s) state no coverage", count=unknown
+                )
+            )
+        reasons.sort(key=lambda r: (r["code"], r["observer"] or "", r["message"]))
+        return coverage.statement("incomplete" if reasons else "complete", reasons)
 
     def _extend(self, name: str, into: list[Any], items: list[Any]) -> None:
         seen = self._seen.setdefault(name, set())
@@ -102,6 +149,7 @@ class SessionTotals:
         block["omitted"] = dict(sorted(self.omitted.items()))
         block["events_lost"] = self.events_lost
         block["truncations"] = self.truncations
+        block["coverage"] = self._statement()
         block["note"] = (
             f"the union of what the OS saw in the session's {steps} step(s), each observed "
             "from its start to its end (session.steps lists their receipts); nothing between "
