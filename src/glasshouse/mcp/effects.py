@@ -95,7 +95,7 @@ def effects_of(receipt: Mapping[str, Any]) -> Effects:
     writes = _paths(fs.get("writes"))
     deletes = _paths(fs.get("deletes"))
     attempts = [_attempt(a) for a in (receipt.get("network") or {}).get("attempts") or []]
-    procs = [_process(p) for p in receipt.get("process_tree") or []]
+    procs = [_process(p) for p in _started(receipt)]
     omitted = _omitted(receipt)
     observed, note = _observation(receipt)
     return Effects(
@@ -124,7 +124,7 @@ def slim(receipt: Mapping[str, Any]) -> dict[str, Any]:
             "deletes": list(fs.get("deletes") or []),
         },
         "network": {"attempts": list((receipt.get("network") or {}).get("attempts") or [])},
-        "process_tree": [_process(p).model_dump() for p in receipt.get("process_tree") or []],
+        "process_tree": [_process(p).model_dump() for p in _started(receipt)],
         "policy": receipt.get("policy"),
         "observation": {
             key: obs.get(key) for key in ("collected", "missing", "events_lost", "note", "omitted")
@@ -185,6 +185,17 @@ def _attempt(item: Mapping[str, Any]) -> NetworkAttempt:
     return NetworkAttempt(
         dst=str(item.get("dst")), protocol=str(item.get("protocol")), result=str(item.get("result"))
     )
+
+
+def _started(receipt: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The processes a run started. A session's Python step runs in the interpreter that
+    was already there (the tree's root): the code started only what is below it."""
+    tree = list(receipt.get("process_tree") or [])
+    session = receipt.get("session") or {}
+    if session.get("kind") != "step" or session.get("interpreter_restarted") is None:
+        return tree
+    pids = {node.get("pid") for node in tree}
+    return [node for node in tree if node.get("ppid") in pids]
 
 
 def _process(node: Mapping[str, Any]) -> ProcessStarted:

@@ -58,7 +58,7 @@ def mount(
     """Serve the MCP tools at ``/mcp`` on ``app``; return the context manager the app's
     lifespan must hold open while it serves (the MCP connections live in it; leaving it
     seals every client's session)."""
-    hub = Hub(options_for(runner), _IndexedPipeline(runner), runner.log)
+    hub = Hub(options_for(runner), _IndexedPipeline(runner), runner.log, runner.engine.observers)
     server = build_server(hub, per_connection=True)
     server.streamable_http_app(
         streamable_http_path=PATH,

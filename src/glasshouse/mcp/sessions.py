@@ -36,10 +36,18 @@ class Sealed:
 class Hub:
     """Makes the sessions of one MCP server and counts them against ``max_sessions``."""
 
-    def __init__(self, options: McpOptions, pipeline: ReceiptPipeline, log: ReceiptLog) -> None:
+    def __init__(
+        self,
+        options: McpOptions,
+        pipeline: ReceiptPipeline,
+        log: ReceiptLog,
+        observers: list[Any] | None = None,
+    ) -> None:
+        """``observers``: shared by every session (default: the profile's, loaded once)."""
         self.options = options
         self.pipeline = pipeline
         self.log = log
+        self._observers = observers
         self._lock = threading.Lock()
         self._open = 0
         self._clients: set[Client] = set()
@@ -74,9 +82,13 @@ class Hub:
             raise
 
     def _new_session(self) -> Any:
-        from glasshouse import Limits, Session
+        from glasshouse import Limits
+        from glasshouse.session import Session
 
         o = self.options
+        with self._lock:
+            if self._observers is None:
+                self._observers = _observers_for(o.profile)
         return Session(
             o.backend,
             profile=o.profile,
@@ -85,6 +97,7 @@ class Hub:
             env=dict(o.env),
             pipeline=self.pipeline,
             backend_options=dict(o.backend_options) or None,
+            observers=self._observers,
         )
 
     def _session_closed(self) -> None:
@@ -104,6 +117,16 @@ class Hub:
             return dict(json.loads(path.read_bytes()))
         except FileNotFoundError:
             return None
+
+
+def _observers_for(profile: str) -> list[Any]:
+    """The profile's observers, loaded once for all sessions (fail-open: an observer that
+    cannot load is reported in each receipt)."""
+    if profile not in ("host", "combined"):
+        return []
+    from glasshouse.observe import observers_for
+
+    return list(observers_for(profile))
 
 
 class Client:

@@ -64,6 +64,7 @@ WorkspacePath = Annotated[
 def register(server: MCPServer, hub: Hub, resolve: Resolve) -> None:
     """Add the eight tools and the receipt resource to ``server``."""
     options = hub.options
+    cap = options.output_cap  # bytes of each stream kept (the digests cover them whole)
 
     async def blocking(client: Client, call: Callable[[Any], T]) -> T:
         """``call(session)`` in a worker thread; Glasshouse's errors become tool errors."""
@@ -102,6 +103,9 @@ def register(server: MCPServer, hub: Hub, resolve: Resolve) -> None:
         failed = out.timed_out or result.execution.signal is not None or out.error is not None
         return _result(out, is_error=failed)
 
+    def step_options(seconds: float) -> dict[str, Any]:
+        return {"timeout": seconds, "output_bytes": cap}
+
     def timeout_for(timeout: float | None) -> float:
         if timeout is None:
             return options.timeout_s
@@ -127,7 +131,7 @@ def register(server: MCPServer, hub: Hub, resolve: Resolve) -> None:
         A run that times out restarts the interpreter (its variables are lost)."""
         client = await resolve(ctx)
         seconds = timeout_for(timeout)
-        result = await blocking(client, lambda s: s.run_code(code, timeout=seconds))
+        result = await blocking(client, lambda s: s.run_code(code, **step_options(seconds)))
         return run_result(client, result, seconds)
 
     @server.tool(annotations=_RUNS)
@@ -152,12 +156,12 @@ def register(server: MCPServer, hub: Hub, resolve: Resolve) -> None:
         if isinstance(command, str):
             if not command.strip():
                 raise ToolError("command is empty")
-            result = await blocking(client, lambda s: s.run_shell(command, timeout=seconds))
+            result = await blocking(client, lambda s: s.run_shell(command, **step_options(seconds)))
         else:
             if not command or not command[0]:
                 raise ToolError("command is an empty argv: give at least the program name")
             argv = list(command)
-            result = await blocking(client, lambda s: s.run_command(argv, timeout=seconds))
+            result = await blocking(client, lambda s: s.run_command(argv, **step_options(seconds)))
         return run_result(client, result, seconds)
 
     @server.tool(annotations=_WRITES)
@@ -188,10 +192,7 @@ def register(server: MCPServer, hub: Hub, resolve: Resolve) -> None:
         client = await resolve(ctx)
         cap = options.read_cap
         data, size = await blocking(client, lambda s: _read_capped(s, path, cap))
-        try:
-            text, encoding = data.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(data).decode("ascii"), "base64"
+        text, encoding = _as_text(data, cut=size > len(data))
         out = FileContent(
             path=path,
             encoding=encoding,  # type: ignore[arg-type]
@@ -329,6 +330,17 @@ def _read_capped(session: Any, path: str, cap: int) -> tuple[bytes, int]:
     except FileTooLarge:
         data = session.files.read(path)
         return data[:cap], len(data)
+
+
+def _as_text(data: bytes, cut: bool) -> tuple[str, str]:
+    """(content, encoding): UTF-8 text as is, anything else base64. A cut that fell inside
+    a multi-byte character does not make a text file binary (the partial character goes)."""
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        if cut and exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
+            return data[: exc.start].decode("utf-8"), "utf-8"
+        return base64.b64encode(data).decode("ascii"), "base64"
 
 
 def _own_receipt(hub: Hub, client: Client, receipt_id: str) -> dict[str, Any]:
