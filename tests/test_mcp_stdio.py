@@ -7,11 +7,13 @@ import base64
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp_helpers import (
     TOOLS,
@@ -348,3 +350,63 @@ def test_receipts_dir_defaults_under_xdg_data_home(tmp_path):
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert Path(out.stdout.strip()) == tmp_path / "data" / "glasshouse" / "receipts"
+
+
+def _session_receipts(receipts: Path) -> list[dict]:
+    found = []
+    for path in receipts.glob("exec-*.json"):
+        if not path.name.endswith(".dsse.json"):
+            data = json.loads(path.read_text())
+            if (data.get("session") or {}).get("kind") == "session":
+                found.append(data)
+    return found
+
+
+def test_sigterm_seals_the_session_with_the_reason(tmp_path):
+    params = stdio_params(tmp_path)
+    proc = subprocess.Popen(
+        [params.command, *params.args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=params.env,
+        bufsize=0,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+    proc.stdin.write((json.dumps(hello) + "\n").encode())
+    _lines_within(proc.stdout.fileno(), 1, 60)  # serving: its session is open
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    proc.stdin.close()
+    sealed = _session_receipts(tmp_path)
+    assert [s["session"]["reason"] for s in sealed] == ["glasshouse mcp stopped by SIGTERM"]
+
+
+def test_a_second_step_while_one_runs_is_a_tool_error(tmp_path):
+    async def body():
+        async with stdio_client(tmp_path) as client:
+            results: dict[str, object] = {}
+
+            async def slow() -> None:
+                code = "import time; time.sleep(3)"
+                results["slow"] = await call(client, "run_python", code=code)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(slow)
+                await anyio.sleep(1)  # the slow step is running (it takes 3 s)
+                results["busy"] = await call(client, "run_command", command="true")
+            return results
+
+    results = run(body)
+    assert "still running" in error_text(results["busy"])
+    assert not results["slow"].is_error

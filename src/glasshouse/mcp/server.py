@@ -128,13 +128,18 @@ def serve_stdio(hub: Hub, *, eager: bool = True) -> None:
         client.session  # noqa: B018 - opens it
     server = build_server(hub, per_connection=False, client=client)
 
+    reason = "the MCP client disconnected"
+
     def stop(signum: int, frame: Any) -> None:
+        nonlocal reason
+        reason = f"glasshouse mcp stopped by {signal.Signals(signum).name}"
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         anyio.run(_stdio.run, server)
     except KeyboardInterrupt:
         pass
     finally:
-        hub.close_all("the MCP client disconnected")
+        hub.close_all(reason)
