@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "policy": "glasshouse.cli._trust:policy",
     "training": "glasshouse.cli._trust:training",
     "remote": "glasshouse.cli._remote:remote",
+    "mcp": "glasshouse.cli._mcp:mcp",
 }
 
 

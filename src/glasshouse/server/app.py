@@ -188,7 +188,8 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             return
         runner.start()
         try:
-            yield
+            async with mcp_running():  # the MCP connections (closing seals their sessions)
+                yield
         finally:
             await asyncio.get_running_loop().run_in_executor(None, runner.close)
 
@@ -376,9 +377,18 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    mcp_running = _mount_mcp(app, runner)
     if config.token:
         app.add_middleware(_BearerAuth, token=config.token)
     return app
+
+
+def _mount_mcp(app: FastAPI, runner: Runner) -> Any:
+    """The MCP tools at /mcp (behind the bearer-token check like every data route); the
+    returned context manager runs their connections inside the app's lifespan."""
+    from glasshouse.mcp.http import mount
+
+    return mount(app, runner)
 
 
 def _check_receipt_id(receipt_id: str) -> None:
