@@ -88,10 +88,20 @@ def test_header_is_found_and_parsed() -> None:
         ("GH_STAT_HARNESS_SYS", "STAT_HARNESS_SYS"),
         ("GH_STAT_HARNESS_FILE", "STAT_HARNESS_FILE"),
         ("GH_STAT_HARNESS_NET", "STAT_HARNESS_NET"),
+        ("GH_STAT_ASYNC_EMITTED", "STAT_ASYNC_EMITTED"),
+        ("GH_STAT_ASYNC_LOST", "STAT_ASYNC_LOST"),
     ],
 )
 def test_constants_agree(c_name: str, py_name: str) -> None:
     assert _defines()[c_name] == getattr(_decode, py_name)
+
+
+def test_network_flags_agree() -> None:
+    from glasshouse.observe.ebpf import _net
+
+    defines = _defines()
+    assert defines["GH_F_FASTOPEN"] == _net.F_FASTOPEN
+    assert defines["GH_STAT_ASYNC_LOST"] < defines["GH_STAT_STRIDE"]
 
 
 def test_workload_start_modes_agree() -> None:
@@ -115,6 +125,7 @@ def test_event_types_agree() -> None:
         "GH_EV_EXIT": _decode.EV_EXIT,
         "GH_EV_FILE": _decode.EV_FILE,
         "GH_EV_NET": _decode.EV_NET,
+        "GH_EV_CONN": _decode.EV_CONN,
     }
     assert types == python
 

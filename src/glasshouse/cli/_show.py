@@ -139,7 +139,7 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
     net = rec.network
     if net.attempts or net.binds or net.sends:
         con.print(f"[bold]network[/] ({net.bytes_sent} B sent, {net.bytes_received} B received)")
-        for att in net.attempts[:limit]:
+        for att in [a for a in net.attempts if a.result != "sent"][:limit]:  # datagrams: sends
             con.print(f"  connect {att.protocol} {att.dst} → {att.result}", markup=False)
         for b in net.binds[:limit]:
             con.print(

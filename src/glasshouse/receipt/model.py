@@ -10,8 +10,9 @@ v0.4.0 adds ``artifacts.outputs`` and ``artifacts.inputs`` (the files copied out
 the run) and ``observation.list_cap``/``observation.omitted`` (lists cut at a cap, and by how
 much), and ``observation.harness`` (what Glasshouse itself ran to set the run up, kept out
 of the workload's sections: its processes, with ``role: "harness"``, and counts of its
-syscalls). A v0.3.0 receipt still validates: the added fields are left out of its dump (so its
-digest and signature still check), and a receipt that says v0.3.0 may not carry them.
+syscalls) and ``network.attempts[].bytes`` (datagrams). A v0.3.0
+receipt still validates: the added fields are left out of its dump (so its digest and
+signature still check), and a receipt that says v0.3.0 may not carry them.
 """
 
 from __future__ import annotations
@@ -131,6 +132,16 @@ class NetworkAttempt(_Model):
     result: str
     family: str | None = None
     pid: int | None = None
+    #: v0.4.0: bytes sent to ``dst`` by datagrams (``result: "sent"``; sendto, sendmsg,
+    #: sendmmsg without a connect); unset on connection attempts.
+    bytes: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and "bytes" not in self.model_fields_set:
+            data.pop("bytes", None)  # a v0.3.0 attempt dumps (and digests) as it was written
+        return data
 
 
 class NetworkBind(_Model):

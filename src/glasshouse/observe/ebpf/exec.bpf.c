@@ -11,6 +11,7 @@
  *   tp_btf/sched_process_fork|exec|exit  process lifecycle and scope (tracked tgids)
  *   raw_tp/sys_enter                      syscall counts per session
  *   raw_tp/sys_exit                       file and network syscalls, read with their result
+ *   tp_btf/inet_sock_set_state            the outcome of connects left in progress (net.bpf.c)
  * User-space strings are read at sys_exit: the kernel has just faulted the pages in.
  * On x86_64 the syscall arguments are still in pt_regs at sys_exit (di, si, dx, r10, r8, r9).
  */
@@ -555,6 +556,7 @@ static __always_inline void harness_exit(struct pt_regs *regs, long nr, long ret
 	case __NR_listen:
 	case __NR_sendto:
 	case __NR_sendmsg:
+	case __NR_sendmmsg:
 		stat_add(slot, GH_STAT_HARNESS_NET, 1);
 	}
 }
