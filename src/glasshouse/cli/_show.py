@@ -154,6 +154,13 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         con.print(
             f"[bold]syscalls[/] ({total} total): " + ", ".join(f"{name} {n}" for name, n in top)
         )
+    ring = rec.syscalls.io_uring
+    if ring is not None:
+        ops = ", ".join(f"{name} {n}" for name, n in ring.ops.items()) or "none"
+        unseen = [] if ring.observed else ["its operations not observed on this kernel"]
+        unseen += [f"not decoded: {', '.join(ring.not_decoded)}"] if ring.not_decoded else []
+        unseen += [f"{ring.unfinished} unfinished"] if ring.unfinished else []
+        con.print("[bold]io_uring[/] ops: " + escape(ops + "".join(f"; {u}" for u in unseen)))
 
 
 def _files(a: Any, limit: int) -> list[tuple[str, str]]:

@@ -32,6 +32,7 @@ PROGRAMS = ("gh_fork", "gh_exec", "gh_exit", "gh_sys_enter", "gh_sys_exit")
 #: still runs, and every receipt says what it could not see. Feature -> its programs.
 OPTIONAL = {
     "connect outcomes": ("gh_sock_state",),
+    "io_uring operations": ("gh_uring_submit", "gh_uring_complete"),
 }
 DEFAULT_RINGBUF_BYTES = 64 << 20
 #: The kernel wakes the reader once this much is waiting; else the reader's 50 ms poll
@@ -47,7 +48,7 @@ _U32 = struct.Struct("<I")
 #: A map each layout change added, so an object built before it is refused, not misread.
 _LAYOUT_MAPS = (
     ("launch", "the workload/harness split"),
-    ("conns", "the counters for connect outcomes"),
+    ("conns", "the counters for io_uring and connect outcomes"),
 )
 _PACKAGE_OBJECTS = os.path.join(os.path.dirname(__file__), "objects")
 
@@ -162,7 +163,7 @@ class EbpfObserver:
             )
             obj.set_max_entries("events", _round_pow2(max(ringbuf_bytes, 1 << 16)))
             self._ncpu = _libbpf.possible_cpus()
-            obj.set_max_entries("scratch", 2 * self._ncpu)
+            obj.set_max_entries("scratch", 3 * self._ncpu)
             self._maybe_size = _pid_max()
             obj.set_max_entries("maybe", self._maybe_size)
             for feature in skip:
@@ -503,6 +504,7 @@ class EbpfSession:
         self.misses_at_start = observer._recursion_misses()
         ppid = _ppid(root_pid) if ppid is None else ppid
         self.folder = _decode.Folder(root_pid, ppid, observer._syscalls, list_cap)
+        self.folder.uring_observed = "io_uring operations" not in observer.unobserved
         self.pending: list[bytes] = []  # records not folded yet (reader thread only)
         self._stopped = False
 

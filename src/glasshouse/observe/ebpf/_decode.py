@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from glasshouse.core.execution import DEFAULT_LIST_CAP
 from glasshouse.observe.ebpf._net import NetFolder, protocol, sockaddr
+from glasshouse.observe.ebpf._uring import UringFolder, io_uring_block
 from glasshouse.observe.fold import Dedup, folded_omissions, normalize
 from glasshouse.receipt.model import (
     FailedFileOp,
@@ -36,7 +37,7 @@ HDR = struct.Struct("<HHIIIQqIiQ4H")
 HDR_SIZE = 56
 assert HDR.size == HDR_SIZE
 
-EV_FORK, EV_EXEC, EV_EXIT, EV_FILE, EV_NET, EV_CONN = 1, 2, 3, 4, 5, 6
+EV_FORK, EV_EXEC, EV_EXIT, EV_FILE, EV_NET, EV_CONN, EV_URING = 1, 2, 3, 4, 5, 6, 7
 F_TRUNC = (1 << 0, 1 << 1, 1 << 2, 1 << 3)
 F_DIR1, F_DIR3 = 1 << 4, 1 << 5
 F_ROOT = 1 << 8
@@ -52,8 +53,11 @@ STAT_UNKNOWN_NR = NR_SYSCALLS + 5
 STAT_HARNESS_SYS = NR_SYSCALLS + 6
 STAT_HARNESS_FILE = NR_SYSCALLS + 7
 STAT_HARNESS_NET = NR_SYSCALLS + 8
+URING_OPS = 64
+STAT_URING = NR_SYSCALLS + 16
 STAT_ASYNC_EMITTED = NR_SYSCALLS + 80
 STAT_ASYNC_LOST = NR_SYSCALLS + 81
+STAT_URING_SETUP = NR_SYSCALLS + 82
 STAT_STRIDE = NR_SYSCALLS + 96
 MAX_SLOTS = 64
 PENDING = 0x80000000
@@ -170,6 +174,11 @@ class Folder:
         self.failed = Dedup(cap)
         self.net = NetFolder(cap)
         self.attempts, self.binds, self.sends = self.net.attempts, self.net.binds, self.net.sends
+        self.uring = UringFolder(
+            {name: nr for nr, name in syscall_names.items()}, self._file, self.net.record, cap
+        )
+        #: False when the observer could not attach its io_uring programs (set by the loader)
+        self.uring_observed = True
         self.max_rss = 0
         self.cpu_ns = 0
         self.records = 0
@@ -324,6 +333,8 @@ class Folder:
             self.net.record(tgid, flags, ret, op, arg0, arg1, s0, s1)
         elif etype == EV_CONN:
             self.net.outcome(arg1, ret)
+        elif etype == EV_URING:
+            self.uring.feed(tgid, flags, ret, nr, arg0, arg1, (s0, s1, s2, s3))
 
     def _file(
         self,
@@ -377,6 +388,7 @@ class Folder:
         self, counters: dict[int, int]
     ) -> tuple[list[ProcessNode], Filesystem, Network, Syscalls, Resources, Harness]:
         """The workload's sections, then the harness (its processes, its syscalls counted)."""
+        self.uring.finish()  # first: an op the ring posts no completion for folds as a success
         fs = Filesystem(
             reads=self.reads.items,
             writes=self.writes.items,
@@ -394,6 +406,13 @@ class Folder:
                 counts[name] = counts.get(name, 0) + n
         if counters.get(STAT_UNKNOWN_NR):
             counts["unknown"] = counters[STAT_UNKNOWN_NR]
+        uring = io_uring_block(
+            {i - STAT_URING: n for i, n in counters.items() if 0 <= i - STAT_URING < URING_OPS},
+            self.uring.undecoded,
+            self.uring.unfinished,
+            counters.get(STAT_URING_SETUP, 0),
+            self.uring_observed,
+        )
         resources = Resources(
             max_rss_kb=self.max_rss or None,
             cpu_time_ms=round(self.cpu_ns / 1e6) if self.cpu_ns else None,
@@ -407,7 +426,8 @@ class Folder:
                 syscalls=counters.get(STAT_HARNESS_SYS, 0),
             ),
         )
-        syscalls = Syscalls(counts=dict(sorted(counts.items())))
+        extra = {"io_uring": uring} if uring is not None else {}
+        syscalls = Syscalls(counts=dict(sorted(counts.items())), **extra)
         return tree, fs, net, syscalls, resources, harness
 
 

@@ -312,12 +312,16 @@ static __always_inline void sock_bytes(struct task_struct *task, int fd, u32 slo
 		stat_add(slot, what, n);
 }
 
-/* sendfile, splice, preadv/pwritev(2): socket bytes the read/write family does not cover.
+/* sendfile, splice, preadv/pwritev(2): socket bytes the read/write family does not cover
+ * (and io_uring_setup, counted here with any result: see GH_STAT_URING_SETUP).
  * Returns false for any other syscall. */
 static __always_inline bool net_bytes(struct pt_regs *regs, long nr, long ret, u32 slot)
 {
 	struct task_struct *task;
 	switch (nr) {
+	case __NR_io_uring_setup:
+		stat_add(slot, GH_STAT_URING_SETUP, 1);
+		return true;
 	case __NR_sendfile: /* out_fd, in_fd */
 	case __NR_splice:   /* fd_in, off_in, fd_out */
 		if (ret <= 0)
