@@ -11,7 +11,7 @@
 # for exec.o in the same place.
 #
 # Object mapping (seed 003 names exec.o, fs.o, net.o): ONE object, exec.o, built from
-# exec.bpf.c which includes fs.bpf.c and net.bpf.c, so every syscall on the host runs one
+# exec.bpf.c which includes fs.bpf.c, net.bpf.c and uring.bpf.c, so every syscall runs one
 # sys_enter and one sys_exit program instead of three of each (docs/observe.md has the
 # measured reason). "fs" and "net" are accepted names for the same build.
 set -euo pipefail

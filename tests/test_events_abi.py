@@ -88,10 +88,28 @@ def test_header_is_found_and_parsed() -> None:
         ("GH_STAT_HARNESS_SYS", "STAT_HARNESS_SYS"),
         ("GH_STAT_HARNESS_FILE", "STAT_HARNESS_FILE"),
         ("GH_STAT_HARNESS_NET", "STAT_HARNESS_NET"),
+        ("GH_URING_OPS", "URING_OPS"),
+        ("GH_STAT_URING", "STAT_URING"),
+        ("GH_STAT_ASYNC_EMITTED", "STAT_ASYNC_EMITTED"),
+        ("GH_STAT_ASYNC_LOST", "STAT_ASYNC_LOST"),
+        ("GH_STAT_URING_SETUP", "STAT_URING_SETUP"),
     ],
 )
 def test_constants_agree(c_name: str, py_name: str) -> None:
     assert _defines()[c_name] == getattr(_decode, py_name)
+
+
+def test_network_and_io_uring_flags_agree() -> None:
+    from glasshouse.observe.ebpf import _net, _uring
+
+    defines = _defines()
+    assert defines["GH_F_FASTOPEN"] == _net.F_FASTOPEN
+    assert defines["GH_F_DONE"] == _uring.F_DONE
+    # the per-opcode counters end with the bucket for opcodes past the decoder's table
+    assert defines["GH_URING_OPS"] - 1 == _uring.OTHER >= len(_uring.OP_NAMES)
+    # every counter block of a slot fits in its stride, and none overlaps another
+    assert defines["GH_STAT_URING"] + defines["GH_URING_OPS"] <= defines["GH_STAT_ASYNC_EMITTED"]
+    assert defines["GH_STAT_URING_SETUP"] < defines["GH_STAT_STRIDE"]
 
 
 def test_workload_start_modes_agree() -> None:
@@ -115,6 +133,8 @@ def test_event_types_agree() -> None:
         "GH_EV_EXIT": _decode.EV_EXIT,
         "GH_EV_FILE": _decode.EV_FILE,
         "GH_EV_NET": _decode.EV_NET,
+        "GH_EV_CONN": _decode.EV_CONN,
+        "GH_EV_URING": _decode.EV_URING,
     }
     assert types == python
 

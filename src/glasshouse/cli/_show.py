@@ -141,7 +141,7 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
     net = rec.network
     if net.attempts or net.binds or net.sends:
         con.print(f"[bold]network[/] ({net.bytes_sent} B sent, {net.bytes_received} B received)")
-        for att in net.attempts[:limit]:
+        for att in [a for a in net.attempts if a.result != "sent"][:limit]:  # datagrams: sends
             con.print(f"  connect {att.protocol} {att.dst} → {att.result}", markup=False)
         for b in net.binds[:limit]:
             con.print(
@@ -156,6 +156,13 @@ def render(rec: Any, *, digest_ok: bool, limit: int = 15, console: Console | Non
         con.print(
             f"[bold]syscalls[/] ({total} total): " + ", ".join(f"{name} {n}" for name, n in top)
         )
+    ring = rec.syscalls.io_uring
+    if ring is not None:
+        ops = ", ".join(f"{name} {n}" for name, n in ring.ops.items()) or "none"
+        unseen = [] if ring.observed else ["its operations not observed on this kernel"]
+        unseen += [f"not decoded: {', '.join(ring.not_decoded)}"] if ring.not_decoded else []
+        unseen += [f"{ring.unfinished} unfinished"] if ring.unfinished else []
+        con.print("[bold]io_uring[/] ops: " + escape(ops + "".join(f"; {u}" for u in unseen)))
 
 
 _STATUS_STYLE = {"complete": "green", "incomplete": "yellow", "none": "red"}

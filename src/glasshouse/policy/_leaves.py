@@ -25,6 +25,8 @@ from glasshouse.receipt.coverage import STATUSES, UNKNOWN, coverage_of
 FILE_OPS = ("read", "write", "delete", "rename", "link", "mkdir", "failed")
 NET_KINDS = ("connect", "send", "bind")
 COVERAGE_STATUSES = (*STATUSES, UNKNOWN)
+#: ``network.attempts[].result`` of a datagram sent without a connect (also in ``sends``)
+DATAGRAM = "sent"
 RESOURCE_FIELDS = {
     "max_rss_kb": ("resources", "max_rss_kb"),
     "cpu_time_ms": ("resources", "cpu_time_ms"),
@@ -171,6 +173,8 @@ class NetworkMatch(Condition):
                 continue
             for i, item in enumerate(as_list(net.get(key))):
                 item = as_dict(item)
+                if kind == "connect" and item.get("result") == DATAGRAM:
+                    continue  # a datagram's attempt: matched as the send it also is
                 dst = item.get(field)
                 if self.dsts and not any_glob(self.dsts, dst, False):
                     continue

@@ -361,11 +361,32 @@ def _merge_harness(available: Sequence[Observation]) -> dict[str, Any] | None:
 def _merge_syscalls(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     denied: list[str] = []
+    uring: dict[str, Any] | None = None
     for part in parts:
         for name, n in part.get("counts", {}).items():
             counts[name] = counts.get(name, 0) + n
         denied += [d for d in part.get("denied", []) if d not in denied]
-    return {"counts": dict(sorted(counts.items())), "denied": denied}
+        if part.get("io_uring") is not None:
+            uring = _merge_io_uring(uring, part["io_uring"])
+    merged = {"counts": dict(sorted(counts.items())), "denied": denied}
+    if uring is not None:
+        merged["io_uring"] = uring
+    return merged
+
+
+def _merge_io_uring(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Two observers' ``syscalls.io_uring`` as one (ops summed; seen only if both saw)."""
+    if a is None:
+        return dict(b)
+    ops = dict(a.get("ops", {}))
+    for name, n in b.get("ops", {}).items():
+        ops[name] = ops.get(name, 0) + n
+    return {
+        "ops": dict(sorted(ops.items())),
+        "not_decoded": sorted({*a.get("not_decoded", []), *b.get("not_decoded", [])}),
+        "unfinished": a.get("unfinished", 0) + b.get("unfinished", 0),
+        "observed": bool(a.get("observed", True) and b.get("observed", True)),
+    }
 
 
 def _jsonable(data: dict[str, Any], allow_none: bool) -> dict[str, Any]:

@@ -161,6 +161,8 @@ def _network(network: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for item in _list(network.get("attempts")):
         item = _dict(item)
+        if item.get("result") == "sent":
+            continue  # a datagram without a connect: exported from ``sends`` as a send
         entry = {"eventType": "connect", **_endpoint(item.get("dst"), item.get("protocol"))}
         entry |= _drop_none({"result": item.get("result"), "family": item.get("family")})
         if item.get("pid") is not None:

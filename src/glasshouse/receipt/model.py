@@ -10,10 +10,11 @@ v0.4.0 adds ``artifacts.outputs`` and ``artifacts.inputs`` (the files copied out
 the run) and ``observation.list_cap``/``observation.omitted`` (lists cut at a cap, and by how
 much), and ``observation.harness`` (what Glasshouse itself ran to set the run up, kept out
 of the workload's sections: its processes, with ``role: "harness"``, and counts of its
-syscalls), and ``observation.coverage`` (how complete the observation was, with the reasons
-when it was not; a v0.4.0 receipt written before it was added reads as coverage unknown).
-A v0.3.0 receipt still validates: the added fields are left out of its dump (so its
-digest and signature still check), and a receipt that says v0.3.0 may not carry them.
+syscalls), ``network.attempts[].bytes`` (datagrams), ``syscalls.io_uring`` and
+``observation.coverage`` (how complete the observation was, with the reasons when it was
+not; a v0.4.0 receipt written before it was added reads as coverage unknown). A v0.3.0
+receipt still validates: the added fields are left out of its dump (so its digest and
+signature still check), and a receipt that says v0.3.0 may not carry them.
 """
 
 from __future__ import annotations
@@ -133,6 +134,16 @@ class NetworkAttempt(_Model):
     result: str
     family: str | None = None
     pid: int | None = None
+    #: v0.4.0: bytes sent to ``dst`` by datagrams (``result: "sent"``; sendto, sendmsg,
+    #: sendmmsg without a connect); unset on connection attempts.
+    bytes: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and "bytes" not in self.model_fields_set:
+            data.pop("bytes", None)  # a v0.3.0 attempt dumps (and digests) as it was written
+        return data
 
 
 class NetworkBind(_Model):
@@ -155,9 +166,35 @@ class Network(_Model):
     sends: list[NetworkSend] = Field(default_factory=list)
 
 
+class IoUring(_Model):
+    """v0.4.0: what the workload did through io_uring, whose operations run no syscall of their
+    own. Ops with a syscall twin (openat, openat2, unlinkat, renameat, mkdirat, symlinkat,
+    linkat, ftruncate, connect, bind, listen, send/sendmsg to an address) are also in
+    ``filesystem``/``network`` like their twins; bytes on sockets are in ``network``."""
+
+    #: operations submitted, by IORING_OP name (``openat``, ``read``, ``uring_cmd``...)
+    ops: dict[str, int] = Field(default_factory=dict)
+    #: ops seen whose effect the receipt's sections cannot show (e.g. ``uring_cmd``)
+    not_decoded: list[str] = Field(default_factory=list)
+    #: ops submitted whose completion was never seen (in flight when the run ended): their
+    #: effect, if any, is not in ``filesystem``/``network``
+    unfinished: int = 0
+    #: False when io_uring was set up but the observer could not see its operations at all
+    observed: bool = True
+
+
 class Syscalls(_Model):
     counts: dict[str, int] = Field(default_factory=dict)
     denied: list[str] = Field(default_factory=list)
+    #: v0.4.0: set when the workload used io_uring (see :class:`IoUring`).
+    io_uring: IoUring | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and "io_uring" not in self.model_fields_set:
+            data.pop("io_uring", None)  # a v0.3.0 section dumps (and digests) as it was written
+        return data
 
 
 class Resources(_Model):

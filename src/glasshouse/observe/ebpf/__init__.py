@@ -28,6 +28,12 @@ from glasshouse.observe.ebpf import _decode, _libbpf
 
 OBJECT = "exec.o"
 PROGRAMS = ("gh_fork", "gh_exec", "gh_exit", "gh_sys_enter", "gh_sys_exit")
+#: Programs on tracepoints (and kernel types) a kernel may lack: without them the observer
+#: still runs, and every receipt says what it could not see. Feature -> its programs.
+OPTIONAL = {
+    "connect outcomes": ("gh_sock_state",),
+    "io_uring operations": ("gh_uring_submit", "gh_uring_complete"),
+}
 DEFAULT_RINGBUF_BYTES = 64 << 20
 #: The kernel wakes the reader once this much is waiting; else the reader's 50 ms poll
 #: (or a drain) picks records up. One wake-up per record would cost a context switch each.
@@ -39,6 +45,11 @@ _LAUNCH = struct.Struct("<IIQ")  # struct gh_launch: kernel dev_t, pad, inode
 _WS_MODES = {"root_exec": 0, "launcher": 1, "none": 2, "running": 0}
 _WS_SHIFT = 24
 _U32 = struct.Struct("<I")
+#: A map each layout change added, so an object built before it is refused, not misread.
+_LAYOUT_MAPS = (
+    ("launch", "the workload/harness split"),
+    ("conns", "the counters for io_uring and connect outcomes"),
+)
 _PACKAGE_OBJECTS = os.path.join(os.path.dirname(__file__), "objects")
 
 
@@ -110,6 +121,8 @@ class EbpfObserver:
         self._orphans = 0  # records whose session was already gone
         self._gen = 0  # session generations: unique per session (slots are reused)
         self._watch = watch
+        #: feature -> why this kernel's observer cannot see it (OPTIONAL_PROGRAMS)
+        self.unobserved: dict[str, str] = {}
         self._closed = False
         self._barrier_req = 0
         self._barrier_done = 0
@@ -137,7 +150,10 @@ class EbpfObserver:
         self._thread.start()
 
     # -- load / attach -------------------------------------------------------------------
-    def _load(self, ringbuf_bytes: int, watch: Watch | None) -> None:
+    def _open(
+        self, ringbuf_bytes: int, watch: Watch | None, skip: tuple[str, ...] = ()
+    ) -> _libbpf.BpfObject:
+        """The object opened and configured for load, without the OPTIONAL features ``skip``."""
         try:
             obj = _libbpf.BpfObject(self.object_path)
         except _libbpf.LibbpfError as exc:
@@ -150,23 +166,64 @@ class EbpfObserver:
             )
             obj.set_max_entries("events", _round_pow2(max(ringbuf_bytes, 1 << 16)))
             self._ncpu = _libbpf.possible_cpus()
-            obj.set_max_entries("scratch", 2 * self._ncpu)
+            obj.set_max_entries("scratch", 3 * self._ncpu)
             self._maybe_size = _pid_max()
             obj.set_max_entries("maybe", self._maybe_size)
-            obj.load()
-            if not obj.has_map("launch"):
-                raise ObserverUnavailable(
-                    f"BPF object {self.object_path} predates the workload/harness split "
-                    "(no launch map): rebuild it with scripts/build-ebpf.sh"
-                )
+            for feature in skip:
+                for prog in OPTIONAL[feature]:
+                    obj.set_autoload(prog, False)
+        except _libbpf.LibbpfError as exc:
+            obj.close()
+            raise ObserverUnavailable(_load_reason(exc)) from None
+        return obj
+
+    def _load_fallback(
+        self, ringbuf_bytes: int, watch: Watch | None, exc: _libbpf.LibbpfError
+    ) -> _libbpf.BpfObject:
+        """The full object did not load: a kernel without an optional feature's tracepoints
+        or types. Leave out one feature at a time, then all of them; when nothing loads,
+        the first error (the full object's) is the reason."""
+        for skip in (*((f,) for f in OPTIONAL), tuple(OPTIONAL)):
+            try:
+                obj = self._open(ringbuf_bytes, watch, skip)
+            except ObserverUnavailable:
+                break  # an object without these programs: its own error is the reason
+            try:
+                obj.load()
+            except _libbpf.LibbpfError:
+                obj.close()
+                continue
+            why = _load_reason(exc)
+            self.unobserved = {f: why for f in skip}
+            return obj
+        raise exc
+
+    def _load(self, ringbuf_bytes: int, watch: Watch | None) -> None:
+        obj = self._open(ringbuf_bytes, watch)
+        try:
+            try:
+                obj.load()
+            except _libbpf.LibbpfError as exc:
+                obj.close()
+                obj = self._load_fallback(ringbuf_bytes, watch, exc)
+            for map_name, change in _LAYOUT_MAPS:
+                if not obj.has_map(map_name):
+                    raise ObserverUnavailable(
+                        f"BPF object {self.object_path} predates {change} "
+                        f"(no {map_name} map): rebuild it with scripts/build-ebpf.sh"
+                    )
             for prog in PROGRAMS:
                 obj.attach(prog)
+            attached = list(PROGRAMS)
+            for feature, progs in OPTIONAL.items():
+                if feature not in self.unobserved:
+                    attached += self._attach_optional(obj, feature, progs)
             self._tracked = obj.map("tracked", 4, 8)
             self._maybe = obj.map("maybe", 4, 1)
             self._launch = obj.map("launch", 4, _LAUNCH.size)
             self._stats = obj.map("stats", 4, 8 * self._ncpu)
             events_fd = obj.map("events", 4, 4).fd
-            self._prog_fds = [obj.prog_fd(p) for p in PROGRAMS]
+            self._prog_fds = [obj.prog_fd(p) for p in attached]
             self._rb = _libbpf.RingBuffer(events_fd, self._on_record)
             if watch is not None:
                 comm = obj.map("watch_comm", 16, 1)
@@ -183,6 +240,18 @@ class EbpfObserver:
             obj.close()
             raise
         self._obj = obj
+
+    def _attach_optional(
+        self, obj: _libbpf.BpfObject, feature: str, progs: tuple[str, ...]
+    ) -> list[str]:
+        """Attach a feature's programs; one that fails leaves the feature unobserved."""
+        try:
+            for prog in progs:
+                obj.attach(prog)
+        except _libbpf.LibbpfError as exc:
+            self.unobserved[feature] = _load_reason(exc)
+            # the links made so far stay attached (closed with the object): harmless
+        return list(progs)
 
     def close(self) -> None:
         """Detach and unload. Sessions still open see no more records."""
@@ -393,9 +462,10 @@ class EbpfObserver:
         with self._fold_lock:  # the reader may be folding a batch it took just before
             tree, fs, net, sys_, res, harness = session.folder.result(counters)
         nrec = session.folder.records
-        emitted = counters.get(_decode.STAT_EMITTED, 0)
+        c = counters.get
+        emitted = c(_decode.STAT_EMITTED, 0) + c(_decode.STAT_ASYNC_EMITTED, 0)
         causes = {
-            "kernel": counters.get(_decode.STAT_LOST, 0),
+            "kernel": c(_decode.STAT_LOST, 0) + c(_decode.STAT_ASYNC_LOST, 0),
             "recursion": max(0, misses),
             "undelivered": max(0, emitted - nrec),
         }
@@ -413,8 +483,9 @@ class EbpfObserver:
             truncations=counters.get(_decode.STAT_TRUNC, 0),
             omitted=session.folder.omitted(),
             harness=harness,
-            gaps=_gaps(causes, drained, left),
-            accounts_for=_STATED,
+            gaps=_gaps(causes, drained, left) + _uring_gaps(sys_),
+            accounts_for=_STATED
+            | ({"blind:io_uring"} if session.folder.uring_observed else frozenset()),
         )
         if session.workload_start.kind == "none":
             _blind(obs)
@@ -426,6 +497,8 @@ class EbpfObserver:
             )
         if not self.capture_argv:
             notes.append("argv capture disabled (GLASSHOUSE_CAPTURE_ARGV=0)")
+        for feature, why in sorted(self.unobserved.items()):
+            notes.append(f"{feature} not observed on this kernel ({why})")
         obs.reason = "; ".join(notes) or None
         return obs
 
@@ -449,6 +522,7 @@ class EbpfSession:
         self.misses_at_start = observer._recursion_misses()
         ppid = _ppid(root_pid) if ppid is None else ppid
         self.folder = _decode.Folder(root_pid, ppid, observer._syscalls, list_cap)
+        self.folder.uring_observed = "io_uring operations" not in observer.unobserved
         self.pending: list[bytes] = []  # records not folded yet (reader thread only)
         self._stopped = False
 
@@ -497,6 +571,40 @@ def _launch_key(ws: WorkloadStart) -> bytes:
 
 #: the coverage gap codes the eBPF observer states itself (``Observation.accounts_for``)
 _STATED = frozenset({"events_lost", "not_drained", "survivors_unobserved"})
+
+
+def _uring_gaps(syscalls: object) -> list[CoverageGap]:
+    """What io_uring did that the receipt's sections cannot show (the decoded ops are in
+    ``filesystem``/``network`` like their syscall twins)."""
+    uring = getattr(syscalls, "io_uring", None)
+    if uring is None:
+        return []
+    if not uring.observed:
+        return [
+            CoverageGap(
+                "blind:io_uring",
+                "the workload set up io_uring and its operations could not be observed",
+                sections=("filesystem", "network"),
+            )
+        ]
+    missed = len(uring.not_decoded) + uring.unfinished
+    if not missed:
+        return []
+    parts = []
+    if uring.not_decoded:
+        parts.append(f"ops whose effect no section shows: {', '.join(uring.not_decoded)}")
+    if uring.unfinished:
+        parts.append(f"{uring.unfinished} op(s) still in flight when the run ended")
+    detail = {"not_decoded": len(uring.not_decoded), "unfinished": uring.unfinished}
+    return [
+        CoverageGap(
+            "blind:io_uring",
+            "io_uring: " + "; ".join(parts),
+            count=missed,
+            sections=("filesystem", "network"),
+            detail=detail,
+        )
+    ]
 
 
 def _gaps(causes: dict[str, int], drained: bool, left: list[int]) -> list[CoverageGap]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
-import ipaddress
 import os
 import struct
 import time
@@ -17,13 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from glasshouse.core.execution import DEFAULT_LIST_CAP
-from glasshouse.observe.fold import (
-    CONNECT_RESULTS,
-    CappedSums,
-    Dedup,
-    folded_omissions,
-    normalize,
-)
+from glasshouse.observe.ebpf._net import NetFolder, protocol, sockaddr
+from glasshouse.observe.ebpf._uring import UringFolder, io_uring_block
+from glasshouse.observe.fold import Dedup, folded_omissions, normalize
 from glasshouse.receipt.model import (
     FailedFileOp,
     Filesystem,
@@ -31,21 +26,20 @@ from glasshouse.receipt.model import (
     HarnessCounts,
     Link,
     Network,
-    NetworkAttempt,
-    NetworkBind,
-    NetworkSend,
     ProcessNode,
     Rename,
     Resources,
     Syscalls,
 )
 
+__all__ = ["Folder", "load_syscall_names", "protocol", "sockaddr"]
+
 # struct gh_event header (events.h): keep in step with the C definition.
 HDR = struct.Struct("<HHIIIQqIiQ4H")
 HDR_SIZE = 56
 assert HDR.size == HDR_SIZE
 
-EV_FORK, EV_EXEC, EV_EXIT, EV_FILE, EV_NET = 1, 2, 3, 4, 5
+EV_FORK, EV_EXEC, EV_EXIT, EV_FILE, EV_NET, EV_CONN, EV_URING = 1, 2, 3, 4, 5, 6, 7
 F_TRUNC = (1 << 0, 1 << 1, 1 << 2, 1 << 3)
 F_DIR1, F_DIR3 = 1 << 4, 1 << 5
 F_ROOT = 1 << 8
@@ -61,7 +55,12 @@ STAT_UNKNOWN_NR = NR_SYSCALLS + 5
 STAT_HARNESS_SYS = NR_SYSCALLS + 6
 STAT_HARNESS_FILE = NR_SYSCALLS + 7
 STAT_HARNESS_NET = NR_SYSCALLS + 8
-STAT_STRIDE = NR_SYSCALLS + 16
+URING_OPS = 64
+STAT_URING = NR_SYSCALLS + 16
+STAT_ASYNC_EMITTED = NR_SYSCALLS + 80
+STAT_ASYNC_LOST = NR_SYSCALLS + 81
+STAT_URING_SETUP = NR_SYSCALLS + 82
+STAT_STRIDE = NR_SYSCALLS + 96
 MAX_SLOTS = 64
 PENDING = 0x80000000
 SLOT_MASK = 0x0000FFFF
@@ -69,8 +68,6 @@ SLOT_MASK = 0x0000FFFF
 _O_ACCMODE, _O_WRONLY, _O_RDWR = 0o3, 0o1, 0o2
 _O_CREAT, _O_TRUNC, _O_PATH = 0o100, 0o1000, 0o10000000
 _AT_REMOVEDIR = 0x200
-_AF_UNSPEC, _AF_UNIX, _AF_INET, _AF_INET6 = 0, 1, 2, 10
-_SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 5: "seqpacket"}
 
 
 def _errname(ret: int) -> str:
@@ -84,42 +81,6 @@ def _text(raw: bytes) -> str:
 def _dir(raw: bytes) -> str:
     parts = [p.decode("utf-8", "backslashreplace") for p in raw.split(b"\0") if p]
     return "/" + "/".join(reversed(parts))
-
-
-def sockaddr(raw: bytes) -> tuple[str, str] | None:
-    """(family name, address string) of a struct sockaddr, or None for AF_UNSPEC/short."""
-    if len(raw) < 2:
-        return None
-    family = int.from_bytes(raw[:2], "little")
-    if family == _AF_INET and len(raw) >= 8:
-        port = int.from_bytes(raw[2:4], "big")
-        return "ipv4", f"{ipaddress.IPv4Address(raw[4:8])}:{port}"
-    if family == _AF_INET6 and len(raw) >= 24:
-        port = int.from_bytes(raw[2:4], "big")
-        return "ipv6", f"[{ipaddress.IPv6Address(raw[8:24])}]:{port}"
-    if family == _AF_UNIX:
-        path = raw[2:]
-        if not path:
-            return "unix", "(unnamed)"
-        if path[0] == 0:  # abstract namespace: the name is every byte of the length
-            return "unix", "@" + path[1:].decode("utf-8", "backslashreplace")
-        return "unix", path.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
-    if family == _AF_UNSPEC:
-        return None
-    return f"af{family}", raw[2:].hex()
-
-
-def protocol(kind: int, family_name: str) -> str:
-    sock_type, sock_family = kind & 0xFFFF, kind >> 16
-    if sock_family == _AF_UNIX or family_name == "unix":
-        return "unix"
-    if sock_type == 1:
-        return "tcp"
-    if sock_type == 2:
-        return "udp"
-    if kind == 0:
-        return "unknown"
-    return _SOCK_TYPES.get(sock_type, f"type{sock_type}")
 
 
 def _ts(mono_ns: int, offset: int) -> str:
@@ -212,9 +173,14 @@ class Folder:
         cap = list_cap
         self.reads, self.writes, self.deletes = Dedup(cap), Dedup(cap), Dedup(cap)
         self.mkdirs, self.renames, self.links = Dedup(cap), Dedup(cap), Dedup(cap)
-        self.failed, self.attempts, self.binds = Dedup(cap), Dedup(cap), Dedup(cap)
-        self.sends = CappedSums(cap)
-        self.bind_by_fd: dict[tuple[int, int], NetworkBind] = {}  # kept binds only
+        self.failed = Dedup(cap)
+        self.net = NetFolder(cap)
+        self.attempts, self.binds, self.sends = self.net.attempts, self.net.binds, self.net.sends
+        self.uring = UringFolder(
+            {name: nr for nr, name in syscall_names.items()}, self._file, self.net.record, cap
+        )
+        #: False when the observer could not attach its io_uring programs (set by the loader)
+        self.uring_observed = True
         self.max_rss = 0
         self.cpu_ns = 0
         self.records = 0
@@ -385,7 +351,12 @@ class Folder:
         elif etype == EV_FILE:
             self._file(flags, ret, nr, arg1, s0, s1, s2, s3, l2)
         elif etype == EV_NET:
-            self._net(tgid, ret, nr, arg0, arg1, s0)
+            op = self.names.get(nr, f"syscall_{nr}")
+            self.net.record(tgid, flags, ret, op, arg0, arg1, s0, s1)
+        elif etype == EV_CONN:
+            self.net.outcome(arg1, ret)
+        elif etype == EV_URING:
+            self.uring.feed(tgid, flags, ret, nr, arg0, arg1, (s0, s1, s2, s3))
 
     def _file(
         self,
@@ -435,51 +406,11 @@ class Folder:
             self.mkdirs.add(target, target)
         # chdir/fchdir/execve(at): only their failures are recorded (above)
 
-    def _net(self, tgid: int, ret: int, nr: int, fd: int, kind: int, s0: bytes) -> None:
-        op = self.names.get(nr, f"syscall_{nr}")
-        addr = sockaddr(s0)
-        if op == "listen":
-            bound = self.bind_by_fd.get((tgid, fd))
-            if bound is not None and ret == 0:
-                bound.listening = True
-                if addr and addr[0] != "unix":
-                    bound.addr = addr[1]
-            elif addr is not None and ret == 0:
-                b = NetworkBind(addr=addr[1], protocol=protocol(kind, addr[0]), listening=True)
-                self.binds.add(id(b), b)
-            return
-        if addr is None:
-            return
-        fam, dst = addr
-        proto = protocol(kind, fam)
-        if op == "connect":
-            result = CONNECT_RESULTS.get(-ret if ret < 0 else 0, _errname(ret).lower())
-            self._attempt(dst, proto, result, fam, tgid)
-        elif op == "bind":
-            if ret < 0:
-                self._attempt(dst, proto, "bind_failed:" + _errname(ret).lower(), fam, tgid)
-                return
-            b = NetworkBind(addr=dst, protocol=proto)
-            if self.binds.add(id(b), b):
-                self.bind_by_fd[(tgid, fd)] = b
-            else:
-                self.bind_by_fd.pop((tgid, fd), None)  # the fd's earlier bind, if any
-        elif op in ("sendto", "sendmsg"):
-            if ret < 0:
-                self._attempt(dst, proto, "send_failed:" + _errname(ret).lower(), fam, tgid)
-            else:
-                self.sends.add((dst, proto), ret)
-
-    def _attempt(self, dst: str, proto: str, result: str, fam: str, pid: int) -> None:
-        self.attempts.add(
-            (dst, proto, result, fam, pid),
-            NetworkAttempt(dst=dst, protocol=proto, result=result, family=fam, pid=pid),
-        )
-
     def result(
         self, counters: dict[int, int]
     ) -> tuple[list[ProcessNode], Filesystem, Network, Syscalls, Resources, Harness]:
         """The workload's sections, then the harness (its processes, its syscalls counted)."""
+        self.uring.finish()  # first: an op the ring posts no completion for folds as a success
         fs = Filesystem(
             reads=self.reads.items,
             writes=self.writes.items,
@@ -489,15 +420,7 @@ class Folder:
             mkdirs=self.mkdirs.items,
             failed=[FailedFileOp(op=o, path=p, errno=_errname(r)) for o, p, r in self.failed.items],
         )
-        net = Network(
-            attempts=self.attempts.items,
-            bytes_sent=counters.get(STAT_TX, 0),
-            bytes_received=counters.get(STAT_RX, 0),
-            binds=self.binds.items,
-            sends=[
-                NetworkSend(dst=d, protocol=pr, bytes=n) for (d, pr), n in self.sends.sums.items()
-            ],
-        )
+        net: Network = self.net.network(counters.get(STAT_TX, 0), counters.get(STAT_RX, 0))
         counts: dict[str, int] = {}
         for nr, n in counters.items():
             if nr < NR_SYSCALLS and n:
@@ -505,6 +428,13 @@ class Folder:
                 counts[name] = counts.get(name, 0) + n
         if counters.get(STAT_UNKNOWN_NR):
             counts["unknown"] = counters[STAT_UNKNOWN_NR]
+        uring = io_uring_block(
+            {i - STAT_URING: n for i, n in counters.items() if 0 <= i - STAT_URING < URING_OPS},
+            self.uring.undecoded,
+            self.uring.unfinished,
+            counters.get(STAT_URING_SETUP, 0),
+            self.uring_observed,
+        )
         resources = Resources(
             max_rss_kb=self.max_rss or None,
             cpu_time_ms=round(self.cpu_ns / 1e6) if self.cpu_ns else None,
@@ -518,7 +448,8 @@ class Folder:
                 syscalls=counters.get(STAT_HARNESS_SYS, 0),
             ),
         )
-        syscalls = Syscalls(counts=dict(sorted(counts.items())))
+        extra = {"io_uring": uring} if uring is not None else {}
+        syscalls = Syscalls(counts=dict(sorted(counts.items())), **extra)
         return tree, fs, net, syscalls, resources, harness
 
 

@@ -78,6 +78,7 @@ def _bind(lib: ctypes.CDLL) -> None:
     fn("bpf_map__set_max_entries", i, p, u32)
     fn("bpf_map__initial_value", p, p, ctypes.POINTER(sz))
     fn("bpf_program__attach", p, p)
+    fn("bpf_program__set_autoload", i, p, ctypes.c_bool)
     fn("bpf_program__fd", i, p)
     fn("bpf_link__destroy", i, p)
     fn("bpf_map_update_elem", i, i, p, p, ctypes.c_uint64)
@@ -253,6 +254,12 @@ class BpfObject:
                 return
             ptr = self._lib.bpf_object__next_map(self._obj, ptr)
         raise LibbpfError(f"no .rodata in {self.path}", errno.ENOENT)
+
+    def set_autoload(self, prog: str, on: bool) -> None:
+        """Load ``prog`` with the object or not (before load)."""
+        ptr = self._lib.bpf_object__find_program_by_name(self._obj, prog.encode())
+        if not ptr or self._lib.bpf_program__set_autoload(ptr, on) != 0:
+            raise LibbpfError(f"program {prog} not in {self.path}", errno.ENOENT)
 
     def load(self) -> None:
         if self._lib.bpf_object__load(self._obj) != 0:

@@ -20,7 +20,14 @@
 #define GH_STAT_HARNESS_SYS (GH_NR_SYSCALLS + 6)   /* syscalls of harness processes */
 #define GH_STAT_HARNESS_FILE (GH_NR_SYSCALLS + 7)  /* their file syscalls (not recorded) */
 #define GH_STAT_HARNESS_NET (GH_NR_SYSCALLS + 8)   /* their network syscalls (not recorded) */
-#define GH_STAT_STRIDE (GH_NR_SYSCALLS + 16)
+#define GH_URING_OPS 64                        /* io_uring opcodes counted (IORING_OP_*) */
+#define GH_STAT_URING (GH_NR_SYSCALLS + 16)    /* .. + GH_URING_OPS: io_uring ops submitted */
+#define GH_STAT_ASYNC_EMITTED (GH_NR_SYSCALLS + 80) /* events written from softirq-capable */
+#define GH_STAT_ASYNC_LOST (GH_NR_SYSCALLS + 81)    /* programs (atomic adds, own slots) */
+#define GH_STAT_URING_SETUP (GH_NR_SYSCALLS + 82)   /* io_uring_setup calls seen at sys_exit,
+                                                     * also those a seccomp filter refused
+                                                     * (sys_enter never sees them) */
+#define GH_STAT_STRIDE (GH_NR_SYSCALLS + 96)
 
 #define GH_PATH_MAX 4096         /* one user path (PATH_MAX) */
 #define GH_DIR_MAX 4096          /* one directory walked in the kernel */
@@ -68,7 +75,17 @@ enum gh_event_type {
 	GH_EV_EXIT = 3,   /* the last thread of a tracked process exited */
 	GH_EV_FILE = 4,   /* a file syscall returned: slot0 path, slot1 its base dir,
 	                   * slot2 second path, slot3 its base dir */
-	GH_EV_NET = 5,    /* connect/bind/listen/sendto/sendmsg returned: slot0 sockaddr */
+	GH_EV_NET = 5,    /* connect/bind/listen/sendto/sendmsg/sendmmsg returned: slot0 sockaddr;
+	                   * a connect (or fast-open send) left in progress carries its socket id
+	                   * (u64) in slot1, and a GH_EV_CONN record follows with its outcome */
+	GH_EV_CONN = 6,   /* that connection's outcome: ret 0 (connected) or -errno (-EINPROGRESS:
+	                   * closed before the handshake finished), arg1 the socket id, nr the
+	                   * TCP state it went to; tgid is the process that connected */
+	GH_EV_URING = 7,  /* an io_uring operation: nr = IORING_OP_*, arg1/ret = the request id.
+	                   * Submitted (no GH_F_DONE): laid out like its syscall twin's FILE or NET
+	                   * record, with the request id in ret. Completed (GH_F_DONE): ret = the
+	                   * result, arg1 = the request id, arg0 = socket type|family for network
+	                   * ops, slot0 the local address after a listen */
 };
 
 /* flags */
@@ -82,6 +99,8 @@ enum gh_event_type {
 #define GH_F_UNREAD2 (1u << 7)
 #define GH_F_ROOT (1u << 8)      /* EXEC: agent mode made this process a new session root */
 #define GH_F_HARNESS (1u << 9)   /* FORK/EXEC/EXIT: the process (FORK: the child) is harness */
+#define GH_F_FASTOPEN (1u << 14) /* NET sendto/sendmsg: MSG_FASTOPEN, a TCP connect with data */
+#define GH_F_DONE (1u << 15)     /* URING: the completion (else the submission) */
 
 struct gh_event {
 	unsigned short type;
@@ -93,7 +112,7 @@ struct gh_event {
 	long long ret;              /* syscall return, or exit code (wait status) for EXIT */
 	unsigned int nr;            /* syscall number; child tgid for FORK; ppid for EXEC */
 	int arg0;                   /* fd or dirfd; exit: max rss kB */
-	unsigned long long arg1;    /* open flags / socket type|family / cpu ns for EXIT */
+	unsigned long long arg1;    /* open flags / socket type|family<<16|protocol<<32 / cpu ns */
 	unsigned short str_len[4];
 	unsigned char data[GH_DATA_MAX];
 };

@@ -2,7 +2,7 @@
 /* Glasshouse host observer: the one BPF object (exec.o).
  *
  * Seed 003 splits the kernel side into exec.o, fs.o and net.o. We build ONE object from
- * exec.bpf.c, which includes fs.bpf.c and net.bpf.c as handler sources, because every
+ * exec.bpf.c, which includes fs.bpf.c, net.bpf.c and uring.bpf.c as sources, because every
  * system-wide syscall then runs one sys_enter and one sys_exit program (not three of each):
  * an untracked process pays one inlined array check per hook (the `maybe` prefilter), and
  * the tracked-tgid map, ring buffer and counters are shared without re-using map fds.
@@ -11,6 +11,8 @@
  *   tp_btf/sched_process_fork|exec|exit  process lifecycle and scope (tracked tgids)
  *   raw_tp/sys_enter                      syscall counts per session
  *   raw_tp/sys_exit                       file and network syscalls, read with their result
+ *   tp_btf/inet_sock_set_state            the outcome of connects left in progress (net.bpf.c)
+ *   tp_btf/io_uring_submit_req|complete   io_uring operations (uring.bpf.c)
  * User-space strings are read at sys_exit: the kernel has just faulted the pages in.
  * On x86_64 the syscall arguments are still in pt_regs at sys_exit (di, si, dx, r10, r8, r9).
  */
@@ -130,8 +132,9 @@ struct {
 	__type(value, u64);
 } stats SEC(".maps");
 
-/* Scratch events, two per CPU: [cpu * 2] for sys_exit, [cpu * 2 + 1] for exec (a preempted
- * program must not share its buffer with another one that runs on the same CPU meanwhile).
+/* Scratch events, three per CPU: [cpu * 3] for sys_exit, [cpu * 3 + 1] for exec, [cpu * 3 + 2]
+ * for io_uring submissions (a preempted program must not share its buffer with another one
+ * that runs on the same CPU meanwhile).
  * A plain array sized by the loader: per-CPU map values are limited to 32 KiB. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -142,7 +145,7 @@ struct {
 
 static __always_inline struct gh_event *scratch_event(u32 which)
 {
-	u32 idx = bpf_get_smp_processor_id() * 2 + which;
+	u32 idx = bpf_get_smp_processor_id() * 3 + which;
 	return bpf_map_lookup_elem(&scratch, &idx);
 }
 
@@ -293,6 +296,7 @@ static __always_inline bool is_socket(struct file *f)
 
 #include "fs.bpf.c"
 #include "net.bpf.c"
+#include "uring.bpf.c"
 
 /* ---- process lifecycle -------------------------------------------------------------- */
 
@@ -555,6 +559,7 @@ static __always_inline void harness_exit(struct pt_regs *regs, long nr, long ret
 	case __NR_listen:
 	case __NR_sendto:
 	case __NR_sendmsg:
+	case __NR_sendmmsg:
 		stat_add(slot, GH_STAT_HARNESS_NET, 1);
 	}
 }
