@@ -42,7 +42,7 @@ _POLL_S = 0.05
 _TRACK = struct.Struct("<II")
 _LAUNCH = struct.Struct("<IIQ")  # struct gh_launch: kernel dev_t, pad, inode
 #: GH_WS_* (events.h): where a session's workload starts, by WorkloadStart.kind
-_WS_MODES = {"root_exec": 0, "launcher": 1, "none": 2, "running": 0}
+_WS_MODES = {"root_exec": 0, "launcher": 1, "none": 2}
 _WS_SHIFT = 24
 _U32 = struct.Struct("<I")
 #: A map each layout change added, so an object built before it is refused, not misread.
@@ -379,7 +379,8 @@ class EbpfObserver:
         """Track ``root_pid``'s tree. ``workload_start`` (default: the root's first exec) says
         where the workload starts; everything else in the tree is harness."""
         ws = workload_start or WorkloadStart()
-        mode = _WS_MODES.get(ws.kind)
+        # "running" (a session's interpreter) is root_exec with the first exec already past
+        mode = _WS_MODES.get("root_exec" if ws.kind == "running" else ws.kind)
         if mode is None:
             raise ObserverUnavailable(f"unknown workload start {ws.kind!r}")
         launch = _launch_key(ws)
