@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from glasshouse.core.execution import (
     DEFAULT_LIST_CAP,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from glasshouse.core.profiling import Observer
     from glasshouse.receipt.model import Receipt
 
-__all__ = ["Result", "Runner", "pipeline_for", "run"]
+__all__ = ["Result", "Runner", "pipeline_for", "result_of", "run"]
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ class Runner:
 
             mark_unsaved(data, save_outputs(run.result.outputs, output_dir))
         finished = self.pipeline.finish(data, path=receipt_path, envelope_path=envelope_path)
-        return _result(run, finished)
+        return result_of(run, finished)
 
     def execute(
         self,
@@ -268,9 +268,13 @@ def failed_run(engine: Engine, spec: ExecutionSpec, execution_id: str, exc: Exce
     return Run(execution_id, spec, result, [], data)
 
 
-def _result(run: Run, finished: FinishedReceipt) -> Result:
+R = TypeVar("R", bound=Result)
+
+
+def result_of(run: Run, finished: FinishedReceipt, cls: type[R] = Result, **extra: Any) -> R:  # type: ignore[assignment]
+    """The :class:`Result` (or a subclass ``cls`` with ``extra`` fields) of a finished run."""
     result = run.result
-    return Result(
+    return cls(
         args=list(run.spec.argv) if not isinstance(run.spec.argv, str | bytes) else [],
         returncode=result.shell_exit_code(),
         stdout=result.stdout.data,
@@ -280,6 +284,7 @@ def _result(run: Run, finished: FinishedReceipt) -> Result:
         receipt_path=finished.path,
         envelope=finished.envelope,
         envelope_path=finished.envelope_path,
+        **extra,
     )
 
 

@@ -104,10 +104,7 @@ class ExecutionSpec:
                 raise SpecError(f"argv[{i}] contains a NUL byte")
         if self.timeout is not None and not self.timeout > 0:
             raise SpecError(f"timeout must be > 0 seconds, got {self.timeout!r}")
-        if self.env is not None:
-            for key, value in self.env.items():
-                if not key or "=" in key or "\x00" in key or "\x00" in value:
-                    raise SpecError(f"invalid environment variable name or value: {key!r}")
+        check_env(self.env)
         if self.stdin is not None and not isinstance(self.stdin, bytes):
             raise SpecError("stdin must be bytes")
         for name in list(self.files) + list(self.outputs):
@@ -119,6 +116,13 @@ class ExecutionSpec:
         """The effective wall-clock limit: the smaller of ``timeout`` and ``limits.wall_s``."""
         values = [v for v in (self.timeout, self.limits.wall_s) if v is not None]
         return min(values) if values else None
+
+
+def check_env(env: Mapping[str, str] | None) -> None:
+    """Raise SpecError for an environment variable name or value a process cannot have."""
+    for key, value in (env or {}).items():
+        if not key or "=" in key or "\x00" in key or "\x00" in value:
+            raise SpecError(f"invalid environment variable name or value: {key!r}")
 
 
 def _check_relative(name: str) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from glasshouse.core.execution import Backend, ExecutionResult, Limits, SpecError
+from glasshouse.core.execution import Backend, ExecutionResult, Limits, check_env
 
 FileType = Literal["file", "directory", "symlink", "other"]
 
@@ -41,9 +41,7 @@ class SessionSpec:
 
     def validate(self) -> None:
         self.limits.validate()
-        for key, value in (self.env or {}).items():
-            if not key or "=" in key or "\x00" in key or "\x00" in value:
-                raise SpecError(f"invalid environment variable name or value: {key!r}")
+        check_env(self.env)
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,10 @@ from glasshouse.core.session import (
     SessionSpec,
     WorkspaceFiles,
 )
-from glasshouse.engine import Engine, Run
+from glasshouse.engine import Engine
 from glasshouse.receipt.aggregate import build_receipt, rfc3339
 from glasshouse.receipt.pipeline import ReceiptPipeline
-from glasshouse.runner import Result, failed_run
+from glasshouse.runner import Result, failed_run, result_of
 
 from ._totals import SessionTotals
 
@@ -291,7 +291,7 @@ class Session:
             )
             self._totals.add(finished.data)
             self.last_active = utcnow()
-            return _step_result(run, finished, step, restarted)
+            return result_of(run, finished, StepResult, step=step, interpreter_restarted=restarted)
         finally:
             self._lock.release()
 
@@ -419,20 +419,3 @@ class _Guard:
 
     def __exit__(self, *exc: object) -> None:
         self._session._lock.release()
-
-
-def _step_result(run: Run, finished: Any, step: int, restarted: bool) -> StepResult:
-    result = run.result
-    return StepResult(
-        args=list(run.spec.argv) if not isinstance(run.spec.argv, str | bytes) else [],
-        returncode=result.shell_exit_code(),
-        stdout=result.stdout.data,
-        stderr=result.stderr.data,
-        receipt=finished.data,
-        execution=result,
-        receipt_path=finished.path,
-        envelope=finished.envelope,
-        envelope_path=finished.envelope_path,
-        step=step,
-        interpreter_restarted=restarted,
-    )
