@@ -136,3 +136,58 @@ def server_process(
         yield server
     finally:
         server.stop()
+
+
+class Gate:
+    """A loopback listener a run blocks on until the test releases it: the run's code
+    connects and waits for one byte (``wait_code``), the test calls :meth:`release`. Lets a
+    test act while a run is provably in flight, with no sleeps. A sandboxed run needs
+    ``network: true`` to reach the host's loopback."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(60)
+        self.port = int(self.sock.getsockname()[1])
+
+    def wait_code(self) -> str:
+        """Python statements that block until :meth:`release`."""
+        return (
+            "import socket as _s\n"
+            f"_c = _s.create_connection(('127.0.0.1', {self.port}))\n"
+            "_c.recv(1)\n_c.close()\n"
+        )
+
+    def release(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.sendall(b"g")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
+    """(type, data) of a streamed answer, SSE or NDJSON, as they arrive."""
+    import json
+
+    if response.headers["content-type"].startswith("application/x-ndjson"):
+        for line in response.iter_lines():
+            if line:
+                item = json.loads(line)
+                assert set(item) == {"type", "data"}, item
+                yield item["type"], item["data"]
+        return
+    kind, data = None, []
+    for line in response.iter_lines():
+        if line == "":
+            if kind is not None:
+                yield kind, json.loads("\n".join(data))
+            kind, data = None, []
+        elif line.startswith("event: "):
+            kind = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data.append(line[len("data: ") :])
+        else:
+            raise AssertionError(f"unexpected SSE line {line!r}")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from glasshouse import backends
 from glasshouse.core.execution import (
@@ -34,6 +34,7 @@ from glasshouse.core.execution import (
     ExecutionSpec,
     Handle,
     Prewarmable,
+    Sink,
     close_backend,
     new_execution_id,
 )
@@ -122,6 +123,14 @@ class Rejected(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class Streams(Protocol):
+    """A streamed answer's end of a run (``glasshouse.server._events.OutputChannel``)."""
+
+    def sink(self, stream: str) -> Sink: ...
+
+    def started(self) -> None: ...
 
 
 class ReceiptWriteError(Exception):
@@ -258,9 +267,12 @@ class Runner:
         with self._lock:
             return max(0, self._admitted - self._running)
 
-    def submit(self, request: RunRequest) -> concurrent.futures.Future[RunResponse]:
+    def submit(
+        self, request: RunRequest, streams: Streams | None = None
+    ) -> concurrent.futures.Future[RunResponse]:
         """Admit ``request`` or raise :class:`Rejected`. Never blocks (while the receipt store
-        is failing, a small probe write per request)."""
+        is failing, a small probe write per request). ``streams``: where the output goes as it
+        happens, and who is told when the run starts (a streamed answer)."""
         if not self.draining:
             self._check_store()
         with self._lock:
@@ -276,7 +288,7 @@ class Runner:
                 )
             self._admitted += 1
         try:
-            return self._executor.submit(self._work, request, time.monotonic())
+            return self._executor.submit(self._work, request, time.monotonic(), streams)
         except RuntimeError as exc:  # executor shut down
             with self._lock:
                 self._admitted -= 1
@@ -292,7 +304,9 @@ class Runner:
                 f"the receipt store cannot take receipts ({why}); no run starts until it can",
             )
 
-    def _work(self, request: RunRequest, admitted_at: float) -> RunResponse:
+    def _work(
+        self, request: RunRequest, admitted_at: float, streams: Streams | None = None
+    ) -> RunResponse:
         try:  # the store may have failed while this run was queued
             self._check_store()
         except Rejected:
@@ -306,7 +320,9 @@ class Runner:
                 raise Rejected("draining", "the server is shutting down before this run started")
             self._running += 1
         try:
-            return self.execute(request, admitted_at)
+            if streams is not None:
+                streams.started()
+            return self.execute(request, admitted_at, streams)
         finally:
             with self._lock:
                 self._running -= 1
@@ -353,7 +369,12 @@ class Runner:
         if self._killing:
             self.engine.backend.kill(handle, "shutdown")
 
-    def execute(self, request: RunRequest, admitted_at: float | None = None) -> RunResponse:
+    def execute(
+        self,
+        request: RunRequest,
+        admitted_at: float | None = None,
+        streams: Streams | None = None,
+    ) -> RunResponse:
         admitted_at = time.monotonic() if admitted_at is None else admitted_at
         workspace = None
         if not self.sandboxed:
@@ -361,7 +382,13 @@ class Runner:
         execution_id = new_execution_id()
         try:
             spec = self.spec_for(request, workspace)
-            run = self.library.execute(spec, execution_id=execution_id, on_start=self._on_start)
+            run = self.library.execute(
+                spec,
+                on_stdout=None if streams is None else streams.sink("stdout"),
+                on_stderr=None if streams is None else streams.sink("stderr"),
+                execution_id=execution_id,
+                on_start=self._on_start,
+            )
         finally:
             if workspace is not None:
                 _remove_tree(workspace)

@@ -29,7 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from glasshouse.core.version import RECEIPT_VERSION, __version__
 from glasshouse.receipt.log import RECEIPT_ID
-from glasshouse.server._limits import AboveCeiling, check_request
+from glasshouse.server._events import STREAM_CONTENT, stream_answer, stream_mode
+from glasshouse.server._limits import AboveCeiling, check_request, limits_for
 from glasshouse.server._metrics import CONTENT_TYPE
 from glasshouse.server._runner import STORE_UNAVAILABLE, ReceiptWriteError, Rejected, Runner
 from glasshouse.server._stream import json_stream
@@ -65,6 +66,15 @@ _ERRORS = {
 }
 
 
+_STREAMING_DOC = (
+    "With `Accept: text/event-stream` the answer is Server-Sent Events: `stdout` and "
+    "`stderr` (data: a JSON string of the chunk, as it happens), then one `result` (data: "
+    "exactly the JSON answer, sent after the receipt is stored) or one `error` (data: the "
+    "error body) for a failure after the 200. With `Accept: application/x-ndjson`, the same "
+    'as one JSON object per line: `{"type": "stdout", "data": "..."}`.'
+)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -74,6 +84,7 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    """Every error's answer (a streamed answer's ``error`` event carries the same body)."""
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )
@@ -229,8 +240,10 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         "/run",
         response_model=RunResponse,
         summary="Run Python code, a command or a shell script in a fresh sandbox",
+        description=_STREAMING_DOC,
         responses={
             **_ERRORS,
+            200: {"description": "The run's answer, or its events", "content": STREAM_CONTENT},
             413: {"model": ErrorResponse, "description": "Body over the limit"},
             415: {"model": ErrorResponse, "description": "Not application/json"},
             429: {"model": ErrorResponse, "description": "Queue full; see Retry-After"},
@@ -256,13 +269,18 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             check_request(run_request, config)
         except AboveCeiling as exc:
             raise ApiError(422, "above_ceiling", str(exc)) from exc
+        mode = stream_mode(request.headers.get("accept"))
         try:
-            future = runner.submit(run_request)
-            result = await asyncio.wrap_future(future)
-        except Rejected as exc:
-            raise _refused(exc, runner) from exc
-        except ReceiptWriteError as exc:
-            raise ApiError(500, "receipt_write_failed", str(exc)) from exc
+            if mode is not None:
+                return await stream_answer(
+                    mode,
+                    limits_for(run_request, config).output_bytes,
+                    lambda channel: runner.submit(run_request, channel),
+                    lambda exc: _error_body(_run_error(exc, runner)),
+                )
+            result = await asyncio.wrap_future(runner.submit(run_request))
+        except (Rejected, ReceiptWriteError) as exc:
+            raise _run_error(exc, runner) from exc
         return json_stream(result)  # encoded in pieces, off the event loop
 
     @app.get("/health", response_model=Health, summary="Status, backend and capabilities")
@@ -396,6 +414,21 @@ def _check_receipt_id(receipt_id: str) -> None:
         raise ApiError(
             400, "invalid_receipt_id", "receipt ids look like exec-<13 digits>-<20 hex digits>"
         )
+
+
+def _run_error(exc: BaseException, runner: Runner) -> ApiError:
+    """The error answer to a run that was refused or failed."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, Rejected):
+        return _refused(exc, runner)
+    if isinstance(exc, ReceiptWriteError):
+        return ApiError(500, "receipt_write_failed", str(exc))
+    return ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _error_body(error: ApiError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message}}
 
 
 def _refused(exc: Rejected, runner: Runner) -> ApiError:
