@@ -135,11 +135,11 @@ def test_a_receipt_the_index_cannot_take_is_still_answered(
         real_add = index.add
         calls = [0]
 
-        def add(data: dict[str, Any]) -> None:
+        def add(data: dict[str, Any], owner: str | None = None) -> None:
             calls[0] += 1
             if calls[0] == 1:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real_add(data)
+            real_add(data, owner)
 
         monkeypatch.setattr(index, "add", add)
         first = client.post("/run", json={"code": "print(1)"})

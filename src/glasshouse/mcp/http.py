@@ -63,7 +63,7 @@ def mount(
     server.streamable_http_app(
         streamable_http_path=PATH,
         max_request_body_size=runner.config.body_limit,
-        transport_security=None if runner.config.token else _LOOPBACK,
+        transport_security=None if runner.config.tokens else _LOOPBACK,
     )
     manager = server.session_manager
     app.router.add_route(PATH, StreamableHTTPASGIApp(manager), include_in_schema=False)

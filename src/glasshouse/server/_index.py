@@ -4,6 +4,10 @@ The receipt files are the truth; this index is a cache of a few fields per recei
 next to the files (``index.sqlite3``) and is reconciled with them at startup: a lost or
 corrupt index is rebuilt, receipts missing from it (a crash between the file write and the
 index insert) are added and rows whose file is gone are dropped.
+
+Each row also has the receipt's ``owner``, the tenant whose request made it
+(``glasshouse.server._tenancy``). The owner is not in the receipt file: a row added from the
+files (rebuild, reconcile) has none, so only admins see it (fail closed).
 """
 
 from __future__ import annotations
@@ -46,10 +50,15 @@ CREATE TABLE IF NOT EXISTS receipts (
     code_hash TEXT,
     digest TEXT,
     -- listing order: append order (sequence), then id (time-sortable) for unsequenced rows
-    ord INTEGER NOT NULL
+    ord INTEGER NOT NULL,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS receipts_ord ON receipts (ord);
 """
+#: Added after the first schema: an index made before tenancy gets the column (rows with
+#: no owner: visible to admins only), then its index.
+_MIGRATE = "ALTER TABLE receipts ADD COLUMN owner TEXT"
+_OWNER_INDEX = "CREATE INDEX IF NOT EXISTS receipts_owner_ord ON receipts (owner, ord)"
 _log = logging.getLogger("glasshouse.server")
 
 
@@ -95,6 +104,10 @@ class ReceiptIndex:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # the files are the durable copy
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(receipts)")}
+            if "owner" not in columns:
+                db.execute(_MIGRATE)
+            db.execute(_OWNER_INDEX)
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
         except BaseException:
@@ -133,20 +146,21 @@ class ReceiptIndex:
             self._db.execute("COMMIT")
         return len(rows), len(gone)
 
-    def add(self, data: dict[str, Any]) -> None:
+    def add(self, data: dict[str, Any], owner: str | None = None) -> None:
+        """Index the stored receipt ``data``, made for the tenant ``owner``."""
         row = row_of(data)
         with self._lock:
-            self._insert(row)
+            self._insert(row, owner)
 
-    def _insert(self, row: dict[str, Any]) -> None:
+    def _insert(self, row: dict[str, Any], owner: str | None = None) -> None:
         # Sequenced receipts sort by sequence; ids sort by creation time, so an unsequenced
         # one (copied in by hand) sorts before every sequenced one with a large negative key.
         seq = row["sequence"]
         ord_key = seq if seq is not None else -(1 << 62) + int(row["id"].split("-")[1])
         self._db.execute(
-            f"INSERT OR REPLACE INTO receipts ({', '.join(_COLUMNS)}, ord)"
-            f" VALUES ({', '.join('?' * len(_COLUMNS))}, ?)",
-            [*(row[c] for c in _COLUMNS), ord_key],
+            f"INSERT OR REPLACE INTO receipts ({', '.join(_COLUMNS)}, ord, owner)"
+            f" VALUES ({', '.join('?' * len(_COLUMNS))}, ?, ?)",
+            [*(row[c] for c in _COLUMNS), ord_key, owner],
         )
 
     def exists(self, rid: str) -> bool:
@@ -156,13 +170,28 @@ class ReceiptIndex:
                 is not None
             )
 
-    def page(self, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
-        """Newest first: up to ``limit`` rows with ``ord < before``; and the next cursor."""
+    def owner(self, rid: str) -> tuple[bool, str | None]:
+        """(indexed, owner) of the receipt ``rid``."""
+        with self._lock:
+            row = self._db.execute("SELECT owner FROM receipts WHERE id = ?", (rid,)).fetchone()
+        return (False, None) if row is None else (True, row[0])
+
+    def page(
+        self, limit: int, before: int | None, owner: str | None = None, *, everyone: bool = True
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Newest first: up to ``limit`` rows with ``ord < before``; and the next cursor.
+        Unless ``everyone``, only the rows owned by ``owner``."""
         query = f"SELECT {', '.join(_COLUMNS)}, ord FROM receipts"
+        where: list[str] = []
         args: list[Any] = []
+        if not everyone:
+            where.append("owner = ?")
+            args.append(owner)
         if before is not None:
-            query += " WHERE ord < ?"
+            where.append("ord < ?")
             args.append(before)
+        if where:
+            query += " WHERE " + " AND ".join(where)
         query += " ORDER BY ord DESC LIMIT ?"
         args.append(limit + 1)
         with self._lock:

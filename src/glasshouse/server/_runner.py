@@ -47,6 +47,7 @@ from glasshouse.server import _limits
 from glasshouse.server._index import ReceiptIndex
 from glasshouse.server._metrics import Metrics
 from glasshouse.server._pool import PooledBackend, WarmPool
+from glasshouse.server._tenancy import ADMIN
 from glasshouse.server.models import OutputFile, RunRequest, RunResponse
 
 _log = logging.getLogger("glasshouse.server")
@@ -96,6 +97,9 @@ class ServerConfig:
     write_timeout_s: float = 30.0
     max_connections: int | None = None
     shutdown_grace_s: float = 10.0
+    #: Bearer tokens by tenant name (``--token-file``; ``glasshouse.server._tenancy``); the
+    #: tenant named "admin" sees everything. ``token``: one token alone, the admin's.
+    tokens: dict[str, str] = field(default_factory=dict)
     token: str | None = None
     #: Receipt post-processing (redaction, policy, signing...): run before the log append.
     receipt_hooks: list[ReceiptHook] = field(default_factory=list)
@@ -110,6 +114,10 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         _limits.check_config(self)
+        if self.token is not None:
+            if self.tokens and self.tokens != {ADMIN: self.token}:
+                raise ValueError("give tokens or token, not both")
+            self.tokens = {ADMIN: self.token}
 
 
 #: Rejected reason (and API error code) while the receipt store cannot write.
@@ -205,7 +213,8 @@ class Runner:
         )
         self.engine = self.library.engine
         self.index = ReceiptIndex(self.log.dir)
-        self._unindexed: list[dict[str, Any]] = []  # stored receipts the index lacks
+        # stored receipts (and their owners) the index lacks
+        self._unindexed: list[tuple[dict[str, Any], str | None]] = []
         self._index_lock = threading.Lock()
         self.metrics = Metrics(self.backend_name)
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -268,11 +277,12 @@ class Runner:
             return max(0, self._admitted - self._running)
 
     def submit(
-        self, request: RunRequest, streams: Streams | None = None
+        self, request: RunRequest, streams: Streams | None = None, owner: str | None = None
     ) -> concurrent.futures.Future[RunResponse]:
         """Admit ``request`` or raise :class:`Rejected`. Never blocks (while the receipt store
         is failing, a small probe write per request). ``streams``: where the output goes as it
-        happens, and who is told when the run starts (a streamed answer)."""
+        happens, and who is told when the run starts (a streamed answer). ``owner``: the
+        tenant the receipt belongs to."""
         if not self.draining:
             self._check_store()
         with self._lock:
@@ -288,7 +298,7 @@ class Runner:
                 )
             self._admitted += 1
         try:
-            return self._executor.submit(self._work, request, time.monotonic(), streams)
+            return self._executor.submit(self._work, request, time.monotonic(), streams, owner)
         except RuntimeError as exc:  # executor shut down
             with self._lock:
                 self._admitted -= 1
@@ -305,7 +315,11 @@ class Runner:
             )
 
     def _work(
-        self, request: RunRequest, admitted_at: float, streams: Streams | None = None
+        self,
+        request: RunRequest,
+        admitted_at: float,
+        streams: Streams | None = None,
+        owner: str | None = None,
     ) -> RunResponse:
         try:  # the store may have failed while this run was queued
             self._check_store()
@@ -322,7 +336,7 @@ class Runner:
         try:
             if streams is not None:
                 streams.started()
-            return self.execute(request, admitted_at, streams)
+            return self.execute(request, admitted_at, streams, owner)
         finally:
             with self._lock:
                 self._running -= 1
@@ -374,6 +388,7 @@ class Runner:
         request: RunRequest,
         admitted_at: float | None = None,
         streams: Streams | None = None,
+        owner: str | None = None,
     ) -> RunResponse:
         admitted_at = time.monotonic() if admitted_at is None else admitted_at
         workspace = None
@@ -395,7 +410,7 @@ class Runner:
         data = dict(run.receipt_data)
         if request.code is not None:  # command/shell: the argv is artifacts.command_hash
             data["code_hash"] = hashlib.sha256(request.code.encode("utf-8")).hexdigest()
-        stored = self._store(data)
+        stored = self._store(data, owner)
         result = run.result
         self.metrics.observe_run(
             outcome_of(result),
@@ -422,26 +437,38 @@ class Runner:
             ),
         )
 
-    def _store(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Hooks, seal, sign and append ``data`` (the pipeline); then index it."""
+    def _store(self, data: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
+        """Hooks, seal, sign and append ``data`` (the pipeline); then index it as ``owner``'s."""
         try:
             stored = self.library.pipeline.finish(data).data
         except Exception as exc:  # the log undid the append; while it cannot write, 503s
             self.metrics.receipt_error()
             _log.error("receipt %s not stored: %s", data.get("execution_id"), exc)
             raise ReceiptWriteError(f"the receipt could not be stored: {exc}") from exc
-        # The SQLite index is a cache of the files (reconciled at startup): a row it cannot
-        # take now is retried with the next receipt, never reported as a lost receipt.
+        self.index_stored(stored, owner)
+        return stored
+
+    def index_stored(self, stored: dict[str, Any], owner: str | None) -> None:
+        """Index a stored receipt. The SQLite index is a cache of the files (reconciled at
+        startup): a row it cannot take now is retried with the next receipt, never reported
+        as a lost receipt."""
         with self._index_lock:
             if len(self._unindexed) < _MAX_UNINDEXED:  # beyond: the startup reconcile adds it
-                self._unindexed.append(stored)
+                self._unindexed.append((stored, owner))
             try:
                 while self._unindexed:
-                    self.index.add(self._unindexed[0])
+                    self.index.add(*self._unindexed[0])
                     self._unindexed.pop(0)
             except Exception as exc:
                 _log.warning("receipt index behind by %d row(s): %s", len(self._unindexed), exc)
-        return stored
+
+    def receipt_owner(self, rid: str) -> tuple[bool, str | None]:
+        """(known, owner) of the receipt ``rid``: from the index, or its backlog."""
+        with self._index_lock:
+            for data, owner in self._unindexed:
+                if data.get("execution_id") == rid:
+                    return True, owner
+        return self.index.owner(rid)
 
     # -- reading ----------------------------------------------------------------------------
     def receipt_bytes(self, rid: str) -> bytes | None:

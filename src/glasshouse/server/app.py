@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import math
 import re
@@ -34,6 +33,7 @@ from glasshouse.server._limits import AboveCeiling, check_request, limits_for
 from glasshouse.server._metrics import CONTENT_TYPE
 from glasshouse.server._runner import STORE_UNAVAILABLE, ReceiptWriteError, Rejected, Runner
 from glasshouse.server._stream import json_stream
+from glasshouse.server._tenancy import ANONYMOUS, SCOPE_KEY, Tenant, TokenTable
 from glasshouse.server.models import (
     PROGRAM_FIELDS,
     ErrorResponse,
@@ -91,14 +91,15 @@ def error_response(
 
 
 class _BearerAuth:
-    """Require ``Authorization: Bearer <token>`` (constant-time compare) on non-public paths.
+    """Require ``Authorization: Bearer <token>`` (constant-time compare) on non-public paths
+    and put the token's :class:`Tenant` in the scope.
 
     Pure ASGI, ahead of routing, so an unauthenticated request never reaches a handler and
     its body is never read."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, tokens: TokenTable) -> None:
         self.app = app
-        self.expected = token.encode("utf-8")
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
@@ -111,7 +112,8 @@ class _BearerAuth:
                 if scheme.lower() == b"bearer":
                     given = rest.strip()
                 break
-        if not hmac.compare_digest(given, self.expected):
+        tenant = self.tokens.lookup(given)
+        if tenant is None:
             response = error_response(
                 401,
                 "unauthorized",
@@ -120,7 +122,14 @@ class _BearerAuth:
             )
             await response(scope, receive, send)
             return
+        scope[SCOPE_KEY] = tenant
         await self.app(scope, receive, send)
+
+
+def tenant_of(request: Request) -> Tenant:
+    """Who sent ``request`` (the anonymous admin on a server without tokens)."""
+    tenant = request.scope.get(SCOPE_KEY)
+    return tenant if isinstance(tenant, Tenant) else ANONYMOUS
 
 
 def _validation_message(exc: ValidationError | RequestValidationError) -> str:
@@ -270,15 +279,16 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         except AboveCeiling as exc:
             raise ApiError(422, "above_ceiling", str(exc)) from exc
         mode = stream_mode(request.headers.get("accept"))
+        owner = tenant_of(request).name
         try:
             if mode is not None:
                 return await stream_answer(
                     mode,
                     limits_for(run_request, config).output_bytes,
-                    lambda channel: runner.submit(run_request, channel),
+                    lambda channel: runner.submit(run_request, channel, owner),
                     lambda exc: _error_body(_run_error(exc, runner)),
                 )
-            result = await asyncio.wrap_future(runner.submit(run_request))
+            result = await asyncio.wrap_future(runner.submit(run_request, None, owner))
         except (Rejected, ReceiptWriteError) as exc:
             raise _run_error(exc, runner) from exc
         return json_stream(result)  # encoded in pieces, off the event loop
@@ -297,8 +307,9 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             404: {"model": ErrorResponse, "description": "No such receipt"},
         },
     )
-    def receipt(receipt_id: ReceiptId) -> Response:
+    def receipt(receipt_id: ReceiptId, request: Request) -> Response:
         _check_receipt_id(receipt_id)
+        _check_visible(receipt_id, request, runner)
         data = runner.receipt_bytes(receipt_id)
         if data is None:
             raise ApiError(404, "not_found", f"no receipt {receipt_id}")
@@ -313,10 +324,11 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             404: {"model": ErrorResponse, "description": "Not signing, or no such envelope"},
         },
     )
-    def envelope(receipt_id: ReceiptId) -> Response:
+    def envelope(receipt_id: ReceiptId, request: Request) -> Response:
         _check_receipt_id(receipt_id)
         if runner.config.signing_key is None:
             raise ApiError(404, "not_signing", "this server does not sign receipts")
+        _check_visible(receipt_id, request, runner)
         data = runner.envelope_bytes(receipt_id)
         if data is None:
             raise ApiError(404, "not_found", f"no envelope for {receipt_id}")
@@ -340,10 +352,11 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
     @app.get(
         "/receipts",
         response_model=ReceiptPage,
-        summary="Stored receipts, newest first",
+        summary="Stored receipts, newest first (a tenant's own; every tenant's for admin)",
         responses={**_ERRORS},
     )
     def receipts(
+        request: Request,
         limit: int = Query(50, ge=1, le=1000, description="Page size (1..1000)."),
         cursor: str | None = Query(
             None,
@@ -357,7 +370,8 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             if not _CURSOR.match(cursor):
                 raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor value")
             before = int(cursor)
-        rows, nxt = runner.index.page(limit, before)
+        tenant = tenant_of(request)
+        rows, nxt = runner.index.page(limit, before, tenant.name, everyone=tenant.admin)
         return {
             "receipts": [ReceiptSummary(**row).model_dump() for row in rows],
             "next_cursor": None if nxt is None else str(nxt),
@@ -365,11 +379,17 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
 
     @app.get(
         "/metrics",
-        summary="Prometheus metrics",
+        summary="Prometheus metrics (every tenant's: admin only)",
         response_class=PlainTextResponse,
-        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}}, 401: _ERRORS[401]},
+        responses={
+            200: {"content": {CONTENT_TYPE.split(";")[0]: {}}},
+            401: _ERRORS[401],
+            403: {"model": ErrorResponse, "description": "Not an admin token"},
+        },
     )
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if not tenant_of(request).admin:
+            raise ApiError(403, "forbidden", "the metrics count every tenant's runs: admin only")
         return Response(runner.metrics.render(runner.gauges()), media_type=CONTENT_TYPE)
 
     def openapi() -> dict[str, Any]:
@@ -386,7 +406,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             )
             components.update(request_schema.pop("$defs", {}))
             components["RunRequest"] = request_schema
-            if config.token:
+            if config.tokens:
                 schema["components"]["securitySchemes"] = {
                     "bearer": {"type": "http", "scheme": "bearer"}
                 }
@@ -396,8 +416,8 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     mcp_running = _mount_mcp(app, runner)
-    if config.token:
-        app.add_middleware(_BearerAuth, token=config.token)
+    if config.tokens:
+        app.add_middleware(_BearerAuth, tokens=TokenTable(config.tokens))
     return app
 
 
@@ -407,6 +427,16 @@ def _mount_mcp(app: FastAPI, runner: Runner) -> Any:
     from glasshouse.mcp.http import mount
 
     return mount(app, runner)
+
+
+def _check_visible(receipt_id: str, request: Request, runner: Runner) -> None:
+    """404 for a receipt of another tenant (as for one that does not exist)."""
+    tenant = tenant_of(request)
+    if tenant.admin:
+        return
+    known, owner = runner.receipt_owner(receipt_id)
+    if not known or not tenant.may_see(owner):
+        raise ApiError(404, "not_found", f"no receipt {receipt_id}")
 
 
 def _check_receipt_id(receipt_id: str) -> None:

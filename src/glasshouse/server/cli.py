@@ -34,22 +34,23 @@ def is_loopback(host: str) -> bool:
         return False  # a hostname: assume it is reachable from elsewhere
 
 
-def read_token(path: Path) -> str:
-    """The bearer token in ``path`` (first line, stripped). Refuses an empty one."""
+def read_tokens(path: Path) -> dict[str, str]:
+    """The tenants' tokens in ``path`` (``name token`` lines, or one token alone: the
+    admin's); refuses a file that is unreadable or malformed, saying where."""
+    from glasshouse.server._tenancy import TokenFileError, parse_tokens
+
     try:
         st = path.stat()
-        token = path.read_text(encoding="utf-8").strip()
+        tokens = parse_tokens(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--token-file") from exc
-    if not token or "\n" in token or len(token) < 16:
-        raise click.BadParameter(
-            f"{path} must hold one token of at least 16 characters", param_hint="--token-file"
-        )
+    except TokenFileError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--token-file") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         click.echo(
             f"glasshouse-server: warning: {path} is readable by others (chmod 600)", err=True
         )
-    return token
+    return tokens
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -89,7 +90,9 @@ def read_token(path: Path) -> str:
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Require 'Authorization: Bearer <token>' (mandatory on a non-loopback address).",
+    help="Require 'Authorization: Bearer <token>' (mandatory on a non-loopback address): "
+    "'name token' lines, one per tenant (each sees only its own sessions and receipts; the "
+    "name 'admin' sees all), or one token alone (an admin).",
 )
 @click.option(
     "--allow-unsandboxed",
@@ -224,8 +227,8 @@ def main(**options: Any) -> None:
 def _config_from_options(options: dict[str, Any]) -> Any:
     from glasshouse.server._runner import ServerConfig
 
-    token = read_token(options["token_file"]) if options["token_file"] else None
-    if token is None and not is_loopback(options["host"]):
+    tokens = read_tokens(options["token_file"]) if options["token_file"] else {}
+    if not tokens and not is_loopback(options["host"]):
         raise click.UsageError(f"binding to {options['host']} (not loopback) requires --token-file")
     if options["backend"] == "process" and not options["allow_unsandboxed"]:
         raise click.UsageError(
@@ -260,7 +263,7 @@ def _config_from_options(options: dict[str, Any]) -> Any:
             write_timeout_s=options["write_timeout"],
             max_connections=options["max_connections"],
             shutdown_grace_s=options["shutdown_grace"],
-            token=token,
+            tokens=tokens,
             receipt_hooks=hooks,
             signing_key=signing_key,
         )
