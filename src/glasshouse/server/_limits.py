@@ -13,14 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from glasshouse.core.execution import Limits
 from glasshouse.server.models import (
     MAX_DISK_BYTES,
     MAX_MEMORY_BYTES,
     MAX_OUTPUT_BYTES,
     MAX_PIDS,
+    SESSION_TTL_MAX_S,
     TIMEOUT_MAX_S,
     RunRequest,
+    SessionRequest,
+    StepRequest,
 )
 
 if TYPE_CHECKING:
@@ -89,15 +94,16 @@ class AboveCeiling(ValueError):
         self.field, self.flag, self.ceiling = field, flag, ceiling
 
 
-def _requested(request: RunRequest, field: str) -> float | None:
+def _requested(request: BaseModel, field: str) -> float | None:
     if field == "timeout":
-        return request.timeout if "timeout" in request.model_fields_set else None
-    value = getattr(request.limits, field.removeprefix("limits."))
-    return None if value is None else value
+        given = "timeout" in request.model_fields_set
+        return getattr(request, "timeout", None) if given else None
+    return getattr(getattr(request, "limits", None), field.removeprefix("limits."), None)
 
 
-def check_request(request: RunRequest, config: ServerConfig) -> None:
-    """Raise :class:`AboveCeiling` for the first field above its ceiling."""
+def check_request(request: BaseModel, config: ServerConfig) -> None:
+    """Raise :class:`AboveCeiling` for the first field above its ceiling (any request with
+    ``limits`` or ``timeout``: a run, a session, a step)."""
     for ceiling in CEILINGS:
         value = _requested(request, ceiling.field)
         limit = getattr(config, ceiling.attr)
@@ -126,18 +132,20 @@ def _pick(requested: int | None, default: int | None) -> int | None:
     return requested if requested is not None else default
 
 
-def limits_for(request: RunRequest, config: ServerConfig) -> Limits:
-    """The run's :class:`Limits`: the request's values, else the server's defaults."""
-    asked = request.limits
+def limits_for(request: BaseModel, config: ServerConfig) -> Limits:
+    """The run's (or session's) :class:`Limits`: the request's values, else the server's
+    defaults."""
+    asked = getattr(request, "limits", None)
+    output = getattr(asked, "output", None)
     return Limits(
-        memory_bytes=_pick(asked.memory, config.memory_bytes),
-        pids=_pick(asked.pids, config.pids),
-        output_bytes=asked.output if asked.output is not None else config.output_limit,
-        disk_bytes=_pick(asked.disk, config.disk_bytes),
+        memory_bytes=_pick(getattr(asked, "memory", None), config.memory_bytes),
+        pids=_pick(getattr(asked, "pids", None), config.pids),
+        output_bytes=output if output is not None else config.output_limit,
+        disk_bytes=_pick(getattr(asked, "disk", None), config.disk_bytes),
     )
 
 
-def timeout_for(request: RunRequest, config: ServerConfig) -> float:
+def timeout_for(request: RunRequest | StepRequest, config: ServerConfig) -> float:
     if "timeout" in request.model_fields_set:
         return request.timeout
     return min(DEFAULT_TIMEOUT_S, config.max_timeout_s)
@@ -146,3 +154,32 @@ def timeout_for(request: RunRequest, config: ServerConfig) -> float:
 def capabilities(config: ServerConfig) -> dict[str, Any]:
     """What /health states about the limits: each ceiling (``max_memory_bytes``...)."""
     return {c.attr: getattr(config, c.attr) for c in CEILINGS}
+
+
+def check_session_config(config: ServerConfig) -> None:
+    """Raise ValueError when the session flags contradict each other (the flags named)."""
+    if config.max_sessions < 0:
+        raise ValueError(f"--max-sessions must be 0 or more, got {config.max_sessions}")
+    if config.max_file_bytes < 1:
+        raise ValueError(f"--max-file-size must be positive, got {config.max_file_bytes}")
+    for flag, value in (
+        ("--session-ttl", config.session_ttl_s),
+        ("--max-session-ttl", config.max_session_ttl_s),
+        ("--session-idle-timeout", config.session_idle_timeout_s),
+    ):
+        if not 0 < value <= SESSION_TTL_MAX_S:
+            raise ValueError(f"{flag} must be in (0, {SESSION_TTL_MAX_S}] seconds, got {value:g}")
+    if config.session_ttl_s > config.max_session_ttl_s:
+        raise ValueError(
+            f"--session-ttl ({config.session_ttl_s:g}) is above --max-session-ttl "
+            f"({config.max_session_ttl_s:g})"
+        )
+
+
+def check_session(request: SessionRequest, config: ServerConfig) -> None:
+    """Raise :class:`AboveCeiling` for a session's limit or ttl above the server's ceiling."""
+    check_request(request, config)
+    if request.ttl_s is not None and request.ttl_s > config.max_session_ttl_s:
+        raise AboveCeiling(
+            "ttl_s", request.ttl_s, "--max-session-ttl", config.max_session_ttl_s, "seconds"
+        )

@@ -31,6 +31,7 @@ from glasshouse.core.execution import (
     DEFAULT_LIST_CAP,
     DEFAULT_OUTPUT_LIMIT,
     BackendUnavailable,
+    ExecutionResult,
     ExecutionSpec,
     Handle,
     Prewarmable,
@@ -47,6 +48,7 @@ from glasshouse.server import _limits
 from glasshouse.server._index import ReceiptIndex
 from glasshouse.server._metrics import Metrics
 from glasshouse.server._pool import PooledBackend, WarmPool
+from glasshouse.server._sessions import SessionManager
 from glasshouse.server._tenancy import ADMIN
 from glasshouse.server.models import OutputFile, RunRequest, RunResponse
 
@@ -109,11 +111,20 @@ class ServerConfig:
     #: third); a file over either is listed with its size, sha256 and why, without content.
     outputs_file_cap: int = 4 << 20
     outputs_total_cap: int = 8 << 20
+    #: Sessions (``glasshouse.server._sessions``): at most this many open (0: none); the
+    #: ttl a session gets by default and at most; the idle timeout it gets by default; the
+    #: largest file the files API moves (upload or download).
+    max_sessions: int = 32
+    session_ttl_s: float = 3600.0
+    max_session_ttl_s: float = 86400.0
+    session_idle_timeout_s: float = 600.0
+    max_file_bytes: int = 64 << 20
     #: Options passed to ``glasshouse.backends.create``.
     backend_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _limits.check_config(self)
+        _limits.check_session_config(self)
         if self.token is not None:
             if self.tokens and self.tokens != {ADMIN: self.token}:
                 raise ValueError("give tokens or token, not both")
@@ -202,12 +213,13 @@ class Runner:
                 busy=lambda: self._running >= config.max_concurrency,
             )
         self.log = ReceiptLog(config.receipts_dir, signing_key=config.signing_key)
+        self.observers = _host_observers(config.profile)
         # The library does the run and finishes its receipt (hooks -> seal -> sign -> log);
         # this class adds admission, the warm pool, the index and metrics around it.
         self.library = LibraryRunner(
             PooledBackend(inner, self.pool),
             profile=config.profile,
-            observers=_host_observers(config.profile),
+            observers=self.observers,
             pipeline=ReceiptPipeline(config.receipt_hooks, log=self.log),
             list_cap=config.max_list,
         )
@@ -226,11 +238,13 @@ class Runner:
         self.draining = False
         self._killing = False
         self._kill_timer: threading.Timer | None = None
+        self.sessions = SessionManager(self)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         if self.pool is not None:
             self.pool.start()
+        self.sessions.start()
 
     def begin_shutdown(self, grace_s: float | None = None) -> None:
         """Stop admitting; queued runs are refused; running ones get ``grace_s`` to finish,
@@ -240,6 +254,7 @@ class Runner:
             if self.draining:
                 return
             self.draining = True
+        self.sessions.begin_shutdown()
         _log.info("shutting down: %d run(s) in flight, grace %.1fs", self._running, grace)
         if grace <= 0:
             self._kill_in_flight()
@@ -255,10 +270,14 @@ class Runner:
             _log.info("killed %d in-flight run(s) at shutdown", killed)
 
     def close(self) -> None:
-        """Finish: kill what still runs, wait for its receipts, release the pool."""
+        """Finish: kill what still runs, wait for its receipts, seal the sessions still open
+        (reason "shutdown"), release the pool."""
         self.begin_shutdown(0)
         self._kill_in_flight()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        sealed = self.sessions.close_all("shutdown")
+        if sealed:
+            _log.info("sealed %d open session(s) at shutdown", sealed)
         if self._kill_timer is not None:
             self._kill_timer.cancel()
         if self.pool is not None:
@@ -284,7 +303,7 @@ class Runner:
         happens, and who is told when the run starts (a streamed answer). ``owner``: the
         tenant the receipt belongs to."""
         if not self.draining:
-            self._check_store()
+            self.check_store()
         with self._lock:
             if self.draining:
                 self.metrics.reject("draining")
@@ -304,7 +323,14 @@ class Runner:
                 self._admitted -= 1
             raise Rejected("draining", "the server is shutting down") from exc
 
-    def _check_store(self) -> None:
+    def draining_error(self) -> Rejected:
+        self.metrics.reject("draining")
+        return Rejected("draining", "the server is shutting down")
+
+    def write_error(self, exc: BaseException) -> ReceiptWriteError:
+        return ReceiptWriteError(f"the receipt could not be stored: {exc}")
+
+    def check_store(self) -> None:
         """Refuse a run whose receipt could not be stored: no code runs without a receipt."""
         why = self.log.unavailable()
         if why is not None:
@@ -322,7 +348,7 @@ class Runner:
         owner: str | None = None,
     ) -> RunResponse:
         try:  # the store may have failed while this run was queued
-            self._check_store()
+            self.check_store()
         except Rejected:
             with self._lock:
                 self._admitted -= 1
@@ -412,11 +438,7 @@ class Runner:
             data["code_hash"] = hashlib.sha256(request.code.encode("utf-8")).hexdigest()
         stored = self._store(data, owner)
         result = run.result
-        self.metrics.observe_run(
-            outcome_of(result),
-            time.monotonic() - admitted_at,
-            int(data["observation"].get("events_lost") or 0),
-        )
+        self.observe(result, time.monotonic() - admitted_at, data)
         return RunResponse(
             stdout=result.stdout.data.decode("utf-8", errors="replace"),
             stderr=result.stderr.data.decode("utf-8", errors="replace"),
@@ -437,6 +459,11 @@ class Runner:
             ),
         )
 
+    def observe(self, result: ExecutionResult, seconds: float, receipt: dict[str, Any]) -> None:
+        """Count a finished run (or session step) in the metrics."""
+        lost = int((receipt.get("observation") or {}).get("events_lost") or 0)
+        self.metrics.observe_run(outcome_of(result), seconds, lost)
+
     def _store(self, data: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
         """Hooks, seal, sign and append ``data`` (the pipeline); then index it as ``owner``'s."""
         try:
@@ -444,7 +471,7 @@ class Runner:
         except Exception as exc:  # the log undid the append; while it cannot write, 503s
             self.metrics.receipt_error()
             _log.error("receipt %s not stored: %s", data.get("execution_id"), exc)
-            raise ReceiptWriteError(f"the receipt could not be stored: {exc}") from exc
+            raise self.write_error(exc) from exc
         self.index_stored(stored, owner)
         return stored
 
@@ -508,6 +535,9 @@ class Runner:
             "max_body_bytes": self.config.body_limit,
             "profile": self.config.profile,
             "warm_pool": self.pool is not None,
+            "sessions": self.sessions.available,
+            "max_sessions": self.config.max_sessions,
+            "max_file_bytes": self.config.max_file_bytes,
         }
         if self.pool is not None:
             pool: dict[str, int | str] = self.pool.stats()
@@ -530,6 +560,7 @@ class Runner:
             "capabilities": caps,
             "running": self.running,
             "queued": self.queued,
+            "sessions_open": self.sessions.count(),
             "max_concurrency": self.config.max_concurrency,
             "queue_limit": self.config.queue,
             "pool": pool,
@@ -551,6 +582,7 @@ class Runner:
             "glasshouse_runs_in_flight": ("Runs executing now.", lambda: self.running),
             "glasshouse_queue_depth": ("Runs admitted and waiting for a worker.", self._q),
             "glasshouse_receipts_indexed": ("Receipts in the SQLite index.", self.index.count),
+            "glasshouse_sessions_open": ("Sessions open (running or paused).", self.sessions.count),
         }
         if self.pool is not None:
             pool = self.pool

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import math
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -21,21 +19,30 @@ from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Match
 
 from glasshouse.core.version import RECEIPT_VERSION, __version__
 from glasshouse.receipt.log import RECEIPT_ID
 from glasshouse.server._events import STREAM_CONTENT, stream_answer, stream_mode
 from glasshouse.server._limits import AboveCeiling, check_request, limits_for
 from glasshouse.server._metrics import CONTENT_TYPE
-from glasshouse.server._runner import STORE_UNAVAILABLE, ReceiptWriteError, Rejected, Runner
+from glasshouse.server._requests import (
+    ApiError,
+    BearerAuth,
+    error_body,
+    error_response,
+    parse_request,
+    read_body,
+    run_error,
+    tenant_of,
+    validation_message,
+)
+from glasshouse.server._runner import ReceiptWriteError, Rejected, Runner
+from glasshouse.server._session_routes import add_session_routes
 from glasshouse.server._stream import json_stream
-from glasshouse.server._tenancy import ANONYMOUS, SCOPE_KEY, Tenant, TokenTable
+from glasshouse.server._tenancy import TokenTable
 from glasshouse.server.models import (
-    PROGRAM_FIELDS,
     ErrorResponse,
     Health,
     PublicKey,
@@ -43,7 +50,8 @@ from glasshouse.server.models import (
     ReceiptSummary,
     RunRequest,
     RunResponse,
-    program_fields_message,
+    SessionRequest,
+    StepRequest,
 )
 
 #: The ``{receipt_id}`` path parameter of the receipt routes (checked by _check_receipt_id).
@@ -55,8 +63,6 @@ ReceiptId = Annotated[
     ),
 ]
 
-#: Paths served without a token: liveness probes and the API description hold no data.
-PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 _CURSOR = re.compile(r"^-?[0-9]{1,18}$")  # fits SQLite's 64-bit integers
 _ERRORS = {
     400: {"model": ErrorResponse, "description": "Malformed request"},
@@ -75,124 +81,9 @@ _STREAMING_DOC = (
 )
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """Every error's answer (a streamed answer's ``error`` event carries the same body)."""
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
-
-
-class _BearerAuth:
-    """Require ``Authorization: Bearer <token>`` (constant-time compare) on non-public paths
-    and put the token's :class:`Tenant` in the scope.
-
-    Pure ASGI, ahead of routing, so an unauthenticated request never reaches a handler and
-    its body is never read."""
-
-    def __init__(self, app: ASGIApp, tokens: TokenTable) -> None:
-        self.app = app
-        self.tokens = tokens
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                scheme, _, rest = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    given = rest.strip()
-                break
-        tenant = self.tokens.lookup(given)
-        if tenant is None:
-            response = error_response(
-                401,
-                "unauthorized",
-                "a valid bearer token is required (Authorization: Bearer <token>)",
-                {"WWW-Authenticate": 'Bearer realm="glasshouse"'},
-            )
-            await response(scope, receive, send)
-            return
-        scope[SCOPE_KEY] = tenant
-        await self.app(scope, receive, send)
-
-
-def tenant_of(request: Request) -> Tenant:
-    """Who sent ``request`` (the anonymous admin on a server without tokens)."""
-    tenant = request.scope.get(SCOPE_KEY)
-    return tenant if isinstance(tenant, Tenant) else ANONYMOUS
-
-
-def _validation_message(exc: ValidationError | RequestValidationError) -> str:
-    errors = exc.errors()
-    parts = []
-    for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"request body over the limit of {limit} bytes")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise ApiError(
-                    413, "body_too_large", f"request body over the limit of {limit} bytes"
-                )
-    except ClientDisconnect as exc:  # gone, or dropped at the body deadline: nobody to answer
-        raise ApiError(408, "client_disconnected", "the body did not arrive in time") from exc
-    return bytes(body)
-
-
 def parse_run_request(body: bytes, content_type: str | None) -> RunRequest:
     """Bytes -> RunRequest, or the ApiError saying exactly what is wrong."""
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
-    ):
-        # A JSON-only API also stops a web page from POSTing code here cross-site: a
-        # browser sends application/json only after a CORS preflight, which we never grant.
-        raise ApiError(
-            415, "unsupported_media_type", "send the request as Content-Type: application/json"
-        )
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "invalid_utf8", f"request body is not valid UTF-8: {exc}") from exc
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
-    given = [name for name in PROGRAM_FIELDS if name in data]
-    if not given:
-        raise ApiError(422, "missing_code", program_fields_message(given))
-    if len(given) > 1:
-        raise ApiError(422, "conflicting_fields", program_fields_message(given))
-    try:
-        return RunRequest.model_validate(data)
-    except ValidationError as exc:
-        raise ApiError(422, "invalid_request", _validation_message(exc)) from exc
+    return parse_request(body, content_type, RunRequest, program=True)
 
 
 def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
@@ -217,8 +108,9 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         title="Glasshouse server",
         version=__version__,
         description=(
-            "Run untrusted Python in a fresh sandbox per request; every run leaves a "
-            f"tamper-evident execution receipt ({RECEIPT_VERSION})."
+            "Run untrusted Python in a fresh sandbox per request, or in a session that lives "
+            "across steps; every run and step leaves a tamper-evident execution receipt "
+            f"({RECEIPT_VERSION})."
         ),
         lifespan=lifespan,
     )
@@ -233,13 +125,15 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = dict(exc.headers or {})
         if exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+            headers["Allow"] = ", ".join(_allowed(app, request))
+        return error_response(exc.status_code, code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", _validation_message(exc))
+        return error_response(422, "invalid_request", validation_message(exc))
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -272,7 +166,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
         },
     )
     async def run(request: Request) -> Response:
-        body = await _read_body(request, config.body_limit)
+        body = await read_body(request, config.body_limit)
         run_request = parse_run_request(body, request.headers.get("content-type"))
         try:
             check_request(run_request, config)
@@ -286,11 +180,11 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
                     mode,
                     limits_for(run_request, config).output_bytes,
                     lambda channel: runner.submit(run_request, channel, owner),
-                    lambda exc: _error_body(_run_error(exc, runner)),
+                    lambda exc: error_body(run_error(exc, runner)),
                 )
             result = await asyncio.wrap_future(runner.submit(run_request, None, owner))
         except (Rejected, ReceiptWriteError) as exc:
-            raise _run_error(exc, runner) from exc
+            raise run_error(exc, runner) from exc
         return json_stream(result)  # encoded in pieces, off the event loop
 
     @app.get("/health", response_model=Health, summary="Status, backend and capabilities")
@@ -392,6 +286,8 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
             raise ApiError(403, "forbidden", "the metrics count every tenant's runs: admin only")
         return Response(runner.metrics.render(runner.gauges()), media_type=CONTENT_TYPE)
 
+    add_session_routes(app, runner)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
@@ -401,11 +297,12 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            request_schema = RunRequest.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            components.update(request_schema.pop("$defs", {}))
-            components["RunRequest"] = request_schema
+            for model in (RunRequest, SessionRequest, StepRequest):  # bodies read by hand
+                request_schema = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                )
+                components.update(request_schema.pop("$defs", {}))
+                components[model.__name__] = request_schema
             if config.tokens:
                 schema["components"]["securitySchemes"] = {
                     "bearer": {"type": "http", "scheme": "bearer"}
@@ -417,7 +314,7 @@ def create_app(runner: Runner, *, manage_runner: bool = True) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     mcp_running = _mount_mcp(app, runner)
     if config.tokens:
-        app.add_middleware(_BearerAuth, tokens=TokenTable(config.tokens))
+        app.add_middleware(BearerAuth, tokens=TokenTable(config.tokens))
     return app
 
 
@@ -427,6 +324,17 @@ def _mount_mcp(app: FastAPI, runner: Runner) -> Any:
     from glasshouse.mcp.http import mount
 
     return mount(app, runner)
+
+
+def _allowed(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette names only the first route
+    matching the path, and /sessions has two: GET and POST)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _check_visible(receipt_id: str, request: Request, runner: Runner) -> None:
@@ -444,34 +352,3 @@ def _check_receipt_id(receipt_id: str) -> None:
         raise ApiError(
             400, "invalid_receipt_id", "receipt ids look like exec-<13 digits>-<20 hex digits>"
         )
-
-
-def _run_error(exc: BaseException, runner: Runner) -> ApiError:
-    """The error answer to a run that was refused or failed."""
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, Rejected):
-        return _refused(exc, runner)
-    if isinstance(exc, ReceiptWriteError):
-        return ApiError(500, "receipt_write_failed", str(exc))
-    return ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}")
-
-
-def _error_body(error: ApiError) -> dict[str, Any]:
-    return {"error": {"code": error.code, "message": error.message}}
-
-
-def _refused(exc: Rejected, runner: Runner) -> ApiError:
-    """The answer to a run refused before it started."""
-    if exc.reason == STORE_UNAVAILABLE:
-        return ApiError(503, STORE_UNAVAILABLE, str(exc), {"Retry-After": "10"})
-    if exc.reason == "draining":
-        return ApiError(503, "shutting_down", str(exc))
-    return ApiError(429, "queue_full", str(exc), {"Retry-After": str(_retry_after(runner))})
-
-
-def _retry_after(runner: Runner) -> int:
-    """Seconds until a place is likely free: the mean run time times the queue's turns."""
-    mean = runner.metrics.mean_seconds()
-    turns = 1 + runner.queued / max(1, runner.config.max_concurrency)
-    return max(1, min(60, math.ceil(mean * turns)))

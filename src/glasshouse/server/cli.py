@@ -191,6 +191,42 @@ def read_tokens(path: Path) -> dict[str, str]:
     help="On SIGTERM, seconds in-flight runs get to finish before they are killed.",
 )
 @click.option(
+    "--max-sessions",
+    type=click.IntRange(0, 10_000),
+    default=32,
+    show_default=True,
+    help="Sessions open at once (running or paused); 0 turns sessions off.",
+)
+@click.option(
+    "--session-ttl",
+    type=click.FloatRange(0, 7 * 86400, min_open=True),
+    default=3600.0,
+    show_default=True,
+    help="Seconds a session lives when its request names no ttl_s.",
+)
+@click.option(
+    "--max-session-ttl",
+    type=click.FloatRange(0, 7 * 86400, min_open=True),
+    default=86400.0,
+    show_default=True,
+    help="Ceiling on a session's ttl_s (seconds).",
+)
+@click.option(
+    "--session-idle-timeout",
+    type=click.FloatRange(0, 7 * 86400, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds without a step, transfer or resume before a running session is closed, "
+    "when its request names no idle_timeout_s.",
+)
+@click.option(
+    "--max-file-size",
+    type=SIZE,
+    default="64M",
+    show_default=True,
+    help="Largest file the session files API uploads or downloads (413 beyond).",
+)
+@click.option(
     "--signing-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Ed25519 private key (glasshouse keys generate): sign every stored receipt.",
@@ -212,7 +248,8 @@ def read_tokens(path: Path) -> dict[str, str]:
     show_default=True,
 )
 def main(**options: Any) -> None:
-    """Serve POST /run: untrusted Python in a fresh sandbox per request, a receipt for each."""
+    """Serve POST /run (untrusted code in a fresh sandbox per request) and /sessions (a
+    sandbox across steps), a receipt for each run and step."""
     config = _config_from_options(options)
     logging.basicConfig(
         level=options["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -264,6 +301,11 @@ def _config_from_options(options: dict[str, Any]) -> Any:
             max_connections=options["max_connections"],
             shutdown_grace_s=options["shutdown_grace"],
             tokens=tokens,
+            max_sessions=options["max_sessions"],
+            session_ttl_s=options["session_ttl"],
+            max_session_ttl_s=options["max_session_ttl"],
+            session_idle_timeout_s=options["session_idle_timeout"],
+            max_file_bytes=options["max_file_size"],
             receipt_hooks=hooks,
             signing_key=signing_key,
         )

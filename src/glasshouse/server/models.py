@@ -296,6 +296,7 @@ class Health(BaseModel):
     capabilities: dict[str, bool | int | float | str]
     running: int
     queued: int
+    sessions_open: int = Field(default=0, description="Sessions open (running or paused).")
     max_concurrency: int
     queue_limit: int
     pool: dict[str, int | str]
@@ -333,3 +334,231 @@ class ReceiptPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next (older) page; null on the last page."
     )
+
+
+# -- sessions ---------------------------------------------------------------------------------
+#: Bounds of a session's life a request may ask for (the server's flags lower them).
+SESSION_TTL_MAX_S = 7 * 24 * 3600
+#: The least a session can start with (the sandbox's step agent and interpreter need these:
+#: with 2 processes or 8 MiB the agent does not come up).
+SESSION_MIN_MEMORY = 32 << 20
+SESSION_MIN_PIDS = 3
+_ENV_NAME = "^[^=\\u0000\\ud800-\\udfff]+$"
+
+
+def _env_ok(value: dict[str, str] | None) -> dict[str, str] | None:
+    """Environment variables: text, a name without '=' or NUL, a value without NUL."""
+    for name, content in (value or {}).items():
+        _utf8(name, "an environment variable name")
+        _utf8(content, f"env[{name!r}]")
+        if not name or "=" in name or "\x00" in name or "\x00" in content:
+            raise ValueError(f"env: {name!r} is not a valid variable (no '=', no NUL)")
+    return value
+
+
+_EnvMap = Annotated[
+    dict[str, str],
+    Field(
+        max_length=256,
+        json_schema_extra={
+            "propertyNames": {"pattern": _ENV_NAME},
+            "additionalProperties": {"type": "string", "pattern": _CODE},
+        },
+    ),
+]
+
+
+class SessionLimits(_Strict):
+    """The whole session's resources (every step together); omitted ones take the server's
+    defaults, none may be above its ceilings."""
+
+    memory: Annotated[int, Field(ge=SESSION_MIN_MEMORY, le=MAX_MEMORY_BYTES)] | None = Field(
+        default=None,
+        description="Memory limit of the session's cgroup in bytes (>= 32 MiB: its step "
+        "agent and interpreter alone use ~12 MiB).",
+    )
+    pids: Annotated[int, Field(ge=SESSION_MIN_PIDS, le=MAX_PIDS)] | None = Field(
+        default=None,
+        description="Processes and threads the session may have at once (>= 3: its step "
+        "agent, its interpreter and one step's process).",
+    )
+    disk: Annotated[int, Field(ge=1 << 20, le=MAX_DISK_BYTES)] | None = Field(
+        default=None, description="Disk quota of the session's workspace in bytes (>= 1 MiB)."
+    )
+
+
+class SessionRequest(_Strict):
+    """Open a session: a sandbox that lives across steps."""
+
+    network: bool = Field(default=False, description="Allow network access (off by default).")
+    limits: SessionLimits = Field(default_factory=SessionLimits)
+    ttl_s: Annotated[float, Field(gt=0, le=SESSION_TTL_MAX_S)] | None = Field(
+        default=None,
+        description="Seconds the session may live at most (default and ceiling: the server's "
+        "--session-ttl / --max-session-ttl); then it is closed, reason `ttl`.",
+    )
+    idle_timeout_s: Annotated[float, Field(gt=0, le=SESSION_TTL_MAX_S)] | None = Field(
+        default=None,
+        description="Seconds without a step, a file transfer or a resume after which the "
+        "session is closed, reason `idle` (default: --session-idle-timeout; at most ttl_s).",
+    )
+    env: _EnvMap = Field(
+        default_factory=dict, description="Base environment of every step (added to PATH...)."
+    )
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_FILES,
+        description="Workspace files to create first: relative path -> text (binary: PUT "
+        "/sessions/{id}/files/{path}).",
+        json_schema_extra={
+            "propertyNames": {"pattern": FILE_NAME, "maxLength": 255},
+            "additionalProperties": {"type": "string", "pattern": _TEXT},
+        },
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env_ok(cls, value: dict[str, str]) -> dict[str, str]:
+        return _env_ok(value) or {}
+
+    @field_validator("files")
+    @classmethod
+    def _files_ok(cls, value: dict[str, str]) -> dict[str, str]:
+        return RunRequest._files_ok(value)
+
+
+class StepRequest(_Strict):
+    """One step in a session: ``code`` (Python, in the session's persistent interpreter),
+    ``command`` (an argv) or ``shell`` (``sh -c``); exactly one of the three."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_program_schema)
+
+    code: str | None = Field(
+        default=None,
+        description="Python source run in the session's persistent interpreter: variables, "
+        "imports and open files survive between steps, as in a notebook.",
+        json_schema_extra={"pattern": _CODE},
+    )
+    command: Annotated[list[_Arg], Field(min_length=1, max_length=MAX_ARGS)] | None = Field(
+        default=None, description="An argv run as a new process in the session's sandbox."
+    )
+    shell: _Arg | None = Field(default=None, description="A shell script, run as `sh -c SHELL`.")
+    stdin: Annotated[str, Field(json_schema_extra={"pattern": _TEXT})] | None = Field(
+        default=None, description="Text fed to the step's stdin."
+    )
+    env: _EnvMap | None = Field(
+        default=None, description="Variables added to the session's environment for this step."
+    )
+    cwd: _FileName | None = Field(
+        default=None, description="Working directory, relative to the workspace."
+    )
+    timeout: Annotated[float, Field(ge=TIMEOUT_MIN_S, le=TIMEOUT_MAX_S)] = Field(
+        default=60,
+        description="Wall-clock limit of the step in seconds (1..300, at most the server's "
+        "ceiling). A step that times out is killed with what it started (for `code`: the "
+        "interpreter is restarted), never the session.",
+    )
+
+    # the same checks as RunRequest's fields of the same names
+    @field_validator("code")
+    @classmethod
+    def _code_ok(cls, value: str | None) -> str | None:
+        return RunRequest._code_ok(value)
+
+    @field_validator("shell")
+    @classmethod
+    def _shell_ok(cls, value: str | None) -> str | None:
+        return RunRequest._shell_ok(value)
+
+    @field_validator("command")
+    @classmethod
+    def _command_ok(cls, value: list[str] | None) -> list[str] | None:
+        return RunRequest._command_ok(value)
+
+    @field_validator("stdin")
+    @classmethod
+    def _stdin_ok(cls, value: str | None) -> str | None:
+        return RunRequest._stdin_ok(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env_ok(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _env_ok(value)
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd_ok(cls, value: str | None) -> str | None:
+        if value is not None:
+            _path(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_program(self) -> StepRequest:
+        given = self.program_fields()
+        if len(given) != 1:
+            raise ValueError(program_fields_message(given))
+        return self
+
+    def program_fields(self) -> list[str]:
+        return [name for name in PROGRAM_FIELDS if getattr(self, name) is not None]
+
+
+class SessionCreated(BaseModel):
+    id: str = Field(description="sess-<unix ms>-<20 hex digits> (80 random bits).")
+    backend: str
+    isolation: str
+    created: str = Field(description="RFC 3339, UTC.")
+    expires_at: str = Field(description="When the ttl closes it (RFC 3339, UTC).")
+
+
+class SessionUsage(BaseModel):
+    memory_bytes: int | None = None
+    cpu_ms: int | None = None
+    pids: int | None = None
+
+
+class SessionInfo(SessionCreated):
+    state: str = Field(description="`running` or `paused`.")
+    steps: int = Field(description="Steps run so far.")
+    last_active: str = Field(description="The last step, transfer or resume (RFC 3339).")
+    idle_timeout_s: float
+    idle_expires_at: str = Field(description="When it is closed if nothing happens before.")
+    busy: bool = Field(description="A step is running now.")
+    usage: SessionUsage = Field(description="What the session uses now (empty when paused).")
+
+
+class SessionPage(BaseModel):
+    sessions: list[SessionInfo]
+
+
+class StepResponse(RunResponse):
+    """A step's answer: as /run's, plus its number and whether the interpreter was new."""
+
+    step: int = Field(description="The step's number in the session, from 1.")
+    interpreter_restarted: bool = Field(
+        description="The interpreter was restarted during this step (it timed out or "
+        "crashed): variables and imports from before are gone."
+    )
+
+
+class SessionClosedResponse(BaseModel):
+    receipt_id: str = Field(description="The session receipt (GET /receipts/{id}).")
+
+
+class SessionPaused(BaseModel):
+    state: str
+    kept: str = Field(description="What the paused session keeps.")
+
+
+class FileEntry(BaseModel):
+    name: str
+    path: str = Field(description="Relative to the workspace.")
+    type: str = Field(description="`file`, `directory`, `symlink` or `other`.")
+    size: int
+    mtime: float
+    sha256: str | None = Field(description="Regular files only.")
+
+
+class FileList(BaseModel):
+    path: str
+    entries: list[FileEntry]
