@@ -26,6 +26,7 @@ _COMMANDS: dict[str, str] = {
     "training": "glasshouse.cli._trust:training",
     "remote": "glasshouse.cli._remote:remote",
     "mcp": "glasshouse.cli._mcp:mcp",
+    "session": "glasshouse.cli._session:session",
 }
 
 

@@ -1,4 +1,4 @@
-"""A small typed client for glasshouse-server (httpx).
+"""A small typed client for glasshouse-server's one-shot runs (httpx).
 
     >>> from glasshouse.client import Client
     >>> with Client("http://127.0.0.1:8080") as gh:
@@ -18,21 +18,11 @@ from typing import Any
 
 import httpx
 
-from glasshouse.core.execution import GlasshouseError
+from glasshouse.client._wire import ServerError, retry_wait
+from glasshouse.client._wire import error_of as _error
 
 #: Extra seconds the HTTP timeout allows beyond the run's own timeout (setup, receipt).
 _SLACK_S = 30.0
-_MAX_RETRY_WAIT_S = 30.0
-
-
-class ServerError(GlasshouseError):
-    """The server refused or failed a request. ``code`` is the server's stable error code."""
-
-    def __init__(
-        self, status: int, code: str, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
 @dataclass(frozen=True)
@@ -157,6 +147,10 @@ class Client:
             [ReceiptSummary(**item) for item in data["receipts"]], data.get("next_cursor")
         )
 
+    def sessions(self) -> list[dict[str, Any]]:
+        """The open sessions this token sees (GET /sessions)."""
+        return list(self._request("GET", "/sessions")["sessions"])
+
     def metrics(self) -> str:
         response = self._http.get("/metrics")
         if response.status_code != 200:
@@ -173,26 +167,11 @@ class Client:
             if response.status_code == 429 and attempt < self.retries:
                 attempt += 1
                 error = _error(response)
-                time.sleep(min(_MAX_RETRY_WAIT_S, error.retry_after or 1.0))
+                time.sleep(retry_wait(error))
                 continue
             if response.status_code >= 400:
                 raise _error(response)
             return response.json()
-
-
-def _error(response: httpx.Response) -> ServerError:
-    retry_after = None
-    if "retry-after" in response.headers:
-        try:
-            retry_after = float(response.headers["retry-after"])
-        except ValueError:
-            retry_after = None
-    try:
-        err = response.json()["error"]
-        code, message = str(err["code"]), str(err["message"])
-    except (ValueError, KeyError, TypeError):
-        code, message = "http_error", response.text[:200] or response.reason_phrase
-    return ServerError(response.status_code, code, message, retry_after)
 
 
 __all__ = ["Client", "ReceiptPage", "ReceiptSummary", "RunResult", "ServerError"]
