@@ -54,6 +54,7 @@ def test_flood_past_the_descriptor_limit_leaves_health_and_run_working(backend, 
     name, probe = backend
     require_backend(name, probe)
     args = [*_backend_args(name), "--header-timeout", "3", "--pool-max-age", "1"]
+    args += ["--max-sessions", "2"]  # (12 descriptors budgeted per session)
     with server_process(args, tmp_path, nofile=300) as server:
         flood = _open_half_sent(server.port, 320)
         try:

@@ -561,3 +561,22 @@ def test_openapi_documents_the_sessions(tmp_path: Path) -> None:
     for name in ("SessionRequest", "StepRequest", "StepResponse", "SessionInfo"):
         assert name in schema["components"]["schemas"]
     assert json.dumps(schema)  # serialisable
+
+
+def test_the_descriptor_budget_counts_sessions(tmp_path: Path) -> None:
+    """Each open session holds descriptors in the server: a ulimit -n that leaves no room
+    for --max-sessions of them stops the server at startup, naming the flag."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+    argv = [sys.executable, "-m", "glasshouse.server.cli", "--backend", "sandbox"]
+    argv += ["--receipts-dir", str(tmp_path / "r"), "--port", "0", "--max-sessions"]
+    out = subprocess.run(
+        [*argv, "32"], preexec_fn=limit, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2 and "--max-sessions" in out.stderr, out.stderr
+    assert "32 sessions" in out.stderr

@@ -50,6 +50,9 @@ LISTENERS = 2
 #: on or off), and a reserve for the rest (log files, the index, the loop's own).
 FDS_PER_RUN = 16
 FDS_PER_SLOT = 8
+#: Descriptors an open session holds in the server (7 measured idle by bench/sessions.py:
+#: control sockets, pidfd, workspace), with room for a step's pipes.
+FDS_PER_SESSION = 12
 FDS_RESERVE = 32
 #: Below this many connections the server refuses to start (raise ``ulimit -n``).
 MIN_CONNECTIONS = 16
@@ -68,9 +71,9 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def derived_cap(max_concurrency: int, pool_size: int) -> tuple[int, int]:
+def derived_cap(max_concurrency: int, pool_size: int, max_sessions: int = 0) -> tuple[int, int]:
     """(connection cap, RLIMIT_NOFILE soft limit): the limit minus the descriptors open now,
-    those the runs and pool slots need, the accept headroom and a reserve."""
+    those the runs, pool slots and sessions need, the accept headroom and a reserve."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
@@ -78,6 +81,7 @@ def derived_cap(max_concurrency: int, pool_size: int) -> tuple[int, int]:
         open_fds()
         + FDS_PER_RUN * max_concurrency
         + FDS_PER_SLOT * pool_size
+        + FDS_PER_SESSION * max_sessions
         + ACCEPT_BATCH * LISTENERS
         + FDS_RESERVE
     )
@@ -88,7 +92,7 @@ def http_limits(config: Any) -> HttpLimits:
     """The HTTP limits of a :class:`~glasshouse.server._runner.ServerConfig`; the cap is
     ``config.max_connections`` or derived (:func:`derived_cap`). Raises ValueError when the
     descriptor limit leaves too little room."""
-    cap, soft = derived_cap(config.max_concurrency, config.pool_size)
+    cap, soft = derived_cap(config.max_concurrency, config.pool_size, config.max_sessions)
     if config.max_connections is not None:
         if config.max_connections > cap:
             _log.warning(
@@ -102,9 +106,10 @@ def http_limits(config: Any) -> HttpLimits:
     elif cap < MIN_CONNECTIONS:
         raise ValueError(
             f"the descriptor limit (ulimit -n = {soft}) leaves room for {max(cap, 0)} "
-            f"connections after what {config.max_concurrency} runs and {config.pool_size} pool "
-            f"slots need (at least {MIN_CONNECTIONS}): raise ulimit -n, lower "
-            "--max-concurrency/--pool-size, or set --max-connections"
+            f"connections after what {config.max_concurrency} runs, {config.pool_size} pool "
+            f"slots and {config.max_sessions} sessions need (at least {MIN_CONNECTIONS}): raise "
+            "ulimit -n, lower --max-concurrency/--pool-size/--max-sessions, or set "
+            "--max-connections"
         )
     return HttpLimits(
         config.header_timeout_s, config.body_timeout_s, config.write_timeout_s, max(1, cap)
