@@ -580,3 +580,38 @@ def test_the_descriptor_budget_counts_sessions(tmp_path: Path) -> None:
     )
     assert out.returncode == 2 and "--max-sessions" in out.stderr, out.stderr
     assert "32 sessions" in out.stderr
+
+
+def test_a_step_in_flight_at_shutdown_finishes_and_is_sealed(tmp_path: Path, gate: Gate) -> None:
+    """SIGTERM while a step waits at a gate: the step ends (released after the signal), its
+    client gets the answer, and the session receipt seals it with reason shutdown."""
+    import threading
+
+    args = ["--backend", "sandbox", "--profile", "disabled"]
+    with server_process(args, tmp_path) as srv:
+        client = Api(srv.url, None)
+        sid = client.open(network=True)
+        answers: list[dict[str, Any]] = []
+        body = {"code": "print('in flight')\n" + gate.wait_code()}
+        step = threading.Thread(target=lambda: answers.append(client.step(sid, **body)))
+        step.start()
+        until(
+            lambda: client.http.get(f"/sessions/{sid}").json()["busy"],
+            timeout=60,
+            what="the step to start",
+        )
+        srv.proc.send_signal(signal.SIGTERM)
+        gate.release()
+        step.join(timeout=120)
+        code = srv.stop()
+        assert code in (0, -signal.SIGTERM), srv.log.read_text()
+    assert answers and answers[0]["stdout"] == "in flight\n"
+    sealed = [
+        receipt
+        for path in srv.receipts.glob("exec-*.json")
+        if not path.name.endswith(".dsse.json")
+        and (receipt := load_receipt(path).model_dump(mode="json"))["session"]
+        and receipt["session"]["kind"] == "session"
+    ]
+    assert [s["session"]["reason"] for s in sealed] == ["shutdown"]
+    assert [s["execution_id"] for s in sealed[0]["session"]["steps"]] == [answers[0]["receipt_id"]]

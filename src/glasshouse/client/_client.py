@@ -149,7 +149,8 @@ class Client:
 
     def sessions(self) -> list[dict[str, Any]]:
         """The open sessions this token sees (GET /sessions)."""
-        return list(self._request("GET", "/sessions")["sessions"])
+        sessions: list[dict[str, Any]] = self._request("GET", "/sessions")["sessions"]
+        return sessions
 
     def metrics(self) -> str:
         response = self._http.get("/metrics")

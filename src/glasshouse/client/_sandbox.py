@@ -148,8 +148,10 @@ class Sandbox:
         #: The session receipt's id, once the session is closed.
         self.receipt_id: str | None = None
         self._last_step: str | None = None
+        self.id: str = session_id or ""
+        #: The server's answer to the session's creation (empty when attached).
+        self.created: dict[str, Any] = {}
         if session_id is not None:
-            self.id = session_id
             return
         body = session_body(
             network=network,
@@ -166,8 +168,8 @@ class Sandbox:
         except BaseException:
             self._http.close()
             raise
-        self.id: str = created["id"]
-        self.created: dict[str, Any] = created
+        self.id = str(created["id"])
+        self.created = dict(created)
 
     @classmethod
     def connect(

@@ -78,23 +78,26 @@ FilePath = Annotated[str, FastAPIPath(description="A path relative to the sessio
 _T = TypeVar("_T")
 
 
+_Responses = dict[int | str, dict[str, Any]]
+
+
 def _e(description: str) -> dict[str, Any]:
     return {"model": ErrorResponse, "description": description}
 
 
-_COMMON = {
+_COMMON: _Responses = {
     400: _e("Malformed request or session id"),
     401: _e("Missing or wrong bearer token"),
     404: _e("No such session (or another tenant's)"),
     410: _e("The session was closed or expired (the message says why and its receipt)"),
     422: _e("Well-formed but invalid request"),
 }
-_BODY = {413: _e("Body over the limit"), 415: _e("Not application/json")}
-_STORE = {
+_BODY: _Responses = {413: _e("Body over the limit"), 415: _e("Not application/json")}
+_STORE: _Responses = {
     500: _e("The receipt could not be stored"),
     503: _e("Shutting down, or the receipt store cannot write"),
 }
-_FILE = {
+_FILE: _Responses = {
     400: _e("Bad path (absolute, '..', NUL) or not a file"),
     403: _e("The path leads out of the workspace (a symlink)"),
     404: _e("No such session, or no such file"),
