@@ -7,8 +7,10 @@ warm pool on) on a loopback port, one keep-alive HTTP connection. Measured in th
 
 - **step**: ``POST /sessions/{id}/run {"code": "print(1)"}`` in a live session (the
   interpreter is up: nothing is spawned), round trip over HTTP, receipt stored;
-- **one-shot**: ``POST /run {"code": "print(1)"}``, the baseline, interleaved with the steps
-  so a change of host load hits both alike;
+- **one-shot**: ``POST /run {"code": "print(1)"}``, the baseline: blocks of 20 steps and 20
+  one-shot runs alternate, so a change of host load hits both alike (between blocks the
+  bench waits for the one-shots' background work, the warm pool's refill and the sandboxes'
+  teardown: on 2 cores it would otherwise land in the steps' time);
 - **create**: ``POST /sessions {}`` (a sandbox and its interpreter started), and the
   ``DELETE`` that closes it (the session receipt sealed), timed apart;
 - ``--receipts-on-tmpfs``: the same with the receipt log in ``/dev/shm``, to show what the
@@ -38,7 +40,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleave, pct, print_table
+from _common import pct, print_table
 from server import _probe, _Server
 
 MIB = 1 << 20
@@ -102,14 +104,29 @@ def _tree_cpu_ms(pids: set[int]) -> float:
     return total * 1000 / tick
 
 
-def _steps_vs_oneshot(http: httpx.Client, sid: str, rounds: int) -> dict[str, dict]:
-    def step() -> float:
-        return _timed(http, "POST", f"/sessions/{sid}/run", json={"code": "print(1)"})[0]
+def _settle(http: httpx.Client) -> None:
+    """Wait until the server's background work for one-shot runs is done (the warm pool's
+    refill; the sandboxes' teardown): on 2 cores it would land in the next step's time."""
+    for _ in range(200):
+        pool = http.get("/health").json()["pool"]
+        if pool.get("ready", 0) >= pool.get("size", 0):
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)
 
-    def oneshot() -> float:
-        return _timed(http, "POST", "/run", json={"code": "print(1)"})[0]
 
-    samples = interleave({"step": step, "oneshot": oneshot}, rounds, warmup=10)
+def _steps_vs_oneshot(http: httpx.Client, sid: str, rounds: int, block: int = 20) -> dict:
+    """Blocks of ``block`` steps and ``block`` one-shot runs, alternating (so a change of
+    host load hits both alike), the first of each block a warm-up."""
+    samples: dict[str, list[float]] = {"step": [], "oneshot": []}
+    paths = {"step": f"/sessions/{sid}/run", "oneshot": "/run"}
+    while len(samples["step"]) < rounds:
+        for name in ("step", "oneshot"):
+            for i in range(block + 1):
+                elapsed = _timed(http, "POST", paths[name], json={"code": "print(1)"})[0]
+                if i:
+                    samples[name].append(elapsed)
+            _settle(http)
     return {name: _ms(values) for name, values in samples.items()}
 
 
