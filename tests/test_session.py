@@ -324,3 +324,20 @@ def test_threads_left_running_make_the_session_coverage_incomplete(_sandbox_ok: 
         cov = s.close().receipt["observation"]["coverage"]
     assert cov["status"] == "incomplete"
     assert [r["code"] for r in cov["reasons"]] == ["between_steps"]
+
+
+def test_closing_kills_a_step_in_flight(_sandbox_ok: None) -> None:
+    s = glasshouse.Session(profile="disabled")
+    started = threading.Event()
+    out: list[glasshouse.StepResult] = []
+    code = "import time\nprint('go', flush=True)\ntime.sleep(600)"
+    t = threading.Thread(
+        target=lambda: out.append(s.run_code(code, on_stdout=lambda _: started.set()))
+    )
+    t.start()
+    assert started.wait(30)
+    sealed = s.close("expired")
+    t.join(30)
+    assert not t.is_alive()
+    assert out[0].error == "killed: session expired" and out[0].execution.signal == 9
+    assert sealed.receipt["session"]["steps"][-1]["digest"] == out[0].receipt["digest"]

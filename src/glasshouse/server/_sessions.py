@@ -371,7 +371,7 @@ class SessionManager:
         entry.active = time.monotonic()
 
     def close(self, entry: Entry, reason: str) -> str:
-        """Close ``entry``'s session (waits for a step in flight), seal and index its
+        """Close ``entry``'s session (a step in flight is killed first), seal and index its
         receipt, remember it; return the session receipt's id. Idempotent."""
         entry.closing = True
         try:

@@ -326,9 +326,17 @@ class Session:
             "usage": usage,
         }
 
-    def close(self, reason: str = "closed") -> SessionClosed:
+    def kill_step(self, reason: str = "killed") -> bool:
+        """Kill the step in flight, if any (its receipt records ``reason``); the session
+        lives on. Returns whether a step was running."""
+        return sum(engine.kill_all(reason) for engine in self._engines.values()) > 0
+
+    def close(self, reason: str = "closed", *, kill: bool = True) -> SessionClosed:
         """End the session and seal its session receipt (idempotent: a second call returns
-        the first's). Waits for a step in flight to end."""
+        the first's). A step in flight is killed first (``kill=False``: waited for); its
+        receipt records ``session <reason>``."""
+        if kill and self._lock.locked() and self._closed is None:
+            self.kill_step(f"session {reason}")
         with self._lock:
             if self._closed is not None:
                 return self._closed
