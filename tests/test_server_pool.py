@@ -81,14 +81,39 @@ def test_server_runs_from_the_pool(sandbox, tmp_path: Path) -> None:
     with api(config(tmp_path, "sandbox", pool_size=2)) as client:
         runner = client.runner
         assert runner.pool is not None
-        until(lambda: runner.pool.ready() == 2, what="the server's pool filled")
         for i in range(3):
+            until(lambda: runner.pool.ready() == 2, what="the server's pool filled")
             body = client.post("/run", json={"code": f"print({i})", "files": {"f": "x"}}).json()
             assert body["stdout"] == f"{i}\n", body
         health = client.get("/health").json()
         assert health["capabilities"]["warm_pool"] is True
         assert health["pool"]["hits"] == 3 and health["pool"]["size"] == 2
         assert "glasshouse_pool_ready" in client.get("/metrics").text
+
+
+def test_a_live_slot_runs_code_in_its_waiting_interpreter(sandbox, tmp_path: Path) -> None:
+    """The default for sandbox: a slot is a live sandbox with python3 up; a code run is
+    handed to it, a command is forked in it, a run that does not fit starts cold."""
+    with api(config(tmp_path, "sandbox", pool_size=1)) as client:
+        runner = client.runner
+        kinds = []
+        for body in (
+            {
+                "code": "import sys; print(sys.argv, open('f').read())",
+                "files": {"f": "x"},
+                "outputs": ["f"],
+            },
+            {"command": ["sh", "-c", "echo $HOME"]},
+            {"code": "print(1)", "network": True},
+        ):
+            until(lambda: runner.pool.ready() == 1, what="a live slot ready")
+            answer = client.post("/run", json=body).json()
+            receipt = client.get(f"/receipts/{answer['receipt_id']}").json()
+            kinds.append("warm" in receipt["environment"]["sandbox"]["details"])
+            assert answer["exit_code"] == 0, answer
+            if "files" in body:  # as python3 -c sees itself; outputs come back
+                assert answer["stdout"] == "['-c'] x\n" and answer["outputs"], answer
+        assert kinds == [True, True, False]
 
 
 def test_backend_without_prewarm_runs_cold(tmp_path: Path) -> None:

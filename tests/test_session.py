@@ -54,6 +54,12 @@ def test_interpreter_state_survives_between_steps(session: glasshouse.Session) -
     assert r.receipt["code_hash"] is not None
 
 
+def test_code_imports_modules_from_the_workspace(session: glasshouse.Session) -> None:
+    session.files.write("helper.py", "def answer():\n    return 42\n")
+    r = session.run_code("import sys, helper\nprint(helper.answer(), sys.argv)")
+    assert r.stdout == b"42 ['-c']\n", r.stderr
+
+
 def test_exit_codes_of_code_and_commands(session: glasshouse.Session) -> None:
     assert session.run_code("import sys; sys.exit(3)").returncode == 3
     boom = session.run_code("raise ValueError('boom')")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 _MS_NOSUID = 0x2
 _MS_NODEV = 0x4
+_MS_REMOUNT = 0x20
 _MNT_DETACH = 0x2
 _UMOUNT_NOFOLLOW = 0x8
 #: The mount's source name (what /proc/<pid>/mountinfo shows as the device).
@@ -58,6 +59,21 @@ def mount(path: Path, size: int, uid: int, gid: int) -> str:
     except OSError:
         unmount(path)
         raise
+    return (
+        f"tmpfs quota on the workspace: {size} bytes, {inodes} inodes; writes past it get "
+        "ENOSPC; RAM-backed, charged to the run's memory cgroup"
+    )
+
+
+def resize(path: Path, size: int) -> str:
+    """Set the size of the tmpfs quota mounted on ``path`` (in use or not: a sandbox that
+    bind-mounted it sees the new size at once). Raises QuotaUnavailable where it cannot."""
+    inodes = inodes_for(size)
+    data = f"size={size},nr_inodes={inodes}"
+    flags = _MS_REMOUNT | _MS_NOSUID | _MS_NODEV
+    if _libc.mount(SOURCE.encode(), os.fsencode(path), b"tmpfs", flags, data.encode()) != 0:
+        err = ctypes.get_errno()
+        raise QuotaUnavailable(f"cannot resize the workspace tmpfs: {os.strerror(err)}")
     return (
         f"tmpfs quota on the workspace: {size} bytes, {inodes} inodes; writes past it get "
         "ENOSPC; RAM-backed, charged to the run's memory cgroup"

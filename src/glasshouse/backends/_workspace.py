@@ -131,6 +131,14 @@ class Workspace:
         self.quota = _quota.mount(self.path, size, self.uid, self.gid)
         return self.quota
 
+    def resize_disk(self, size: int) -> str:
+        """Change the size of the workspace's quota (made by :meth:`limit_disk`), also while a
+        sandbox uses it."""
+        if not self.quota:
+            raise _quota.QuotaUnavailable("the workspace has no quota to resize")
+        self.quota = _quota.resize(self.path, size)
+        return self.quota
+
     def write_inputs(self, files: dict[str, bytes] | None) -> None:
         """Place ``files`` (relative path -> bytes) in the still-unused workspace."""
         for name, data in (files or {}).items():

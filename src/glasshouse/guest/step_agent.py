@@ -191,6 +191,8 @@ def _interp(fd):
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     null = os.open(os.devnull, os.O_RDWR)
     home = os.getcwd()
+    sys.argv[:] = ["-c"]  # as ``python3 -c CODE`` sees itself
+    sys.path.insert(0, "")  # and imports from its working directory (the workspace)
     # Started: everything the interpreter itself needs is loaded, so a step's observation
     # (which begins at the hand-over) holds only what the step's code does.
     _send(sock, {"op": "ready", "id": 0})

@@ -121,6 +121,8 @@ class ServerConfig:
     max_file_bytes: int = 64 << 20
     #: Options passed to ``glasshouse.backends.create``.
     backend_options: dict[str, Any] = field(default_factory=dict)
+    #: sandbox: the pool's slots are live sandboxes with an interpreter up
+    live_slots: bool = True
 
     def __post_init__(self) -> None:
         _limits.check_config(self)
@@ -200,7 +202,10 @@ class Runner:
         self.backend_name: str = self.backend_choice["backend"]
         if config.backend == "auto":
             _log.info("--backend auto: %s (%s)", self.backend_name, self.backend_choice["reason"])
-        inner = backends.create(self.backend_name, **config.backend_options)
+        options = dict(config.backend_options)
+        if self.backend_name == "sandbox" and config.live_slots and config.pool_size > 0:
+            options.setdefault("live_slots", True)
+        inner = backends.create(self.backend_name, **options)
         inner.prepare()  # fail at startup, not on the first request
         self.inner = inner
         self.sandboxed = inner.isolation not in ("none",)

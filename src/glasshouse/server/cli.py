@@ -107,6 +107,13 @@ def read_tokens(path: Path) -> dict[str, str]:
 )
 @click.option("--pool-max-age", type=float, default=60.0, show_default=True, help="Seconds.")
 @click.option(
+    "--live-slots/--fresh-slots",
+    default=True,
+    show_default=True,
+    help="sandbox: pool slots with the sandbox and a python3 already up (code is handed to "
+    "it), or only the sandbox's resources made ahead.",
+)
+@click.option(
     "--profile",
     type=click.Choice(["disabled", "host"]),
     default="host",
@@ -283,6 +290,7 @@ def _config_from_options(options: dict[str, Any]) -> Any:
             allow_unsandboxed=options["allow_unsandboxed"],
             pool_size=options["max_concurrency"] if pool_size is None else pool_size,
             pool_max_age_s=options["pool_max_age"],
+            live_slots=options["live_slots"],
             profile=options["profile"],
             body_limit=options["body_limit"],
             output_limit=options["output_limit"],

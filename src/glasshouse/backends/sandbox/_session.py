@@ -73,7 +73,7 @@ _READ = 1 << 16
 
 
 @dataclass
-class _StepHandle(Handle):
+class StepHandle(Handle):
     ident: int = 0
     code: bool = False
     cgroup: _cgroup.Cgroup | None = None
@@ -95,6 +95,8 @@ class _StepHandle(Handle):
     restarted: bool = False
     cpu_ms: int | None = None
     oom_before: int = 0
+    #: the step backend that started it (a one-shot run on a warm slot is routed back)
+    steps: Steps | None = None
 
 
 class BwrapLiveSandbox:
@@ -124,8 +126,8 @@ class BwrapLiveSandbox:
         self.files = HostWorkspaceFiles(
             self._run.workspace.path, self._run.host_uid, self._run.host_gid, spec.max_file_bytes
         )
-        self.commands = _Steps(self, code=False)
-        self.interpreter = _Steps(self, code=True)
+        self.commands = Steps(self, code=False)
+        self.interpreter = Steps(self, code=True)
         try:
             self._start(first=True)
         except BaseException:
@@ -264,6 +266,30 @@ class BwrapLiveSandbox:
             self._interp.close()
         self._interp = None
 
+    def prepare_oneshot(self, spec: ExecutionSpec) -> None:
+        """Give this (still unused) sandbox to one run: its disk quota, memory and pids
+        limits and its files become the run's (see :mod:`._oneshot`)."""
+        run, cg = self._run, self.session_cgroup()
+        limits = spec.limits
+        if limits.disk_bytes is not None:
+            self.facts["disk"] = run.workspace.resize_disk(limits.disk_bytes)
+        applied = cg.set_limits(limits.memory_bytes, limits.pids)
+        run.workspace.write_inputs(dict(spec.files))
+        self.facts.pop("session_sandbox", None)
+        self.facts["workspace"] = f"{INSIDE_WORKSPACE} (fresh per-run directory, cwd)"
+        self.facts["warm"] = (
+            "the sandbox, its step agent and a python3 were started before the request (warm "
+            "pool); python3 -c CODE is handed to that interpreter"
+        )
+        if applied:
+            self.facts["limits"] = ",".join(applied)
+
+    def collect_outputs(
+        self, names: list[str], cap: int
+    ) -> tuple[dict[str, bytes], dict[str, str]]:
+        out = self._run.workspace.collect_outputs(names, cap)
+        return out, dict(self._run.workspace.output_status)
+
     def oom_kills(self) -> int:
         """How many OOM kills the session's memory limit caused so far."""
         return self.session_cgroup().oom_kill_count() if self._handle is not None else 0
@@ -319,10 +345,11 @@ class BwrapLiveSandbox:
         return result or ExecutionResult.failure("the session's sandbox never ran")
 
 
-class _Steps:
+class Steps:
     """One of a live sandbox's two step backends (``commands`` or ``interpreter``)."""
 
     def __init__(self, box: BwrapLiveSandbox, code: bool) -> None:
+        self.box = box
         self._box = box
         self._code = code
         self.name = "sandbox"
@@ -344,7 +371,7 @@ class _Steps:
             err_r, err_w = os.pipe()
             pipes = [in_r, stdin_w, out_r, out_w, err_r, err_w]
             limit = spec.limits.output_bytes
-            handle = _StepHandle(
+            handle = StepHandle(
                 spec=spec,
                 pid=None,
                 ident=ident,
@@ -399,7 +426,7 @@ class _Steps:
         return handle
 
     def release(self, handle: Handle) -> None:
-        assert isinstance(handle, _StepHandle)
+        assert isinstance(handle, StepHandle)
         box = self._box
         handle.started = time.monotonic()
         handle.started_at = utcnow()
@@ -421,7 +448,7 @@ class _Steps:
         writer.start()
 
     def wait(self, handle: Handle) -> ExecutionResult:
-        assert isinstance(handle, _StepHandle)
+        assert isinstance(handle, StepHandle)
         box = self._box
         spec = handle.spec
         deadline = handle.started + spec.deadline_s if spec.deadline_s else None
@@ -505,7 +532,7 @@ class _Steps:
             sel.close()
         return self._result(handle, ended, timed_out, status, exit_code, exec_errno, threads, gone)
 
-    def _end_step(self, handle: _StepHandle) -> None:
+    def _end_step(self, handle: StepHandle) -> None:
         cg = handle.cgroup
         if cg is None:
             return
@@ -519,7 +546,7 @@ class _Steps:
 
     def _result(
         self,
-        handle: _StepHandle,
+        handle: StepHandle,
         ended: _dt.datetime | None,
         timed_out: bool,
         status: int | None,
@@ -572,7 +599,7 @@ class _Steps:
         return result
 
     def kill(self, handle: Handle, reason: str = "killed") -> None:
-        assert isinstance(handle, _StepHandle)
+        assert isinstance(handle, StepHandle)
         with handle.lock:
             if handle.killed_reason is None:
                 handle.killed_reason = reason
@@ -580,7 +607,7 @@ class _Steps:
             handle.cgroup.kill(timeout=1.0)
 
     def cleanup(self, handle: Handle) -> None:
-        assert isinstance(handle, _StepHandle)
+        assert isinstance(handle, StepHandle)
         self._end_step(handle)
         for name in ("out_r", "err_r", "stdin_w", "code_w"):
             fd = getattr(handle, name)

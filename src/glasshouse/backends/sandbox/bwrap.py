@@ -19,14 +19,24 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 from glasshouse.backends import _seccomp
+from glasshouse.backends._quota import QuotaUnavailable
 from glasshouse.backends.process import Command
-from glasshouse.core.execution import BackendUnavailable, ExecutionResult, ExecutionSpec
+from glasshouse.core.execution import (
+    BackendError,
+    BackendUnavailable,
+    ExecutionResult,
+    ExecutionSpec,
+    Handle,
+    Sink,
+)
 from glasshouse.core.session import SessionSpec
 
+from . import _oneshot
 from ._base import SandboxBase
 from ._layout import (
     _DEFAULT_TMP_BYTES,
@@ -39,7 +49,7 @@ from ._layout import (
     INSIDE_WORKSPACE,
 )
 from ._run import SandboxRun, _has_status
-from ._session import BwrapLiveSandbox
+from ._session import BwrapLiveSandbox, StepHandle
 
 #: /proc files of the host's that bwrap's fresh /proc still shows: each is overlaid with an
 #: empty read-only file (the host's boot command line, the id of its current boot).
@@ -54,10 +64,13 @@ class SandboxBackend(SandboxBase):
     _exe = "bwrap"
     _package = "bubblewrap"
 
-    def __init__(self, *, seccomp: bool = True, **options: Any) -> None:
+    def __init__(self, *, seccomp: bool = True, live_slots: bool = False, **options: Any) -> None:
         """Options as :class:`~glasshouse.backends.sandbox.SandboxBase`. ``seccomp=False``
-        exists for measuring the filter's cost, not for use."""
+        exists for measuring the filter's cost, not for use. ``live_slots``: the warm pool's
+        slots are live sandboxes with an interpreter up (:mod:`._oneshot`)."""
         super().__init__(**options)
+        self._live_slots = live_slots
+        self._teardowns: list[threading.Thread] = []
         self._use_seccomp = seccomp
         self._program: _seccomp.Program | None = None
         self._static_args: dict[bool, list[str]] = {}
@@ -165,6 +178,86 @@ class SandboxBackend(SandboxBase):
             "seccomp_program": self._program.sha256,
             "seccomp_denied": list(self._program.denied),
         }
+
+    # -- the warm pool's live slots (._oneshot) -----------------------------------------
+    def prewarm(self) -> Any:
+        if not self._live_slots:
+            return super().prewarm()
+        box = BwrapLiveSandbox(self, _oneshot.slot_spec())
+        try:
+            box.interp()  # the interpreter up and ready: what the slot is for
+        except BaseException:
+            box.close()
+            raise
+        return box
+
+    def start_prewarmed(
+        self, slot: Any, spec: ExecutionSpec, stdout: Sink | None = None, stderr: Sink | None = None
+    ) -> Handle:
+        if not isinstance(slot, BwrapLiveSandbox):
+            return super().start_prewarmed(slot, spec, stdout, stderr)
+        why = _oneshot.unfit(spec)
+        if why is None:
+            try:
+                return _oneshot.start(slot, spec, stdout, stderr)
+            except (BackendError, OSError, QuotaUnavailable) as exc:
+                why = f"the warm slot failed: {exc}"
+        self._close_later(slot)
+        return self.start(spec, stdout, stderr)
+
+    def discard(self, slot: Any) -> None:
+        if isinstance(slot, BwrapLiveSandbox):
+            slot.close()
+        else:
+            super().discard(slot)
+
+    def release(self, handle: Handle) -> None:
+        if isinstance(handle, StepHandle) and handle.steps is not None:
+            handle.steps.release(handle)
+        else:
+            super().release(handle)
+
+    def wait(self, handle: Handle) -> ExecutionResult:
+        if not (isinstance(handle, StepHandle) and handle.steps is not None):
+            return super().wait(handle)
+        result = handle.steps.wait(handle)
+        result.details.pop("interpreter_restarted", None)
+        result.details.pop("step_kind", None)
+        if handle.spec.outputs:
+            box = handle.steps.box
+            result.outputs, status = box.collect_outputs(
+                list(handle.spec.outputs), self._output_cap
+            )
+            result.output_status.update(status)
+            result.sandbox["outputs"] = [f"{k}: {v}" for k, v in status.items()]
+        return result
+
+    def kill(self, handle: Handle, reason: str = "killed") -> None:
+        if isinstance(handle, StepHandle) and handle.steps is not None:
+            handle.steps.kill(handle, reason)
+        else:
+            super().kill(handle, reason)
+
+    def cleanup(self, handle: Handle) -> None:
+        if not (isinstance(handle, StepHandle) and handle.steps is not None):
+            super().cleanup(handle)
+            return
+        handle.steps.cleanup(handle)
+        self._close_later(handle.steps.box)
+
+    def _close_later(self, box: BwrapLiveSandbox) -> None:
+        """Close a used slot off the run's clock (``close()`` waits for all of them)."""
+        thread = threading.Thread(target=box.close, name="glasshouse-slot-close", daemon=True)
+        thread.start()
+        with self._lock:
+            self._teardowns = [t for t in self._teardowns if t.is_alive()] + [thread]
+
+    def close(self) -> None:
+        """Wait for the used slots' teardown."""
+        with self._lock:
+            pending, self._teardowns = self._teardowns, []
+        for thread in pending:
+            thread.join(timeout=30)
 
     # -- sessions (glasshouse.core.session.SessionCapable) ------------------------------
     def open_session(self, spec: SessionSpec) -> BwrapLiveSandbox:
