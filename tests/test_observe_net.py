@@ -147,7 +147,11 @@ def test_io_uring_ops_appear_like_their_syscall_twins(observer, uring_binary, tm
     tx, rx = (int(kv.split("=")[1]) for kv in stdout.splitlines()[-1].split())
     p = str(tmp_path)
     fs = receipt.filesystem
-    assert fs.writes == [f"{p}/u-created.txt"]
+    # the seed's writes and deletes: every path made or changed, every path removed
+    assert sorted(fs.writes) == [
+        f"{p}/{x}" for x in ("u-created.txt", "u-dir", "u-dir/u-renamed.txt", "u-hard", "u-link")
+    ]
+    assert sorted(fs.deletes) == [f"{p}/u-created.txt", f"{p}/u-hard"]  # renamed, unlinked
     assert fs.mkdirs == [f"{p}/u-dir"]
     assert [(r.src, r.dst) for r in fs.renames] == [
         (f"{p}/u-created.txt", f"{p}/u-dir/u-renamed.txt")
@@ -156,7 +160,6 @@ def test_io_uring_ops_appear_like_their_syscall_twins(observer, uring_binary, tm
         (f"{p}/u-dir/u-renamed.txt", f"{p}/u-hard", "hard"),
         ("u-dir/u-renamed.txt", f"{p}/u-link", "symbolic"),  # a target as written
     ]
-    assert fs.deletes == [f"{p}/u-hard"]
     assert [(f.op, f.path, f.errno) for f in fs.failed] == [("openat", f"{p}/u-missing", "ENOENT")]
     net = receipt.network
     assert sorted((a.dst, a.protocol, a.result, a.bytes) for a in net.attempts) == sorted([
@@ -437,7 +440,8 @@ def test_io_uring_submissions_pair_with_completions() -> None:
         _uring_done(18, req + 192, 3),  # a completion with no submission seen: nothing
     ]
     _, (_, fs, net, sys_, *_) = _fold(records, {d.STAT_URING + 18: 1, d.STAT_URING + 35: 1})
-    assert fs.writes == ["/w/new"] and [(r.src, r.dst) for r in fs.renames] == [("/w/a", "/w/b")]
+    assert sorted(fs.writes) == ["/w/b", "/w/new"] and fs.deletes == ["/w/a"]  # the rename's ends
+    assert [(r.src, r.dst) for r in fs.renames] == [("/w/a", "/w/b")]
     assert _attempts(net) == [("10.1.2.3:443", "tcp", "in_progress", None)]
     assert sys_.io_uring is not None and sys_.io_uring.ops == {"openat": 1, "renameat": 1}
 

@@ -93,3 +93,20 @@ def test_fallback_when_bpf_unavailable(monkeypatch, tmp_path):
     monkeypatch.setenv("GLASSHOUSE_OBSERVER", "bogus")
     with pytest.raises(ObserverUnavailable, match="expected ebpf or strace"):
         host_observer(reuse=False)
+
+
+def test_seed_filesystem_fields(observer, tmp_path):
+    """The strace fallback fills the seed's writes and deletes like the eBPF observer for
+    namespace calls (it does not resolve opens through /proc/self/fd: lower fidelity)."""
+    w = str(tmp_path)
+    receipt, _ = run(observer, [PY, str(CORPUS / "seed_files.py"), w], cwd=w)
+    assert receipt.outcome.exit_code == 0
+    fs = receipt.filesystem
+    p = lambda *parts: os.path.join(w, *parts)  # noqa: E731
+    assert set(fs.deletes) == {p("new.txt"), p("d/hard2"), p("d/moved"), p("d/sub")}
+    made = ["old.txt", "left", "right", "fifo2", "tmp-proc", "alias", "d", "d/sub", "d/fifo"]
+    made += ["d/sock", "d/sym", "d/hard", "d/hard2", "d/moved"]
+    assert set(fs.writes) >= {p(x) for x in made}
+    assert set(fs.mkdirs) == {p("d"), p("d/sub")}
+    assert (p("left"), p("right"), True) in {(r.src, r.dst, r.exchange) for r in fs.renames}
+    assert w not in fs.writes and not [x for x in fs.writes if "(deleted)" in x or "/#" in x]

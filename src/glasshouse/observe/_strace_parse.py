@@ -16,8 +16,10 @@ from glasshouse.core.execution import DEFAULT_LIST_CAP
 from glasshouse.core.profiling import Observation
 from glasshouse.observe.fold import (
     CONNECT_RESULTS,
+    NAMESPACE_CALLS,
     CappedSums,
     Dedup,
+    changed_paths,
     folded_omissions,
     normalize,
 )
@@ -259,9 +261,9 @@ class Parser:
             p1, flags = self._path(a[1], pid, a[0]), a[2] if len(a) > 2 else ""
         elif name == "creat" and a:
             p1, flags = self._path(a[0], pid), "O_WRONLY|O_CREAT|O_TRUNC"
-        elif name in ("truncate", "unlink", "rmdir", "mkdir") and a:
+        elif name in ("truncate", "unlink", "rmdir", "mkdir", "mknod") and a:
             p1 = self._path(a[0], pid)
-        elif name in ("unlinkat", "mkdirat") and len(a) > 1:
+        elif name in ("unlinkat", "mkdirat", "mknodat") and len(a) > 1:
             p1 = self._path(a[1], pid, a[0])
             if name == "unlinkat" and len(a) > 2 and "AT_REMOVEDIR" in a[2]:
                 name = "rmdir"
@@ -275,7 +277,8 @@ class Parser:
             p1, p2 = self._str(a[0]), self._path(a[2], pid, a[1])
         elif name == "ftruncate" and a:
             base = self._base(a[0], pid) if _ANNOT.match(a[0]) else None
-            if base and ret == 0:
+            # a file with no name (an O_TMPFILE file, a memfd): strace shows "... (deleted)"
+            if base and ret == 0 and not base.endswith(" (deleted)"):
                 self.writes.add(base, base)
             return
         else:
@@ -284,7 +287,7 @@ class Parser:
             self._fail(name, f"{p1} -> {p2}" if p2 else p1, err or "?")
             return
         if name in ("open", "openat", "openat2", "creat"):
-            if "O_PATH" in flags:
+            if "O_PATH" in flags or "O_TMPFILE" in flags:  # a lookup; a file with no name
                 return
             if "O_WRONLY" not in flags:
                 self.reads.add(p1, p1)
@@ -292,15 +295,29 @@ class Parser:
                 self.writes.add(p1, p1)
         elif name == "truncate":
             self.writes.add(p1, p1)
-        elif name in ("unlink", "unlinkat", "rmdir"):
-            self.deletes.add(p1, p1)
-        elif name in ("mkdir", "mkdirat"):
+        else:
+            self._namespace(name, p1, p2 or "", a)
+
+    def _namespace(self, name: str, p1: str, p2: str, a: list[str]) -> None:
+        """A successful namespace call: the seed's writes and deletes (fold.changed_paths)
+        and the richer section it belongs to."""
+        exchange = name == "renameat2" and len(a) > 4 and "RENAME_EXCHANGE" in a[4]
+        kind = "exchange" if exchange else NAMESPACE_CALLS.get(name)
+        if kind is None:
+            return
+        written, deleted = changed_paths(kind, p1, p2)
+        for path in written:
+            self.writes.add(path, path)
+        for path in deleted:
+            self.deletes.add(path, path)
+        if kind == "mkdir":
             self.mkdirs.add(p1, p1)
-        elif name.startswith("rename"):
-            self.renames.add((p1, p2), Rename(src=p1, dst=p2))
-        elif name.startswith("link"):
+        elif kind in ("rename", "exchange"):
+            rename = Rename(src=p1, dst=p2, exchange=True) if exchange else Rename(src=p1, dst=p2)
+            self.renames.add((p1, p2, exchange), rename)
+        elif kind == "link":
             self.links.add((p1, p2, "h"), Link(target=p1, path=p2, kind="hard"))
-        elif name.startswith("symlink"):
+        elif kind == "symlink":
             self.links.add((p1, p2, "s"), Link(target=p1, path=p2, kind="symbolic"))
 
     def _sockaddr(self, text: str) -> tuple[str, str] | None:

@@ -28,6 +28,46 @@ CONNECT_RESULTS = {
 }
 
 
+#: Namespace syscalls by the kind :func:`changed_paths` takes (a rename is an ``exchange``
+#: when renameat2's flags say RENAME_EXCHANGE; unlinkat with AT_REMOVEDIR is an ``rmdir``).
+NAMESPACE_CALLS = {
+    "mkdir": "mkdir",
+    "mkdirat": "mkdir",
+    "mknod": "mknod",
+    "mknodat": "mknod",
+    "unlink": "unlink",
+    "unlinkat": "unlink",
+    "rmdir": "rmdir",
+    "link": "link",
+    "linkat": "link",
+    "symlink": "symlink",
+    "symlinkat": "symlink",
+    "rename": "rename",
+    "renameat": "rename",
+    "renameat2": "rename",
+}
+
+
+def changed_paths(kind: str, src: str, dst: str = "") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(written, deleted)``: what one successful namespace operation adds to the seed's
+    ``filesystem.writes`` (every path whose content or existence the run changed) and
+    ``filesystem.deletes`` (every path removed). ``kind``: ``mkdir``, ``mknod`` (a device,
+    FIFO or socket node), ``unlink``, ``rmdir`` (``src`` the path); ``link``, ``symlink``
+    (``dst`` the new name); ``rename`` (``src`` is gone, ``dst`` replaced or made);
+    ``exchange`` (renameat2 RENAME_EXCHANGE: both names now hold the other's file)."""
+    if kind in ("mkdir", "mknod"):
+        return (src,), ()
+    if kind in ("unlink", "rmdir"):
+        return (), (src,)
+    if kind in ("link", "symlink"):
+        return (dst,), ()
+    if kind == "rename":
+        return (dst,), (src,)
+    if kind == "exchange":
+        return (src, dst), ()
+    raise ValueError(f"not a namespace operation: {kind!r}")
+
+
 def normalize(path: str, base: str | None) -> str:
     """An absolute normalized path: ``path`` as given, joined to ``base`` when relative."""
     if path[:1] == "/" and "//" not in path and "/." not in path and path[-1:] != "/":

@@ -100,9 +100,13 @@ class ProcessNode(_Model):
         return data
 
 
-class Rename(_Model):
+class Rename(_Extended):
     src: str
     dst: str
+    #: v0.4.0: renameat2(RENAME_EXCHANGE): both names stay, their files swapped (set only then).
+    exchange: bool = False
+
+    _added = frozenset({"exchange"})
 
 
 class Link(_Model):

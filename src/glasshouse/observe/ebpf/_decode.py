@@ -18,7 +18,13 @@ from pathlib import Path
 from glasshouse.core.execution import DEFAULT_LIST_CAP
 from glasshouse.observe.ebpf._net import NetFolder, protocol, sockaddr
 from glasshouse.observe.ebpf._uring import UringFolder, io_uring_block
-from glasshouse.observe.fold import Dedup, folded_omissions, normalize
+from glasshouse.observe.fold import (
+    NAMESPACE_CALLS,
+    Dedup,
+    changed_paths,
+    folded_omissions,
+    normalize,
+)
 from glasshouse.receipt.model import (
     FailedFileOp,
     Filesystem,
@@ -44,6 +50,8 @@ F_TRUNC = (1 << 0, 1 << 1, 1 << 2, 1 << 3)
 F_DIR1, F_DIR3 = 1 << 4, 1 << 5
 F_ROOT = 1 << 8
 F_HARNESS = 1 << 9
+F_UNLINKED1, F_UNLINKED3 = 1 << 10, 1 << 11
+F_PSEUDO1, F_PSEUDO3 = 1 << 12, 1 << 13
 
 NR_SYSCALLS = 512
 STAT_LOST = NR_SYSCALLS + 0
@@ -66,8 +74,9 @@ PENDING = 0x80000000
 SLOT_MASK = 0x0000FFFF
 
 _O_ACCMODE, _O_WRONLY, _O_RDWR = 0o3, 0o1, 0o2
-_O_CREAT, _O_TRUNC, _O_PATH = 0o100, 0o1000, 0o10000000
+_O_CREAT, _O_TRUNC, _O_PATH, _O_TMPFILE = 0o100, 0o1000, 0o10000000, 0o20000000
 _AT_REMOVEDIR = 0x200
+_RENAME_EXCHANGE = 2
 
 
 def _errname(ret: int) -> str:
@@ -79,8 +88,13 @@ def _text(raw: bytes) -> str:
 
 
 def _dir(raw: bytes) -> str:
-    parts = [p.decode("utf-8", "backslashreplace") for p in raw.split(b"\0") if p]
-    return "/" + "/".join(reversed(parts))
+    parts = raw.split(b"\0")
+    if parts[-1] == b"":
+        parts.pop()  # after the last NUL
+    if b"" in parts:  # an empty name (a pseudo file's): skipped
+        parts = [p for p in parts if p]
+    parts.reverse()
+    return "/" + b"/".join(parts).decode("utf-8", "backslashreplace")
 
 
 def _ts(mono_ns: int, offset: int) -> str:
@@ -91,10 +105,10 @@ def _ts(mono_ns: int, offset: int) -> str:
     return rfc3339(_dt.datetime.fromtimestamp((mono_ns + offset) / 1e9, _dt.UTC))
 
 
-#: ret, nr, arg0, arg1, str_len[0], str_len[1..3] as one u48 (0 = a single string)
-_FILE_FAST = struct.Struct("<qIiQH6s")
-_OPENS = frozenset(("open", "openat", "openat2"))
-_NO_MORE = bytes(6)
+#: ret, nr, arg0, arg1, str_len[0..3]
+_FILE_FAST = struct.Struct("<qIiQ4H")
+#: successful ones carry the opened file itself, walked in the kernel (slot 1 alone)
+_OPENS = frozenset(("open", "openat", "openat2", "creat", "open_by_handle_at"))
 
 
 class _Proc:
@@ -249,27 +263,35 @@ class Folder:
                 continue
             if len(seen) < self.cap:
                 seen.add(key)
-            # fast path, the common shape: one absolute path, an open or a failure
-            ret, nr, _a0, arg1, l0, rest = unpack_file(rec, 24)
-            if rest != _NO_MORE or l0 < 2 or rec[56] != 47:  # 47 == "/"
-                self._one(rec)
-                continue
-            raw = rec[56 : 56 + l0]
-            end = raw.find(b"\0")
-            path = (raw if end < 0 else raw[:end]).decode("utf-8", "backslashreplace")
+            # fast paths, the common shapes: an open that reached a named file (slot 1
+            # alone, walked from the file); one absolute path that failed
+            ret, nr, _a0, arg1, l0, l1, l2, l3 = unpack_file(rec, 24)
             op = names.get(nr)
-            if op is None or not (ret < 0 or op in _OPENS):
+            if l2 or l3 or op is None:
                 self._one(rec)
-                continue
-            path = normalize(path, None)
-            if ret < 0:
+            elif ret >= 0 and not l0 and l1 and rec[2] == F_DIR1 and not rec[3]:
+                if op in _OPENS:
+                    self._open(_dir(rec[56 : 56 + l1]), arg1)
+                else:
+                    self._one(rec)
+            elif ret < 0 and not l1 and l0 >= 2 and rec[56] == 47:  # 47 == "/"
+                raw = rec[56 : 56 + l0]
+                end = raw.find(b"\0")
+                path = (raw if end < 0 else raw[:end]).decode("utf-8", "backslashreplace")
+                path = normalize(path, None)
                 self.failed.add((op, path, ret), (op, path, ret))
-            elif not arg1 & _O_PATH:
-                acc = arg1 & _O_ACCMODE
-                if acc in (0, _O_RDWR):
-                    self.reads.add(path, path)
-                if acc in (_O_WRONLY, _O_RDWR) or arg1 & (_O_CREAT | _O_TRUNC):
-                    self.writes.add(path, path)
+            else:
+                self._one(rec)
+
+    def _open(self, path: str, flags: int) -> None:
+        """A successful open of ``path``: a read, a write or both, by its flags."""
+        if flags & (_O_PATH | _O_TMPFILE):  # a lookup; a file with no name (yet)
+            return
+        acc = flags & _O_ACCMODE
+        if acc in (0, _O_RDWR):
+            self.reads.add(path, path)
+        if acc in (_O_WRONLY, _O_RDWR) or flags & (_O_CREAT | _O_TRUNC):
+            self.writes.add(path, path)
 
     def _one(self, rec: bytes) -> None:
         etype, flags, _slot, tgid, _tid, ts, ret, nr, arg0, arg1, l0, l1, l2, l3 = HDR.unpack_from(
@@ -384,27 +406,45 @@ class Folder:
             shown = f"{target} -> {where}" if where else target
             self.failed.add((op, shown, ret), (op, shown, ret))  # models built in result()
             return
-        if op in ("open", "openat", "openat2"):
-            if arg1 & _O_PATH:
-                return
-            acc = arg1 & _O_ACCMODE
-            if acc in (0, _O_RDWR):
-                self.reads.add(target, target)
-            if acc in (_O_WRONLY, _O_RDWR) or arg1 & (_O_CREAT | _O_TRUNC):
+        # the object is a file itself, walked from its fd (no path given: ftruncate, an open,
+        # linkat AT_EMPTY_PATH), and it has no name: an O_TMPFILE file, a deleted file, a
+        # memfd, a pipe. No path's content or existence changed through it.
+        nameless = not path1 and bool(flags & (F_UNLINKED1 | F_PSEUDO1))
+        if op in _OPENS:
+            if not nameless:
+                self._open(target, arg1)
+        elif op in ("truncate", "ftruncate"):
+            if not nameless:
                 self.writes.add(target, target)
-        elif op in ("creat", "truncate", "ftruncate"):
-            self.writes.add(target, target)
-        elif op in ("unlink", "unlinkat", "rmdir"):
-            self.deletes.add(target, target)
-        elif op in ("rename", "renameat", "renameat2"):
-            self.renames.add((target, where), (target, where))
-        elif op in ("link", "linkat"):
-            self.links.add((target, where, "hard"), (target, where, "hard"))
-        elif op in ("symlink", "symlinkat"):
-            self.links.add((target, where, "symbolic"), (target, where, "symbolic"))
-        elif op in ("mkdir", "mkdirat"):
-            self.mkdirs.add(target, target)
+        elif (kind := NAMESPACE_CALLS.get(op)) is not None:
+            self._namespace(op, kind, arg1, target, where, nameless)
         # chdir/fchdir/execve(at): only their failures are recorded (above)
+
+    def _namespace(
+        self, op: str, kind: str, arg1: int, target: str, where: str, nameless: bool
+    ) -> None:
+        """A successful mkdir, mknod, unlink, rmdir, link, symlink or rename: the seed's
+        writes and deletes (fold.changed_paths), and the richer section it belongs to."""
+        if kind == "unlink" and op == "unlinkat" and arg1 & _AT_REMOVEDIR:
+            kind = "rmdir"
+        elif kind == "rename" and op == "renameat2" and arg1 & _RENAME_EXCHANGE:
+            kind = "exchange"
+        written, deleted = changed_paths(kind, target, where)
+        for path in written:
+            self.writes.add(path, path)
+        for path in deleted:
+            self.deletes.add(path, path)
+        if kind == "mkdir":
+            self.mkdirs.add(target, target)
+        elif kind in ("rename", "exchange"):
+            ex = kind == "exchange"
+            self.renames.add((target, where, ex), (target, where, ex))
+        elif kind == "link":
+            if nameless:  # linkat(fd, "", AT_EMPTY_PATH) of an O_TMPFILE file: as readlink
+                target = f"{target} (deleted)"
+            self.links.add((target, where, "hard"), (target, where, "hard"))
+        elif kind == "symlink":
+            self.links.add((target, where, "symbolic"), (target, where, "symbolic"))
 
     def result(
         self, counters: dict[int, int]
@@ -415,7 +455,10 @@ class Folder:
             reads=self.reads.items,
             writes=self.writes.items,
             deletes=self.deletes.items,
-            renames=[Rename(src=a, dst=b) for a, b in self.renames.items],
+            renames=[
+                Rename(src=a, dst=b, exchange=True) if ex else Rename(src=a, dst=b)
+                for a, b, ex in self.renames.items
+            ],
             links=[Link(target=t, path=p, kind=k) for t, p, k in self.links.items],
             mkdirs=self.mkdirs.items,
             failed=[FailedFileOp(op=o, path=p, errno=_errname(r)) for o, p, r in self.failed.items],

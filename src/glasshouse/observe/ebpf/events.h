@@ -74,7 +74,10 @@ enum gh_event_type {
 	GH_EV_EXEC = 2,   /* slot0 binary (bprm->interp), slot1 cwd (dir), slot2 argv (NUL separated) */
 	GH_EV_EXIT = 3,   /* the last thread of a tracked process exited */
 	GH_EV_FILE = 4,   /* a file syscall returned: slot0 path, slot1 its base dir,
-	                   * slot2 second path, slot3 its base dir */
+	                   * slot2 second path, slot3 its base dir. A successful open (an fd
+	                   * came back) has slot0 empty and slot1 the opened file itself, walked
+	                   * from the new fd (symlinks and /proc/self/fd/N magic links resolved),
+	                   * except for a pseudo file (pipe, socket, memfd): then the name given */
 	GH_EV_NET = 5,    /* connect/bind/listen/sendto/sendmsg/sendmmsg returned: slot0 sockaddr;
 	                   * a connect (or fast-open send) left in progress carries its socket id
 	                   * (u64) in slot1, and a GH_EV_CONN record follows with its outcome */
@@ -99,6 +102,12 @@ enum gh_event_type {
 #define GH_F_UNREAD2 (1u << 7)
 #define GH_F_ROOT (1u << 8)      /* EXEC: agent mode made this process a new session root */
 #define GH_F_HARNESS (1u << 9)   /* FORK/EXEC/EXIT: the process (FORK: the child) is harness */
+#define GH_F_UNLINKED1 (1u << 10) /* slot1's walk started at a dentry with no name left: an
+                                   * O_TMPFILE file not linked yet, a deleted file or dir */
+#define GH_F_UNLINKED3 (1u << 11)
+#define GH_F_PSEUDO1 (1u << 12)  /* slot1's walk is a pseudo file's own name (memfd:NAME, a pipe,
+                                  * a socket): in no directory tree */
+#define GH_F_PSEUDO3 (1u << 13)
 #define GH_F_FASTOPEN (1u << 14) /* NET sendto/sendmsg: MSG_FASTOPEN, a TCP connect with data */
 #define GH_F_DONE (1u << 15)     /* URING: the completion (else the submission) */
 

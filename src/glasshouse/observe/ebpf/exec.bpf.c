@@ -198,14 +198,22 @@ static __always_inline void init_event(struct gh_event *e, u16 type, u32 slot)
 	e->str_len[0] = e->str_len[1] = e->str_len[2] = e->str_len[3] = 0;
 }
 
+/* What a walk found besides the names (walk_dir's *status). */
+#define WALK_TRUNC 1u    /* cut at its bound */
+#define WALK_UNLINKED 2u /* it started at a dentry with no name left (d_unlinked) */
+#define WALK_PSEUDO 4u   /* it ended at a pseudo file's own dentry (memfd, pipe, socket) */
+
 /* Append the directory of `dentry`/`vfsmnt` to e->data[off..], leaf component first, each
  * NUL-terminated, up to the task's root (chroot/pivot_root aware), crossing mounts.
+ * Started at a file rather than a dir, the file's own name is the leaf: the walk is then the
+ * file's path. A pseudo file (no parent, not a mount's root: memfd, pipe, socket) walks to
+ * its own name alone.
  * The loop body runs under bpf_loop() so the verifier checks it once, not per iteration. */
 struct walk_ctx {
 	u32 scratch_idx;
 	u32 off;
 	u32 start;
-	u32 trunc;
+	u32 status;
 	u64 mnt_off;
 	struct dentry *dentry;
 	struct vfsmount *vfsmnt;
@@ -232,12 +240,12 @@ static long walk_step(u32 i, struct walk_ctx *w)
 		w->vfsmnt = (void *)parent + w->mnt_off;
 		return 0;
 	}
-	struct dentry *up = BPF_CORE_READ(dentry, d_parent);
-	if (up == dentry || !dentry)
+	if (!dentry)
 		return 1;
+	struct dentry *up = BPF_CORE_READ(dentry, d_parent);
 	u32 off = w->off;
 	if (off > GH_DATA_MAX - GH_NAME_MAX || off - w->start > GH_DIR_MAX - GH_NAME_MAX) {
-		w->trunc = 1;
+		w->status |= WALK_TRUNC;
 		return 1;
 	}
 	struct gh_event *e = scratch_event(w->scratch_idx);
@@ -247,16 +255,23 @@ static long walk_step(u32 i, struct walk_ctx *w)
 	long n = bpf_probe_read_kernel_str(&e->data[off], GH_NAME_MAX, name);
 	if (n > 0)
 		w->off = off + n;
+	if (up == dentry) { /* a root that is no mount's root: a pseudo file's own dentry */
+		w->status |= WALK_PSEUDO;
+		return 1;
+	}
 	w->dentry = up;
 	if (i == GH_DIR_DEPTH - 1)
-		w->trunc = 1; /* deeper than we walk */
+		w->status |= WALK_TRUNC; /* deeper than we walk */
 	return 0;
 }
 
 static __always_inline u32 walk_dir(u32 scratch_idx, u32 off, struct task_struct *task,
-				    struct dentry *dentry, struct vfsmount *vfsmnt, bool *trunc)
+				    struct dentry *dentry, struct vfsmount *vfsmnt, u32 *status)
 {
 	struct walk_ctx w = {};
+	/* d_unlinked(): unhashed and not a root (an O_TMPFILE file, a deleted file or dir) */
+	if (dentry && !BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry)
+		w.status = WALK_UNLINKED;
 	w.scratch_idx = scratch_idx;
 	w.off = off;
 	w.start = off;
@@ -267,9 +282,23 @@ static __always_inline u32 walk_dir(u32 scratch_idx, u32 off, struct task_struct
 	w.root_d = BPF_CORE_READ(task, fs, root.dentry);
 	w.root_m = BPF_CORE_READ(task, fs, root.mnt);
 	bpf_loop(GH_DIR_DEPTH, walk_step, &w, 0);
-	if (w.trunc)
-		*trunc = true;
+	*status = w.status;
 	return w.off;
+}
+
+/* The record flags for a walk's status in slot 1 (dir1) or slot 3; a cut walk is counted. */
+static __always_inline u16 walk_flags(struct gh_event *e, u32 status, bool dir1)
+{
+	u16 f = dir1 ? GH_F_DIR1 : GH_F_DIR3;
+	if (status & WALK_TRUNC) {
+		f |= dir1 ? GH_F_TRUNC1 : GH_F_TRUNC3;
+		stat_add(e->slot, GH_STAT_TRUNC, 1);
+	}
+	if (status & WALK_UNLINKED)
+		f |= dir1 ? GH_F_UNLINKED1 : GH_F_UNLINKED3;
+	if (status & WALK_PSEUDO)
+		f |= dir1 ? GH_F_PSEUDO1 : GH_F_PSEUDO3;
+	return f;
 }
 
 static __always_inline struct file *fd_file(struct task_struct *task, int fd)
@@ -432,7 +461,6 @@ int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	e->arg1 = v->gen;
 	e->arg0 = ns_pid_of(p);
 	e->nr = BPF_CORE_READ(p, real_parent, tgid);
-	bool trunc = false;
 	u32 off = 0;
 
 	/* bprm->interp: the binary that runs (for a #! script, its interpreter; else filename) */
@@ -448,14 +476,11 @@ int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	e->str_len[0] = off;
 
 	u32 start = off;
+	u32 status = 0;
 	off = walk_dir(1, off, p, BPF_CORE_READ(p, fs, pwd.dentry), BPF_CORE_READ(p, fs, pwd.mnt),
-		       &trunc);
+		       &status);
 	e->str_len[1] = off - start;
-	e->flags |= GH_F_DIR1;
-	if (trunc) {
-		e->flags |= GH_F_TRUNC1;
-		stat_add(slot, GH_STAT_TRUNC, 1);
-	}
+	e->flags |= walk_flags(e, status, true);
 
 	if (cfg.capture_argv) {
 		struct mm_struct *mm = BPF_CORE_READ(p, mm);

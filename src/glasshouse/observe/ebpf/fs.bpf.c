@@ -4,7 +4,9 @@
  * Each syscall is normalized to (path1, dirfd1, path2, dirfd2): one code path reads the
  * user paths and, for a relative one, walks its base directory in the kernel (the cwd for
  * AT_FDCWD, else the dirfd's file), so user space gets absolute paths without tracking
- * chdir/fchdir/dup/fd inheritance. Absolute paths cost no walk at all.
+ * chdir/fchdir/dup/fd inheritance. Absolute paths cost no walk at all, except that a
+ * successful open is reported by the file it reached: one walk from the new fd (a file
+ * already reported by the session costs nothing, see `seen`).
  */
 
 struct fs_args {
@@ -49,6 +51,20 @@ static __always_inline bool fs_decode(struct pt_regs *regs, long nr, struct fs_a
 		a->flags = flags;
 		return true;
 	}
+	case __NR_mknod:
+		a->p1 = (void *)di;
+		a->flags = si; /* the mode: S_IFIFO, S_IFCHR, ... */
+		return true;
+	case __NR_mknodat:
+		a->dfd1 = di;
+		a->p1 = (void *)si;
+		a->flags = dx;
+		return true;
+	case __NR_open_by_handle_at:
+		a->dfd1 = di; /* the mount's fd: the file is known from the fd that comes back */
+		a->fdonly = true;
+		a->flags = dx;
+		return true;
 	case __NR_truncate:
 	case __NR_unlink:
 	case __NR_rmdir:
@@ -84,6 +100,8 @@ static __always_inline bool fs_decode(struct pt_regs *regs, long nr, struct fs_a
 		a->p1 = (void *)si;
 		a->dfd2 = dx;
 		a->p2 = (void *)BPF_CORE_READ(regs, r10);
+		if (nr != __NR_renameat) /* RENAME_EXCHANGE..., AT_EMPTY_PATH|AT_SYMLINK_FOLLOW */
+			a->flags = BPF_CORE_READ(regs, r8);
 		return true;
 	case __NR_symlink:
 		a->p1 = (void *)di; /* the target: stored as given, never resolved */
@@ -132,16 +150,31 @@ static __always_inline u32 fs_path(struct gh_event *e, u32 off, int s, const cha
 		d = BPF_CORE_READ(f, f_path.dentry);
 		m = BPF_CORE_READ(f, f_path.mnt);
 	}
-	bool trunc = false;
+	u32 status = 0;
 	u32 dstart = off;
-	off = walk_dir(0, off, task, d, m, &trunc);
+	off = walk_dir(0, off, task, d, m, &status);
 	e->str_len[(s + 1) & 3] = off - dstart;
-	e->flags |= s == 0 ? GH_F_DIR1 : GH_F_DIR3;
-	if (trunc) {
-		e->flags |= s == 0 ? GH_F_TRUNC1 : GH_F_TRUNC3;
-		stat_add(e->slot, GH_STAT_TRUNC, 1);
-	}
+	e->flags |= walk_flags(e, status, s == 0);
 	return off;
+}
+
+/* A successful open: the file it reached, walked from the new fd's struct file into slot 1
+ * (slot 0 stays empty), so a name through a symlink or a magic link (/proc/self/fd/N of an
+ * O_PATH fd, /dev/fd/N, /proc/self/root/...) is reported where the file really is. False
+ * for a pseudo file (pipe, socket, memfd: in no directory tree): the caller reports the
+ * name the workload gave. */
+static __always_inline bool fs_opened(struct gh_event *e, struct file *f, struct task_struct *task,
+				      u32 *off)
+{
+	u32 status = 0;
+	u32 end = walk_dir(0, 0, task, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt),
+			   &status);
+	if (status & WALK_PSEUDO)
+		return false;
+	e->str_len[1] = end;
+	e->flags |= walk_flags(e, status, true);
+	*off = end;
+	return true;
 }
 
 static __always_inline bool fs_exit(struct bpf_raw_tracepoint_args *ctx, struct pt_regs *regs,
@@ -153,11 +186,15 @@ static __always_inline bool fs_exit(struct bpf_raw_tracepoint_args *ctx, struct 
 	if ((nr == __NR_execve || nr == __NR_execveat) && ret == 0)
 		return true; /* a successful exec is reported by sched_process_exec */
 	struct task_struct *task = (void *)bpf_get_current_task();
-	bool is_open = nr == __NR_open || nr == __NR_openat || nr == __NR_openat2 || nr == __NR_creat;
+	bool is_open = nr == __NR_open || nr == __NR_openat || nr == __NR_openat2 ||
+		       nr == __NR_creat || nr == __NR_open_by_handle_at;
+	struct file *f = NULL;
 	if (is_open && ret >= 0) {
-		if (a.flags & 010000000) /* O_PATH: a lookup, not a read or a write */
+		/* O_PATH: a lookup, not a read or a write; O_TMPFILE: a file with no name (it is
+		 * reported when linkat gives it one) */
+		if (a.flags & (010000000 | 020000000))
 			return true;
-		struct file *f = fd_file(task, (int)ret);
+		f = fd_file(task, (int)ret);
 		if (f) {
 			struct seen_key k = {};
 			struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
@@ -181,7 +218,12 @@ static __always_inline bool fs_exit(struct bpf_raw_tracepoint_args *ctx, struct 
 	e->ret = ret;
 	e->arg0 = a.dfd1;
 	e->arg1 = a.flags;
-	u32 off = fs_path(e, 0, 0, a.p1, a.dfd1, !a.raw1, a.fdonly, task);
+	u32 off = 0;
+	if (f && fs_opened(e, f, task, &off)) {
+		emit(e, GH_HDR_SIZE + off);
+		return true;
+	}
+	off = fs_path(e, 0, 0, a.p1, a.dfd1, !a.raw1, a.fdonly, task);
 	if (a.p2) {
 		off = fs_path(e, off, 2, a.p2, a.dfd2, true, false, task);
 	}

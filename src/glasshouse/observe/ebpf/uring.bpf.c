@@ -194,15 +194,11 @@ static __always_inline u32 uring_base(struct gh_event *e, u32 off, int s, int df
 		d = BPF_CORE_READ(f, f_path.dentry);
 		m = BPF_CORE_READ(f, f_path.mnt);
 	}
-	bool trunc = false;
+	u32 status = 0;
 	u32 dstart = off;
-	off = walk_dir(2, off, task, d, m, &trunc);
+	off = walk_dir(2, off, task, d, m, &status);
 	e->str_len[(s + 1) & 3] = off - dstart;
-	e->flags |= s == 0 ? GH_F_DIR1 : GH_F_DIR3;
-	if (trunc) {
-		e->flags |= s == 0 ? GH_F_TRUNC1 : GH_F_TRUNC3;
-		stat_add(e->slot, GH_STAT_TRUNC, 1);
-	}
+	e->flags |= walk_flags(e, status, s == 0);
 	return off;
 }
 
