@@ -1,6 +1,8 @@
 """The record decoder: the fast paths for file records fold exactly like the general one;
 paths and sockaddrs decode as documented; the seed's filesystem lists get every path a
-namespace call changed and nothing for files that have no path. Pure user-space code."""
+namespace call changed and nothing for files that have no path; exec records give the file
+the kernel ran, every image of an exec chain, and an orphan keeps its creator as parent.
+Pure user-space code."""
 
 from __future__ import annotations
 
@@ -179,3 +181,75 @@ def test_files_without_a_path_are_in_no_seed_list():
     ])  # fmt: skip
     assert fs.writes == ["/w/named"] and fs.reads == []
     assert [(ln.target, ln.path) for ln in fs.links] == [("/w/#123 (deleted)", "/w/named")]
+
+
+def exec_rec(pid: int, exe: bytes, argv: list[str], *, flags: int = d.F_DIR3, ppid: int = 1,
+             ts: int = 1, interp: str = "/as/named") -> bytes:  # fmt: skip
+    args = b"".join(a.encode() + b"\0" for a in argv)
+    slots = (interp.encode() + b"\0", walk("/cwd"), args, exe)
+    return ev(d.EV_EXEC, flags=d.F_DIR1 | flags, tgid=pid, ts=ts, nr=ppid, arg0=pid, slots=slots)
+
+
+def test_exe_is_the_file_the_kernel_ran():
+    _, (tree, *_) = folded([
+        d.HDR.pack(d.EV_FORK, 0, 1, 10, 10, 1, 0, n, 10, 0, 0, 0, 0, 0) for n in (11, 12, 13)
+    ] + [
+        exec_rec(10, walk("/usr/bin/dash"), ["/bin/sh"], interp="/bin/sh"),
+        exec_rec(11, b"memfd:payload\0", ["payload"], flags=d.F_DIR3 | d.F_PSEUDO3),
+        exec_rec(12, walk("/w/tool"), ["tool"], flags=d.F_DIR3 | d.F_UNLINKED3),
+        exec_rec(13, b"", ["old"], flags=0, interp="/bin/old"),  # no walk: the name given
+    ])  # fmt: skip
+    assert [n.exe for n in tree] == [
+        "/usr/bin/dash",
+        "memfd:payload",
+        "/w/tool (deleted)",
+        "/bin/old",
+    ]
+
+
+def test_an_exec_chain_keeps_every_image_in_order():
+    f, (tree, *_) = folded([
+        exec_rec(10, walk("/usr/bin/python3.11"), ["python3", "s.py"], ts=1),
+        exec_rec(10, walk("/usr/bin/python3.11"), ["/proc/self/exe", "s.py", "1"], ts=2),
+        exec_rec(10, walk("/usr/bin/dash"), ["sh", "-c", "exec say"], ts=3),
+        d.HDR.pack(d.EV_FORK, 0, 1, 10, 10, 4, 0, 11, 10, 0, 0, 0, 0, 0),
+        exec_rec(11, walk("/usr/bin/true"), ["true"], ts=5),  # one exec: no execs list
+    ])  # fmt: skip
+    root, child = tree
+    assert [(i.exe, i.argv[0]) for i in root.execs] == [
+        ("/usr/bin/python3.11", "python3"),
+        ("/usr/bin/python3.11", "/proc/self/exe"),
+        ("/usr/bin/dash", "sh"),
+    ]
+    assert root.exe == "/usr/bin/dash" and root.argv == ["sh", "-c", "exec say"]
+    assert [i.started_at for i in root.execs] == sorted(i.started_at for i in root.execs)
+    assert child.execs is None and "execs" not in child.model_dump()
+    assert f.omitted() == {}
+
+
+def test_exec_images_past_the_cap_are_counted():
+    f, (tree, *_) = folded([exec_rec(10, walk(f"/bin/x{i}"), [f"x{i}"]) for i in range(6)], cap=3)
+    assert [i.exe for i in tree[0].execs] == ["/bin/x0", "/bin/x1", "/bin/x2"]
+    assert tree[0].exe == "/bin/x5"
+    assert f.omitted() == {"process_tree.execs": 3}
+
+
+def test_the_harness_image_is_not_the_workloads_history():
+    _, (tree, *_) = folded([
+        exec_rec(10, walk("/usr/bin/bwrap"), ["bwrap"], flags=d.F_DIR3 | d.F_HARNESS),
+        exec_rec(10, walk("/usr/bin/dash"), ["sh"]),  # the workload starts here
+    ])  # fmt: skip
+    assert tree[0].exe == "/usr/bin/dash" and tree[0].execs is None
+
+
+def test_an_orphan_keeps_its_creator_as_parent():
+    _, (tree, *_) = folded([
+        d.HDR.pack(d.EV_FORK, 0, 1, 10, 10, 1, 0, 11, 10, 0, 0, 0, 0, 0),  # root -> mid
+        d.HDR.pack(d.EV_FORK, 0, 1, 11, 11, 2, 0, 12, 11, 0, 0, 0, 0, 0),  # mid -> orphan
+        d.HDR.pack(d.EV_EXIT, 0, 1, 11, 11, 3, 0, 0, 0, 0, 0, 0, 0, 0),  # mid exits
+        exec_rec(12, walk("/usr/bin/dash"), ["sh"], ppid=1),  # reparented to init, then exec
+        exec_rec(13, walk("/usr/bin/true"), ["true"], ppid=12),  # first seen at its exec
+    ])  # fmt: skip
+    nodes = {n.pid: n for n in tree}
+    assert nodes[12].ppid == 11 and nodes[12].exe == "/usr/bin/dash"
+    assert nodes[13].ppid == 12

@@ -25,6 +25,8 @@ pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
 CORPUS = Path(__file__).parent / "observe_corpus"
 PY = os.path.realpath(sys.executable)
+#: an exe is the file the kernel ran, symlinks resolved (/bin/sh is dash on Debian)
+SH, ECHO, TRUE = (os.path.realpath(p) for p in ("/bin/sh", "/bin/echo", "/bin/true"))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_basic_receipt_sections(observer, tmp_path):
     assert obs.available and obs.observer == "ebpf"
     assert receipt.outcome.exit_code == 4
     root = receipt.process_tree[0]
-    assert root.exe == "/bin/sh" and root.argv == ["/bin/sh", "-c", "exit 4"]
+    assert root.exe == SH and root.argv == ["/bin/sh", "-c", "exit 4"]
     assert root.working_dir == str(tmp_path) and root.exit_code == 4
     assert receipt.syscalls.counts["execve"] == 1 and receipt.syscalls.counts["exit_group"] == 1
     assert obs.events_lost == 0 and obs.truncations == 0
@@ -76,7 +78,7 @@ def test_basic_receipt_sections(observer, tmp_path):
 
 def test_argv_spaces_unicode_long(observer, tmp_path):
     receipt, obs = run(observer, corpus("argv.py"), cwd=str(tmp_path))
-    echo = [n for n in receipt.process_tree if n.exe == "/bin/echo"]
+    echo = [n for n in receipt.process_tree if n.exe == ECHO]
     assert len(echo) == 1
     assert echo[0].argv == ["echo", "with space", "ünïcødé ✓", "", "L" * 6000, "--flag=a b"]
     assert not echo[0].argv_truncated and obs.truncations == 0
@@ -93,7 +95,7 @@ def test_argv_capture_off(tmp_path):
         receipt, o = run(obs, ["/bin/echo", "secret-token"], cwd=str(tmp_path))
     finally:
         obs.close()
-    assert receipt.process_tree[0].exe == "/bin/echo"
+    assert receipt.process_tree[0].exe == ECHO
     assert receipt.process_tree[0].argv == []
     assert "argv capture disabled" in (o.reason or "")
 
@@ -135,9 +137,9 @@ def test_shebang_and_sh_chain(observer, tmp_path):
     script = str(CORPUS / "sh_chain.sh")
     receipt, _ = run(observer, [script, str(tmp_path)], cwd=str(tmp_path))
     root = receipt.process_tree[0]
-    assert root.exe == "/bin/sh"  # the interpreter that runs, from the #! line
+    assert root.exe == SH  # the interpreter that runs, from the #! line
     assert root.argv == ["/bin/sh", script, str(tmp_path)]
-    shells = [n for n in receipt.process_tree if n.exe in ("/bin/sh", "/usr/bin/sh")]
+    shells = [n for n in receipt.process_tree if n.exe == SH]
     assert any(n.argv[:2] == ["sh", "-c"] and not n.forked_only for n in shells)
     assert any(n.exe and n.exe.endswith("/cat") for n in receipt.process_tree)
     assert any(
@@ -151,7 +153,7 @@ def test_shebang_and_sh_chain(observer, tmp_path):
 
 def test_posix_spawn_and_vfork(observer, tmp_path):
     receipt, _ = run(observer, corpus("spawn.py"), cwd=str(tmp_path))
-    trues = [n for n in receipt.process_tree if n.exe == "/bin/true"]
+    trues = [n for n in receipt.process_tree if n.exe == TRUE]
     assert sorted(n.argv[1] for n in trues) == ["spawned", "vforked"]
     assert all(n.exit_code == 0 and not n.forked_only for n in trues)
     root = receipt.process_tree[0].pid

@@ -1,8 +1,9 @@
-"""Issue 14, item 2, against the real BPF programs under the process and the sandbox
+"""Issue 14, items 2 and 4, against the real BPF programs under the process and the sandbox
 backends: the seed's filesystem fields are complete (every path whose content or existence
-changed is a write, every path removed a delete, files with no path are in neither). Each
-case asserts what must appear and that nothing invented does. The workloads are in
-tests/observe_corpus/. Needs root, BTF and the built object."""
+changed is a write, every path removed a delete, files with no path are in neither), and
+processes are recorded as they happened (the file the kernel executed, exec chains, memfd
+exec, orphans). Each case asserts what must appear and that nothing invented does. The
+workloads are in tests/observe_corpus/. Needs root, BTF and the built object."""
 
 from __future__ import annotations
 
@@ -116,3 +117,57 @@ def test_seed_filesystem_fields_are_complete(observer, backend, tmp_path):
     if not allowed["open_by_handle_at"]:
         assert any(f[0] == "open_by_handle_at" for f in failed)
     _nothing_invented(fs, w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_exec_chain_keeps_each_image_with_the_file_the_kernel_ran(observer, backend, tmp_path):
+    receipt, out, w = run_corpus(observer, backend, "exec_chain.py", tmp_path)
+    first = PY if backend == "process" else os.path.realpath("/usr/bin/python3")
+    later = out.splitlines()[0].split()  # realpath of /proc/self/exe, of sh in PATH, of say
+    assert len(receipt.process_tree) == 1
+    root = receipt.process_tree[0]
+    assert [i.exe for i in root.execs] == [first, *later]
+    assert later[1] == os.path.realpath("/bin/sh") and later[2] == os.path.realpath("/bin/echo")
+    script = root.execs[0].argv[1]
+    assert [i.argv[1:] for i in root.execs] == [
+        [script, w],
+        [script, w, "1"],
+        ["-c", 'exec "$0" chained', f"{w}/say"],
+        ["chained"],
+    ]
+    assert [i.argv[0] for i in root.execs[2:]] == ["sh", f"{w}/say"]
+    assert (root.exe, root.argv) == (later[2], [f"{w}/say", "chained"])
+    times = [i.started_at for i in root.execs]
+    assert times == sorted(times) and None not in times
+    assert root.exit_code == 0 and not root.forked_only
+    assert f"{w}/say" in receipt.filesystem.writes
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_memfd_exec_is_named_by_the_memfd(observer, backend, tmp_path):
+    receipt, out, _ = run_corpus(observer, backend, "memfd_exec.py", tmp_path)
+    assert out == "from-memfd\n"
+    root = receipt.process_tree[0]
+    assert root.exe == "memfd:payload" and root.argv == ["payload", "from-memfd"]
+    assert [i.exe for i in root.execs][-1] == "memfd:payload" and len(root.execs) == 2
+    _nothing_invented(receipt.filesystem, "/nonexistent")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_orphan_is_observed_until_the_run_ends(observer, backend, tmp_path):
+    receipt, out, w = run_corpus(observer, backend, "orphan_exec.py", tmp_path)
+    mid, gc = (int(x) for x in out.split())  # as the workload saw them (its pid namespace)
+    nodes = {n.ns_pid or n.pid: n for n in receipt.process_tree}
+    root = receipt.process_tree[0]
+    assert nodes[mid].ppid == root.pid and nodes[mid].exit_code == 0
+    orphan = nodes[gc]
+    # its creator stays its parent (reparenting is not a new parent in the tree)...
+    assert orphan.ppid == nodes[mid].pid
+    # ...and it is observed after its parent's exit and the root's: both execs, its file,
+    # its end (killed with the run, still running when the root exited)
+    sh, sleep = os.path.realpath("/bin/sh"), os.path.realpath("/bin/sleep")
+    assert [(i.exe, i.argv[0]) for i in orphan.execs] == [(sh, "sh"), (sleep, "sleep")]
+    assert orphan.exe == sleep and orphan.argv == ["sleep", "30"] and not orphan.forked_only
+    assert orphan.signal == 9 and orphan.ended_at > root.ended_at
+    assert f"{w}/reparented" in receipt.filesystem.writes
+    assert f"{w}/reparented.tmp" in receipt.filesystem.deletes  # mv: the old name is gone

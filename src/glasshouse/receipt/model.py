@@ -73,6 +73,16 @@ class Timing(_Model):
     ended_at: str | None = None
 
 
+class ExecImage(_Model):
+    """One image a process ran (v0.4.0): the file the kernel executed and what it was given."""
+
+    exe: str | None = None
+    argv: list[str] = Field(default_factory=list)
+    working_dir: str | None = None
+    started_at: str | None = None
+    argv_truncated: bool = False
+
+
 class ProcessNode(_Model):
     pid: int
     ppid: int
@@ -91,12 +101,17 @@ class ProcessNode(_Model):
     #: v0.4.0: "harness" on the processes of ``observation.harness`` (Glasshouse's own set-up
     #: processes); unset on the workload's, which are the only ones in ``process_tree``.
     role: Literal["workload", "harness"] | None = None
+    #: v0.4.0: every image, in order, of a process that exec'd more than once (the last one
+    #: is ``exe``/``argv``); unset for a process that exec'd once or not at all.
+    execs: list[ExecImage] | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and "role" not in self.model_fields_set:
-            data.pop("role", None)  # a v0.3.0 node dumps (and digests) as it was written
+        if isinstance(data, dict):
+            for name in ("role", "execs"):  # a v0.3.0 node dumps (and digests) as written
+                if name not in self.model_fields_set:
+                    data.pop(name, None)
         return data
 
 

@@ -26,6 +26,7 @@ from glasshouse.observe.fold import (
     normalize,
 )
 from glasshouse.receipt.model import (
+    ExecImage,
     FailedFileOp,
     Filesystem,
     Harness,
@@ -111,6 +112,15 @@ _FILE_FAST = struct.Struct("<qIiQ4H")
 _OPENS = frozenset(("open", "openat", "openat2", "creat", "open_by_handle_at"))
 
 
+def _walked_file(raw: bytes, flags_unlinked: bool, flags_pseudo: bool) -> str:
+    """A file walked in the kernel from itself, named as ``readlink /proc/PID/exe`` would:
+    its path, ``PATH (deleted)`` once unlinked, a pseudo file's own name (``memfd:NAME``)."""
+    if flags_pseudo:
+        return _text(raw)
+    path = _dir(raw)
+    return f"{path} (deleted)" if flags_unlinked else path
+
+
 class _Proc:
     """A process while folding: plain slots (a pydantic model per fork costs microseconds
     on the reader thread; the ProcessNode is built once, in ``result``)."""
@@ -121,8 +131,11 @@ class _Proc:
         "cwd",
         "end",
         "exe",
+        "exec_ts",
+        "execs",
         "forked",
         "harness",
+        "images",
         "ns_pid",
         "pid",
         "ppid",
@@ -144,9 +157,28 @@ class _Proc:
         self.trunc = False
         self.forked = False
         self.harness = False  # as the kernel last said (F_HARNESS on FORK/EXEC/EXIT)
+        self.execs = 0  # images this pid ran (EXEC records, or the root described from /proc)
+        self.exec_ts: int | None = None  # when the current image started
+        #: every image (exe, argv, cwd, exec ts, argv cut), kept once there is a second one
+        self.images: list[tuple[str | None, list[str], str | None, int | None, bool]] = []
+
+    def image(self) -> tuple[str | None, list[str], str | None, int | None, bool]:
+        """The current image."""
+        return (self.exe, self.argv, self.cwd, self.exec_ts, self.trunc)
 
     def node(self, offset: int) -> ProcessNode:
-        extra = {"role": "harness"} if self.harness else {}
+        extra: dict = {"role": "harness"} if self.harness else {}
+        if self.images:
+            extra["execs"] = [
+                ExecImage(
+                    exe=exe,
+                    argv=argv,
+                    working_dir=cwd,
+                    started_at=_ts(ts, offset) if ts is not None else None,
+                    argv_truncated=cut,
+                )
+                for exe, argv, cwd, ts, cut in self.images
+            ]
         return ProcessNode(
             **extra,
             pid=self.pid,
@@ -183,6 +215,8 @@ class Folder:
         self.procs: dict[int, _Proc] = {root_pid: _Proc(root_pid, root_ppid)}
         self.procs_omitted = 0
         self.harness_omitted = 0  # harness processes past the cap (their own budget)
+        self.images_kept = 0  # ExecImages kept over all processes (at most list_cap)
+        self.images_omitted = 0
         self._nprocs = [1, 0]  # processes kept: [workload, harness]
         cap = list_cap
         self.reads, self.writes, self.deletes = Dedup(cap), Dedup(cap), Dedup(cap)
@@ -222,6 +256,7 @@ class Folder:
                     ns = int(line.split()[-1])
                     node.ns_pid = ns if ns != self.root_pid else None
         node.start = time.monotonic_ns()
+        node.execs = 1  # the image it was handed over with: a later exec keeps it in execs
 
     def _new_proc(self, pid: int, ppid: int, harness: bool) -> _Proc | None:
         """A new process node, or None once ``list_cap`` processes of its role are kept."""
@@ -245,6 +280,8 @@ class Folder:
         out = folded_omissions(self)
         if self.harness_omitted:
             out["observation.harness.processes"] = self.harness_omitted
+        if self.images_omitted:
+            out["process_tree.execs"] = self.images_omitted
         return out
 
     def feed(self, records: Iterable[bytes]) -> None:
@@ -334,27 +371,7 @@ class Folder:
                 node.cwd = parent.cwd
                 node.trunc = parent.trunc
         elif etype == EV_EXEC:
-            harness = bool(flags & F_HARNESS)
-            node = procs.get(tgid) or self._new_proc(tgid, nr, harness)
-            if node is None:  # past the cap (its fork was counted)
-                return
-            cwd = _dir(s1)
-            node.cwd = cwd
-            node.exe = normalize(_text(s0), cwd) if s0 else None
-            if s2:
-                argv = s2[:-1] if s2.endswith(b"\0") else s2
-                node.argv = [a.decode("utf-8", "backslashreplace") for a in argv.split(b"\0")]
-            else:
-                node.argv = []
-            node.trunc = bool(flags & F_TRUNC[2])
-            node.forked = False
-            self._set_role(node, harness)
-            if arg0 and arg0 != tgid:
-                node.ns_pid = arg0
-            if node.start is None:
-                node.start = ts
-            if tgid != self.root_pid:
-                node.ppid = nr
+            self._exec(flags, tgid, ts, nr, arg0, s0, s1, s2, s3)
         elif etype == EV_EXIT:
             if not flags & F_HARNESS:  # the workload's resources only
                 self.max_rss = max(self.max_rss, arg0)
@@ -379,6 +396,67 @@ class Folder:
             self.net.outcome(arg1, ret)
         elif etype == EV_URING:
             self.uring.feed(tgid, flags, ret, nr, arg0, arg1, (s0, s1, s2, s3))
+
+    def _exec(
+        self,
+        flags: int,
+        tgid: int,
+        ts: int,
+        ppid: int,
+        ns_pid: int,
+        s0: bytes,
+        s1: bytes,
+        s2: bytes,
+        s3: bytes,
+    ) -> None:
+        harness = bool(flags & F_HARNESS)
+        node = self.procs.get(tgid)
+        seen = node is not None
+        if node is None:
+            node = self._new_proc(tgid, ppid, harness)
+            if node is None:  # past the cap (its fork was counted)
+                return
+        # a chain (an exec replacing an image this pid exec'd in the same role): every image
+        # is kept, in order; a harness image is never the workload's history
+        chain = node.execs > 0 and node.harness == harness
+        if node.harness != harness:
+            node.images = []
+        first = node.image()
+        cwd = _dir(s1)
+        node.cwd = cwd
+        if flags & F_DIR3:  # the file the kernel executed, walked from bprm->file
+            node.exe = _walked_file(s3, bool(flags & F_UNLINKED3), bool(flags & F_PSEUDO3))
+        else:  # an object built before it was walked: the binary as named
+            node.exe = normalize(_text(s0), cwd) if s0 else None
+        if s2:
+            argv = s2[:-1] if s2.endswith(b"\0") else s2
+            node.argv = [a.decode("utf-8", "backslashreplace") for a in argv.split(b"\0")]
+        else:
+            node.argv = []
+        node.trunc = bool(flags & F_TRUNC[2])
+        node.forked = False
+        self._set_role(node, harness)
+        node.execs += 1
+        node.exec_ts = ts
+        if chain:
+            self._keep_images(node, [first, node.image()] if not node.images else [node.image()])
+        if ns_pid and ns_pid != tgid:
+            node.ns_pid = ns_pid
+        if node.start is None:
+            node.start = ts
+        if not seen and tgid != self.root_pid:
+            # its creator, from the FORK record, stays its parent: an orphan exec'ing after
+            # its parent died is reparented (to init or a subreaper), not someone else's child
+            node.ppid = ppid
+
+    def _keep_images(self, node: _Proc, images: list) -> None:
+        """Add ``images`` to ``node``'s chain, within the session's budget of ``list_cap``
+        images (past it they are counted, the chain stays as it was)."""
+        if self.images_kept + len(images) > self.cap:
+            self.images_omitted += len(images)
+            return
+        self.images_kept += len(images)
+        node.images.extend(images)
 
     def _file(
         self,

@@ -71,7 +71,9 @@ struct gh_track {
 
 enum gh_event_type {
 	GH_EV_FORK = 1,   /* a tracked process created a process (not a thread) */
-	GH_EV_EXEC = 2,   /* slot0 binary (bprm->interp), slot1 cwd (dir), slot2 argv (NUL separated) */
+	GH_EV_EXEC = 2,   /* slot0 binary as named (bprm->interp), slot1 cwd (dir), slot2 argv
+	                   * (NUL separated), slot3 the file the kernel executed (bprm->file, a
+	                   * dir walk with the file's own name as its leaf) */
 	GH_EV_EXIT = 3,   /* the last thread of a tracked process exited */
 	GH_EV_FILE = 4,   /* a file syscall returned: slot0 path, slot1 its base dir,
 	                   * slot2 second path, slot3 its base dir. A successful open (an fd

@@ -502,6 +502,16 @@ int BPF_PROG(gh_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 			stat_add(slot, GH_STAT_TRUNC, 1);
 		}
 	}
+
+	/* bprm->file: the file the kernel executed, where it really is (a symlink, a PATH
+	 * lookup or /proc/self/exe resolved; a memfd's own name; for #!, the interpreter) */
+	struct file *bf = BPF_CORE_READ(bprm, file);
+	start = off;
+	status = 0;
+	off = walk_dir(1, off, p, BPF_CORE_READ(bf, f_path.dentry), BPF_CORE_READ(bf, f_path.mnt),
+		       &status);
+	e->str_len[3] = off - start;
+	e->flags |= walk_flags(e, status, false);
 	emit(e, GH_HDR_SIZE + off);
 	return 0;
 }
