@@ -435,3 +435,13 @@ def test_a_capped_list_makes_its_section_unobserved() -> None:
     data["observation"]["omitted"] = {"filesystem.writes": 12}
     verdict = evaluate(policy, data)
     assert verdict.passed and verdict.unobserved == ("filesystem",)
+
+
+def test_exec_path_matches_the_resolved_file_or_the_named_path() -> None:
+    policy = parse_policy(
+        "rules:\n  - id: no-sh\n    description: no shell\n    match: {exec: {path: /bin/sh}}\n"
+    )
+    named = {"process_tree": [{"pid": 1, "ppid": 0, "exe": "/usr/bin/dash", "argv": ["/bin/sh"]}]}
+    bare = {"process_tree": [{"pid": 1, "ppid": 0, "exe": "/usr/bin/dash", "argv": ["sh"]}]}
+    assert evaluate(policy, named).violations == ["no-sh"]
+    assert evaluate(policy, bare).violations == []  # "sh" via PATH: the resolved file only

@@ -59,8 +59,12 @@ class ExecMatch(Condition):
                 except ValueError:
                     argv = str(node.get("cmd") or "").split()
             argv = [a for a in argv if isinstance(a, str)]
-            exe = node.get("exe") or (argv[0] if argv else None)
-            if self.paths and not any_glob(self.paths, exe, True):
+            # The file the kernel ran (symlinks resolved: /bin/sh is /usr/bin/dash) and the
+            # path the caller named: a rule on either matches.
+            names = [node.get("exe") or (argv[0] if argv else None)]
+            if argv and argv[0].startswith("/") and argv[0] not in names:
+                names.append(argv[0])
+            if self.paths and not any(any_glob(self.paths, n, True) for n in names):
                 continue
             if self.argv and not any_glob(self.argv, shlex.join(argv), False):
                 continue
