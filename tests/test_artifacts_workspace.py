@@ -303,3 +303,24 @@ def test_the_model_keeps_older_receipts_digests() -> None:
     v030["version"] = "v0.3.0"
     with pytest.raises(ValueError, match=r"v0\.4\.0 field"):
         Receipt.model_validate(v030)
+
+
+def test_a_microvm_receipt_says_the_workspace_was_not_listed() -> None:
+    from glasshouse.backends import microvm
+
+    ok, why = microvm.probe()
+    if not ok:
+        pytest.skip(f"this host cannot boot microVM guests: {why}")
+    vm = create("microvm")
+    try:
+        run = Engine(vm).run(ExecutionSpec(argv=["sh", "-c", "echo x > f"], timeout=60))
+    finally:
+        vm.close()  # type: ignore[attr-defined]
+    data = run.receipt_data
+    assert data["outcome"]["exit_code"] == 0, data["outcome"]
+    ws = data["artifacts"]["workspace"]
+    assert ws["collected"] is False and "guest does not send back" in ws["reason"]
+    scope = data["observation"]["coverage"]["scope"]
+    assert scope["root_pid"] == run.result.root_pid and scope["workload_start"] == "none"
+    assert scope["pid_namespace"] is None and "VM guest" in scope["note"]
+    Receipt.model_validate(data)
