@@ -90,7 +90,9 @@ WRITE_THREE = "for n in 'abc': open(n, 'w').close()"
 @pytest.mark.bpf
 def test_a_plain_run_is_complete(observer, tmp_path: Path) -> None:
     data = _run(create("process"), [observer], [PY, "-c", WRITE_THREE], cwd=str(tmp_path))
-    assert _coverage(data) == {"status": "complete", "complete": True, "reasons": []}
+    statement = {k: _coverage(data)[k] for k in ("status", "complete", "reasons")}
+    assert statement == {"status": "complete", "complete": True, "reasons": []}
+    assert _coverage(data)["attached"]["before_start"] is True
 
 
 @pytest.mark.root

@@ -26,7 +26,7 @@ from glasshouse.core.execution import (
     new_execution_id,
     utcnow,
 )
-from glasshouse.core.profiling import Observation, Observer, Profile
+from glasshouse.core.profiling import Attachment, Observation, Observer, Profile
 from glasshouse.receipt.aggregate import build_receipt
 
 if TYPE_CHECKING:
@@ -134,19 +134,17 @@ class Engine:
                 on_start(handle)
             for observer in self.observers:
                 if handle.pid is None:
+                    why = f"backend {self.backend.name} has no host process to observe"
                     observations.append(
-                        Observation.unavailable(
-                            observer.name,
-                            observer.provenance,
-                            f"backend {self.backend.name} has no host process to observe",
-                        )
+                        _never(Observation.unavailable(observer.name, observer.provenance, why))
                     )
                     continue
                 try:
                     sessions.append((observer, self._start_observer(observer, handle)))
                 except Exception as exc:  # fail-open: observation is never required
+                    why = str(exc)
                     observations.append(
-                        Observation.unavailable(observer.name, observer.provenance, str(exc))
+                        _never(Observation.unavailable(observer.name, observer.provenance, why))
                     )
             self.backend.release(handle)
             result = self.backend.wait(handle)
@@ -162,13 +160,14 @@ class Engine:
         finally:
             for observer, session in sessions:
                 try:
-                    observations.append(session.stop())
+                    obs = session.stop()
                 except Exception as exc:
-                    observations.append(
-                        Observation.unavailable(
-                            observer.name, observer.provenance, f"observer failed: {exc}"
-                        )
+                    obs = Observation.unavailable(
+                        observer.name, observer.provenance, f"observer failed: {exc}"
                     )
+                assert handle is not None
+                obs.attached = obs.attached or _gated(handle, self.backend.name)
+                observations.append(obs)
             if handle is not None:
                 with self._lock:
                     self._active.pop(handle.id, None)
@@ -178,15 +177,22 @@ class Engine:
                     cleanup_error = f"cleanup failed: {exc}"
                     if "result" in locals():
                         result.details["cleanup_error"] = cleanup_error
+        if handle is not None:
+            result.scope.setdefault("root_pid", handle.pid)
+            result.scope.setdefault("workload_start", handle.workload_start.kind)
         if result.guest_observation is not None:
-            observations.append(result.guest_observation)
+            guest = result.guest_observation
+            guest.attached = guest.attached or _in_guest(guest)
+            observations.append(guest)
         elif self.profile in ("guest", "combined"):
             observations.append(
-                Observation.unavailable(
-                    "guest",
-                    "guest",
-                    f"backend {self.backend.name} reported no guest-side events"
-                    + ("" if result.error is None else f" ({result.error})"),
+                _never(
+                    Observation.unavailable(
+                        "guest",
+                        "guest",
+                        f"backend {self.backend.name} reported no guest-side events"
+                        + ("" if result.error is None else f" ({result.error})"),
+                    )
                 )
             )
         return result
@@ -207,3 +213,33 @@ class Engine:
         for handle in handles:
             self.backend.kill(handle, reason)
         return len(handles)
+
+
+_GATED = {
+    "root_exec": "started on host pid {pid} while it was held at the {backend} backend's gate, "
+    "before its exec; released after",
+    "launcher": "started on host pid {pid} (the sandbox launcher) while it was held at the "
+    "{backend} backend's gate, before the sandbox and the command started; released after",
+    "none": "started on host pid {pid} (the runtime or VMM) while it was held at the {backend} "
+    "backend's gate; the workload runs where the host cannot see it",
+    "running": "started on the running interpreter (host pid {pid}) before the step's code was "
+    "handed to it",
+}
+
+
+def _gated(handle: Handle, backend: str) -> Attachment:
+    """An observer the Engine started at the gate: before the workload's first instruction."""
+    how = _GATED.get(handle.workload_start.kind, _GATED["root_exec"])
+    return Attachment(True, "gated", how.format(pid=handle.pid, backend=backend))
+
+
+def _in_guest(obs: Observation) -> Attachment:
+    if not obs.available:
+        return Attachment(False, "never", obs.reason)
+    why = "recorded by the guest's init from before it started the command (the guest's claim)"
+    return Attachment(True, "guest", why)
+
+
+def _never(obs: Observation) -> Observation:
+    obs.attached = Attachment(False, "never", obs.reason)
+    return obs

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from glasshouse.core.errors import GlasshouseError
 from glasshouse.core.execution import ExecutionResult, ExecutionSpec, new_execution_id
-from glasshouse.core.profiling import Observation, ObserverUnavailable
+from glasshouse.core.profiling import Attachment, Observation, ObserverUnavailable
 from glasshouse.receipt.pipeline import ReceiptPipeline
 from glasshouse.runner import pipeline_for
 
@@ -52,6 +52,9 @@ def receipt_for(obs: Observation, filters: str, execution_id: str | None = None)
     from glasshouse.receipt.aggregate import build_receipt
 
     root = obs.process_tree[0] if obs.process_tree else None
+    if obs.attached is None:
+        why = "the observer made the root in the kernel at its exec (sched_process_exec)"
+        obs.attached = Attachment(True, "kernel_exec", why)
     now = _dt.datetime.now(_dt.UTC)
     result = ExecutionResult(
         exit_code=root.exit_code if root else None,

@@ -130,6 +130,19 @@ class Cgroup:
             raise CgroupUnavailable("no usable cgroup hierarchy")
         return group
 
+    def scope(self) -> dict[str, str | int]:
+        """``cgroup`` (the v2 path, as in /proc/<pid>/cgroup) and ``cgroup_id`` (its inode,
+        what eBPF's bpf_get_current_cgroup_id returns); empty without a v2 group."""
+        found = self.dirs.get("v2")
+        mount = layout().v2
+        if found is None or mount is None:
+            return {}
+        try:
+            ino = os.stat(found).st_ino
+        except OSError:
+            return {}
+        return {"cgroup": "/" + str(found.relative_to(mount)), "cgroup_id": ino}
+
     def child(self, name: str) -> Cgroup:
         """A sub-group for a part of this group's processes (a session's step): it enables
         no controller, so both levels may hold processes; this group's limits bound both.

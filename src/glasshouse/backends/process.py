@@ -28,6 +28,7 @@ from typing import Any
 from glasshouse.backends import _cgroup, _proctree, _spawn
 from glasshouse.backends._spawn import Command, resolve_executable  # (public from here)
 from glasshouse.core import procfs
+from glasshouse.core.artifacts import WorkspaceScan
 from glasshouse.core.execution import (
     BackendError,
     ExecutionResult,
@@ -411,10 +412,24 @@ class ProcessBackend:
         elif result.oom_killed and result.error is None:
             result.error = "killed: memory limit exceeded (oom)"
         result.details["cgroup"] = "yes" if cg is not None else f"no ({self._cgroup_reason})"
+        result.scope.update(cg.scope() if cg is not None else {})
+        result.scope["pid_namespace"] = _pid_namespace()
+        result.workspace = WorkspaceScan.not_collected(
+            "the process backend has no workspace: the command ran in a host directory, "
+            "which is not listed (it may be the user's own)"
+        )
         if handle.limits_applied:
             result.details["limits"] = ",".join(handle.limits_applied)
         self._finish_result(handle, result)
         return result
+
+
+def _pid_namespace() -> int | None:
+    """The inode of our pid namespace, where a forked root's pids live."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
 
 
 def _close(fd: int) -> None:

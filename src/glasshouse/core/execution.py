@@ -27,6 +27,7 @@ from glasshouse.core.errors import GlasshouseError as GlasshouseError
 from glasshouse.core.errors import SpecError as SpecError
 
 if TYPE_CHECKING:
+    from glasshouse.core.artifacts import WorkspaceScan
     from glasshouse.core.profiling import Observation
 
 from glasshouse.core.hashing import sha256
@@ -215,6 +216,13 @@ class ExecutionResult:
     output_status: dict[str, str] = field(default_factory=dict)
     #: Guest-side observation delivered by the backend (VM backends), if any.
     guest_observation: Observation | None = None
+    #: The files the run wrote in its workspace (the receipt's ``artifacts.workspace``), or
+    #: why the backend lists none; None: the backend does not say.
+    workspace: WorkspaceScan | None = None
+    #: What the run's observation is scoped to (the receipt's ``observation.coverage.scope``):
+    #: ``root_pid``, ``workload_start`` (set by the Engine), ``cgroup``, ``cgroup_id``,
+    #: ``pid_namespace`` (inode), ``note`` (set by the backend, where known).
+    scope: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_ms(self) -> int:

@@ -51,6 +51,22 @@ class CoverageGap:
     detail: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """When an observer began watching a run, as the receipt's
+    ``observation.coverage.attached`` states it (set by whoever attached it: the Engine)."""
+
+    #: attached before the workload's first instruction (False: late, or never)
+    before_start: bool
+    #: ``gated``: attached while the root was held at the backend's gate, then released;
+    #: ``guest``: recorded in the guest from before the command started (the guest's
+    #: claim); ``kernel_exec``: made the root in the kernel at its exec (the agent);
+    #: ``never``: could not attach
+    how: str
+    #: the evidence, for a human
+    detail: str | None = None
+
+
 @dataclass
 class Observation:
     """What one observer saw of one run. Sections left ``None`` were not collected."""
@@ -81,6 +97,8 @@ class Observation:
     #: decodes io_uring operations lists ``blind:io_uring`` here and adds a gap only for the
     #: operations it could not decode.
     accounts_for: frozenset[str] = frozenset()
+    #: when the observer began watching the run (None: not stated)
+    attached: Attachment | None = None
 
     @classmethod
     def unavailable(cls, observer: str, provenance: str, reason: str) -> Observation:

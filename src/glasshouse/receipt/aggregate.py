@@ -12,6 +12,7 @@ the rest of the receipt and the observations.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import os
@@ -105,6 +106,7 @@ def build_receipt(
     if harness is not None:
         name = "observation.harness.processes"
         harness["processes"] = _cap(harness["processes"], name, list_cap, omitted)
+    workspace = _workspace(result, backend, list_cap, omitted)
 
     runtime, arch, kernel, hostname = _host_environment()
     started, ended = rfc3339(result.started_at), rfc3339(result.ended_at)
@@ -155,6 +157,7 @@ def build_receipt(
             "command_hash": _command_hash(spec),
             "outputs": _outputs(spec, result),
             "inputs": _inputs(spec),
+            "workspace": workspace,
         },
         "observation": {
             **_observation_block(profile, observations, available, result),
@@ -180,7 +183,10 @@ def build_receipt(
         "digest": None,
     }
     ran = result.root_pid is not None or not result.error
-    data["observation"]["coverage"] = assess(data, observations, ran=ran)
+    coverage = assess(data, observations, ran=ran)
+    coverage["attached"] = _attached(observations)
+    coverage["scope"] = _scope(result)
+    data["observation"]["coverage"] = coverage
     return data
 
 
@@ -224,6 +230,61 @@ def _outputs(spec: ExecutionSpec, result: ExecutionResult) -> list[dict[str, Any
             entry["reason"] = reason
         out.append(entry)
     return out
+
+
+def _workspace(
+    result: ExecutionResult, backend: Backend, list_cap: int, omitted: dict[str, int]
+) -> dict[str, Any]:
+    """``artifacts.workspace``: the files the run wrote that still exist, or why not listed."""
+    scan = result.workspace
+    if scan is None:
+        if result.root_pid is None and result.error:
+            why = f"nothing ran ({result.error})"
+        else:
+            why = f"the {backend.name} backend does not list its workspace"
+        return {"collected": False, "reason": why, "root": None, "files": []}
+    name = "artifacts.workspace.files"
+    if scan.omitted:
+        omitted[name] = omitted.get(name, 0) + scan.omitted
+    files = _cap([dataclasses.asdict(f) for f in scan.files], name, list_cap, omitted)
+    return {
+        "collected": scan.collected,
+        "reason": scan.reason,
+        "root": scan.root,
+        "files": files,
+        "unhashed": scan.unhashed,
+        "hashed_bytes": scan.hashed_bytes,
+        "file_cap": scan.file_cap,
+        "total_cap": scan.total_cap,
+    }
+
+
+def _attached(observations: Sequence[Observation]) -> dict[str, Any]:
+    """``coverage.attached``: when each observer began watching, and whether all did before
+    the workload's first instruction (False with none, or one late or never attached)."""
+    entries = []
+    for o in observations:
+        a = o.attached
+        entries.append(
+            {
+                "observer": o.observer,
+                "before_start": bool(a and a.before_start),
+                "how": a.how if a else "unknown",
+                "detail": a.detail if a else "not stated by whoever attached it",
+            }
+        )
+    hows = list(dict.fromkeys(e["how"] for e in entries))
+    return {
+        "before_start": bool(entries) and all(e["before_start"] for e in entries),
+        "how": "+".join(hows) or "none",
+        "observers": entries,
+    }
+
+
+def _scope(result: ExecutionResult) -> dict[str, Any]:
+    """``coverage.scope``: the process tree, cgroup and pid namespace observed (where known)."""
+    keys = ("root_pid", "workload_start", "cgroup", "cgroup_id", "pid_namespace", "note")
+    return {k: result.scope.get(k) for k in keys}
 
 
 def _not_copied(result: ExecutionResult) -> str:

@@ -152,6 +152,21 @@ def _unavailable(run: _Run) -> list[Reason]:
 # -- derived from the receipt's data ----------------------------------------------------------
 
 
+def _attached_late(run: _Run) -> list[Reason]:
+    """Observers that began watching after the workload's first instruction: what the
+    workload did before is not in the receipt."""
+    return [
+        reason(
+            "attached_late",
+            f"{o.observer} began watching after the workload started ({o.attached.detail}): "
+            "what it did before is not in the receipt",
+            observer=o.observer,
+        )
+        for o in run.available
+        if o.attached is not None and not o.attached.before_start
+    ]
+
+
 def _events_lost(run: _Run) -> list[Reason]:
     return [
         reason(
@@ -323,6 +338,7 @@ def _guest_spawns(run: _Run) -> list[Reason]:
 #: function here to derive a new kind.
 DERIVERS: list[Deriver] = [
     _unavailable,
+    _attached_late,
     _events_lost,
     _truncated,
     _list_capped,

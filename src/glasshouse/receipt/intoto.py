@@ -15,12 +15,17 @@ What maps to what (the field list is in ``docs/trust.md``):
   ``protocol`` where the address is an IP endpoint.
 - ``monitorLog.fileAccess``: ResourceDescriptors. Files with a digest in the receipt
   (``artifacts.inputs``, ``artifacts.outputs`` and any other ``artifacts`` list of
-  ``path``/``size``/``sha256`` entries) carry ``digest.sha256``; every other observed access
-  (``filesystem`` reads, writes, deletes, ...) is a ``file://`` URI with the kind of access.
+  ``path``/``size``/``sha256`` entries, and ``artifacts.workspace.files``: what the run left
+  in its workspace) carry ``digest.sha256``; every other observed access (``filesystem``
+  reads, writes, deletes, ...) is a ``file://`` URI with the kind of access, and carries the
+  digest too where the receipt knows the content: a write (or rename) of a file still in the
+  workspace at the end (``digestOf: runEnd``), a read of an input the run did not change
+  (``digestOf: input``).
 - ``metadata``: ``buildStartedOn``/``buildFinishedOn`` from ``timing``, and ``glasshouse``
   (an extension field): the receipt's id, version and digest, the outcome and the coverage
   (what was observed, events lost, lists capped, and the receipt's coverage statement:
-  ``status``, ``complete``, ``reasons``), which the predicate has no field for.
+  ``status``, ``complete``, ``reasons``, ``attached``, ``scope``), which the predicate has
+  no field for.
 
 Everything here is a pure function of the receipt's JSON data. Signing reuses the receipt's
 DSSE envelope (:mod:`glasshouse.receipt.dsse`, payload type ``application/vnd.in-toto+json``);
@@ -102,7 +107,9 @@ def runtime_trace_predicate(data: dict[str, Any]) -> dict[str, Any]:
             "process": [_process(node) for node in _list(data.get("process_tree"))],
             "network": _network(_dict(data.get("network"))),
             "fileAccess": _digested_files(_dict(data.get("artifacts")))
-            + _file_accesses(_dict(data.get("filesystem"))),
+            + _file_accesses(
+                _dict(data.get("filesystem")), _known_digests(_dict(data.get("artifacts")))
+            ),
         },
         "metadata": _metadata(data),
     }
@@ -206,6 +213,9 @@ def _digested_files(artifacts: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for key, items in _in_order(artifacts, ("inputs", "outputs")):
         access = {"inputs": "input", "outputs": "output"}.get(key, _camel(key))
+        if key == "workspace":
+            out += _workspace_files(_dict(items))
+            continue
         for item in _list(items):
             item = _dict(item)
             match = _HEX64.match(item["sha256"]) if isinstance(item.get("sha256"), str) else None
@@ -222,15 +232,83 @@ def _digested_files(artifacts: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _file_accesses(filesystem: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every observed file operation: a ``file://`` URI and what was done to the file."""
+def _workspace_files(workspace: dict[str, Any]) -> list[dict[str, Any]]:
+    """``artifacts.workspace.files``: what the run left in its workspace, each with its digest
+    (a regular file hashed) or a ``file://`` URI (a symlink, a FIFO, a file over the cap)."""
+    root = workspace.get("root") if isinstance(workspace.get("root"), str) else None
+    out = []
+    for item in _list(workspace.get("files")):
+        item = _dict(item)
+        if not isinstance(item.get("path"), str):
+            continue
+        notes = {
+            "access": "written",
+            "status": item.get("status"),
+            "kind": item.get("kind"),
+            "size": item.get("size"),
+            "target": item.get("target"),
+            "unhashed": item.get("unhashed"),
+        }
+        desc: dict[str, Any] = {"name": item["path"]}
+        match = _HEX64.match(item["sha256"]) if isinstance(item.get("sha256"), str) else None
+        if match:
+            desc["digest"] = {"sha256": match.group(1)}
+        else:
+            desc["uri"] = file_uri(f"{root}/{item['path']}" if root else item["path"])
+        desc["annotations"] = _drop_none(notes)
+        out.append(desc)
+    return out
+
+
+def _known_digests(artifacts: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """``file://`` URI of a path as the workload saw it -> (sha256, what it is the digest
+    of): each file the run left in its workspace (``runEnd``: its content when the run
+    ended), and each input it did not change (``input``). Empty when the workspace was not
+    listed."""
+    workspace = _dict(artifacts.get("workspace"))
+    root = workspace.get("root")
+    if not workspace.get("collected") or not isinstance(root, str):
+        return {}
+    listed = {_dict(f).get("path"): _dict(f).get("sha256") for f in _list(workspace.get("files"))}
+    known: dict[str, tuple[str, str]] = {}
+    for item in _list(artifacts.get("inputs")):
+        path, digest = _dict(item).get("path"), _dict(item).get("sha256")
+        if isinstance(path, str) and isinstance(digest, str) and path not in listed:
+            known[file_uri(f"{root}/{path}")] = (digest, "input")
+    for path, digest in listed.items():
+        if isinstance(path, str) and isinstance(digest, str):
+            known[file_uri(f"{root}/{path}")] = (digest, "runEnd")
+    return known
+
+
+def _file_accesses(
+    filesystem: dict[str, Any], digests: dict[str, tuple[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """Every observed file operation: a ``file://`` URI and what was done to the file; a
+    read of an input the run did not change, and a write of a file still there at the end,
+    carry its digest (``digestOf``: ``input`` or ``runEnd``)."""
     out = []
     for key, items in _in_order(filesystem, (*_ACCESS, "renames", "links", "failed")):
         if key in _NOT_ACCESSES:
             continue
         for item in _list(items):
             out += _accesses_of(key, item)
+    for desc in out if digests else ():
+        _add_digest(desc, digests or {})
     return out
+
+
+def _add_digest(desc: dict[str, Any], digests: dict[str, tuple[str, str]]) -> None:
+    access = desc["annotations"].get("access")
+    found = digests.get(desc.get("uri", ""))
+    if found is None:
+        return
+    digest, of = found
+    if (access, of) in (("read", "input"), ("write", "runEnd"), ("rename-to", "runEnd")):
+        match = _HEX64.match(digest)
+        if match:
+            desc["digest"] = {"sha256": match.group(1)}
+            desc["annotations"]["digestOf"] = of
 
 
 def _accesses_of(key: str, item: Any) -> list[dict[str, Any]]:
@@ -295,12 +373,13 @@ def _metadata(data: dict[str, Any]) -> dict[str, Any]:
 def _coverage(observation: dict[str, Any]) -> dict[str, Any]:
     """The observation block but its observers (in ``monitor.tracePolicy``): what a consumer
     needs to trust an absence in ``monitorLog``. The receipt's coverage statement
-    (``observation.coverage``: ``status``, ``complete``, ``reasons``) is lifted into it; a
-    receipt without one gives the same object as before coverage was stated."""
+    (``observation.coverage``: ``status``, ``complete``, ``reasons``, ``attached``,
+    ``scope``) is lifted into it; a receipt without one gives the same object as before
+    coverage was stated."""
     skip = {"observers", "profile", "list_cap", "coverage"}
     out = {_camel(k): v for k, v in observation.items() if k not in skip and v is not None}
     statement = _dict(observation.get("coverage"))
-    for key in ("status", "complete", "reasons"):
+    for key in ("status", "complete", "reasons", "attached", "scope"):
         if key in statement:
             out[key] = statement[key]
     return out

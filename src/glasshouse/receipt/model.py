@@ -7,12 +7,14 @@ by which observer, how many events were lost, and why anything is missing: an em
 receipt means "observed, and there was nothing", never "not looked at".
 
 v0.4.0 adds ``artifacts.outputs`` and ``artifacts.inputs`` (the files copied out of and into
-the run) and ``observation.list_cap``/``observation.omitted`` (lists cut at a cap, and by how
-much), and ``observation.harness`` (what Glasshouse itself ran to set the run up, kept out
-of the workload's sections: its processes, with ``role: "harness"``, and counts of its
+the run), ``artifacts.workspace`` (the files the run wrote that still exist, with digests),
+``observation.list_cap``/``observation.omitted`` (lists cut at a cap, and by how much), and
+``observation.harness`` (what Glasshouse itself ran to set the run up, kept out of the
+workload's sections: its processes, with ``role: "harness"``, and counts of its
 syscalls), ``network.attempts[].bytes`` (datagrams), ``syscalls.io_uring`` and
 ``observation.coverage`` (how complete the observation was, with the reasons when it was
-not; a v0.4.0 receipt written before it was added reads as coverage unknown). A v0.3.0
+not, ``attached``: when the observers began watching, and ``scope``: what they covered; a
+v0.4.0 receipt written before it was added reads as coverage unknown). A v0.3.0
 receipt still validates: the added fields are left out of its dump (so its digest and
 signature still check), and a receipt that says v0.3.0 may not carry them.
 """
@@ -266,8 +268,47 @@ class InputFile(_Model):
     sha256: str
 
 
+class WorkspaceFile(_Model):
+    """A file the run wrote in its workspace that still exists at the end of the run."""
+
+    #: relative to the workspace (``root``)
+    path: str
+    kind: Literal["file", "symlink", "fifo", "socket", "device"]
+    #: ``created``: not an input; ``modified``: an input whose content or kind the run changed
+    status: Literal["created", "modified"]
+    #: bytes (a symlink: its target's length); null for a FIFO, socket or device
+    size: int | None = None
+    sha256: str | None = None
+    #: why a regular file has no sha256: ``file_cap``, ``total_cap`` or ``unreadable``
+    unhashed: Literal["file_cap", "total_cap", "unreadable"] | None = None
+    #: a symlink's target as stored (never followed)
+    target: str | None = None
+
+
+class WorkspaceArtifacts(_Model):
+    """v0.4.0: what the run left in its workspace (files it created, inputs it changed), or
+    why that was not collected (``collected: false``: the process backend has no workspace,
+    a VM guest does not send its listing back)."""
+
+    collected: bool
+    #: why not collected, or what the listing lacks (a walk cut short)
+    reason: str | None = None
+    #: the workspace as the workload saw it (``/workspace``)
+    root: str | None = None
+    #: in walk order; past ``observation.list_cap`` counted in ``observation.omitted``
+    #: (``artifacts.workspace.files``)
+    files: list[WorkspaceFile] = Field(default_factory=list)
+    #: regular files listed without a digest (over a cap, unreadable)
+    unhashed: int = 0
+    #: bytes hashed (inputs read back to compare included)
+    hashed_bytes: int = 0
+    #: the per-file and per-run caps on the bytes hashed
+    file_cap: int | None = None
+    total_cap: int | None = None
+
+
 class Artifacts(_Extended):
-    _added = frozenset({"outputs", "inputs"})
+    _added = frozenset({"outputs", "inputs", "workspace"})
 
     stdout_hash: str
     stderr_hash: str
@@ -281,6 +322,9 @@ class Artifacts(_Extended):
     outputs: list[OutputFile] = Field(default_factory=list)
     #: v0.4.0: every input file, in the order given.
     inputs: list[InputFile] = Field(default_factory=list)
+    #: v0.4.0: the files the run wrote that still exist at its end (absent from receipts
+    #: written before it was listed).
+    workspace: WorkspaceArtifacts | None = None
 
 
 class ObserverReport(_Model):
@@ -330,15 +374,61 @@ class CoverageReason(_Model):
     detail: dict[str, int] = Field(default_factory=dict)
 
 
-class Coverage(_Model):
+class ObserverAttachment(_Model):
+    observer: str
+    #: attached before the workload's first instruction
+    before_start: bool
+    #: ``gated`` (attached while the root was held at the backend's gate, released after),
+    #: ``guest`` (recorded in the guest from before the command started: its claim),
+    #: ``kernel_exec`` (made the root in the kernel at its exec: the agent), ``never``,
+    #: ``unknown`` (not stated)
+    how: str
+    #: the evidence, for a human
+    detail: str | None = None
+
+
+class Attached(_Model):
+    """When the observers began watching the run."""
+
+    #: every observer attached before the workload's first instruction (False when none
+    #: was, or one attached late or never)
+    before_start: bool
+    #: the observers' ``how``, joined by ``+`` (``none``: no observer)
+    how: str
+    observers: list[ObserverAttachment] = Field(default_factory=list)
+
+
+class Scope(_Model):
+    """What the observation covered, where known (null where not)."""
+
+    #: the host pid the observers were attached to: the tree they followed by fork ancestry
+    root_pid: int | None = None
+    #: where the workload starts in that tree (the rest is harness): ``root_exec``,
+    #: ``launcher``, ``none``, ``running``
+    workload_start: str | None = None
+    #: the run's cgroup v2 path and id (its inode)
+    cgroup: str | None = None
+    cgroup_id: int | None = None
+    #: inode of the pid namespace the workload's processes live in (as in /proc/<pid>/ns/pid)
+    pid_namespace: int | None = None
+    note: str | None = None
+
+
+class Coverage(_Extended):
     """How complete the observation was: whether an absence from this receipt's lists can be
     trusted. ``complete``: nothing is known to be missing; ``incomplete``: each reason says
     what was not seen; ``none``: no observation was made (the reasons say why)."""
+
+    _added = frozenset({"attached", "scope"})
 
     status: Literal["complete", "incomplete", "none"]
     #: ``status == "complete"``
     complete: bool
     reasons: list[CoverageReason] = Field(default_factory=list)
+    #: when the observers began watching (absent from receipts written before it was stated)
+    attached: Attached | None = None
+    #: what was observed: process tree root, cgroup, pid namespace (absent likewise)
+    scope: Scope | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Coverage:

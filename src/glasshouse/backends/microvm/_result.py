@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from glasshouse.core.artifacts import WorkspaceScan
 from glasshouse.core.execution import ExecutionResult, StreamResult
 from glasshouse.core.profiling import Observation
 
@@ -88,7 +89,16 @@ def build_result(
         "host_fields": "vmm_pid,vmm_cgroup,vmm_cpu_ms,vmm_peak_memory_kb,timings,timeout,"
         "digests,vm_source",
     }
+    result.workspace = WorkspaceScan.not_collected(
+        "the guest does not send back a listing of its workspace (/work): only the "
+        "requested outputs are copied back (artifacts.outputs)"
+    )
+    result.scope["note"] = (
+        "the workload's processes live in the VM guest, which the host cannot see: the host "
+        "observes the VMM"
+    )
     if handle.cgroup is not None:
+        result.scope.update(handle.cgroup.scope())
         # The VMM's whole life (restore, and for a prewarmed VM its priming and wait too):
         # the guest kernel runs inside it, emulated on kvm_pvm.
         details["vmm_cpu_ms"] = handle.cgroup.cpu_time_ms()

@@ -15,10 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from glasshouse.backends import _workspace
+from glasshouse.backends import _workspace, _written
 from glasshouse.backends._quota import QuotaUnavailable
 from glasshouse.backends._workspace import DEFAULT_OUTPUT_CAP, Workspace, ensure_base
 from glasshouse.backends.process import Command, ProcessBackend, ProcessHandle
+from glasshouse.core.artifacts import DEFAULT_HASH_FILE_CAP, DEFAULT_HASH_TOTAL_CAP
 from glasshouse.core.execution import (
     BackendError,
     BackendUnavailable,
@@ -61,15 +62,20 @@ class SandboxBase(ProcessBackend):
         host_uid: int | None = None,
         cpu_cores: float | None = None,
         output_cap: int = DEFAULT_OUTPUT_CAP,
+        hash_file_cap: int = DEFAULT_HASH_FILE_CAP,
+        hash_total_cap: int = DEFAULT_HASH_TOTAL_CAP,
     ) -> None:
         """``host_uid``: pin the host uid the sandbox runs as (root only; default a fresh
         uid per run). ``cpu_cores``: cgroup cpu quota. ``output_cap``: bytes of
-        ``spec.outputs`` copied back, per file and in total."""
+        ``spec.outputs`` copied back, per file and in total. ``hash_file_cap`` and
+        ``hash_total_cap``: bytes hashed for the receipt's ``artifacts.workspace``, per file
+        and per run."""
         super().__init__(cgroups=cgroups)
         self._base = Path(base_dir) if base_dir is not None else _default_base()
         self._pinned_uid = host_uid
         self._cpu_cores = cpu_cores
         self._output_cap = output_cap
+        self._hash_caps = (hash_file_cap, hash_total_cap)
         self._uid_counter = itertools.count(os.getpid() * 7919)
         self._sandbox_prepared = False
         self._binary = ""
@@ -240,6 +246,15 @@ class SandboxBase(ProcessBackend):
             "capabilities": "none",
         }
         self._runtime_result(run, result, facts)
+        result.scope["pid_namespace"] = facts.get("pid_namespace")
+        file_cap, total_cap = self._hash_caps
+        result.workspace = _written.scan(
+            run.workspace.path,
+            dict(spec.files),
+            shown_as=INSIDE_WORKSPACE,
+            file_cap=file_cap,
+            total_cap=total_cap,
+        )
         if spec.outputs:
             result.outputs = run.workspace.collect_outputs(list(spec.outputs), self._output_cap)
             result.output_status.update(run.workspace.output_status)

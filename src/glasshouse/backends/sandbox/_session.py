@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from glasshouse.backends import _cgroup
 from glasshouse.backends._workspace_files import HostWorkspaceFiles
 from glasshouse.backends.process import ProcessHandle
+from glasshouse.core.artifacts import WorkspaceScan
 from glasshouse.core.execution import (
     BackendError,
     BackendUnavailable,
@@ -567,6 +568,10 @@ class Steps:
             network=box.network,
             sandbox=dict(box.facts),
             cpu_time_ms=handle.cpu_ms,
+            workspace=WorkspaceScan.not_collected(
+                "a session's workspace persists across steps: not listed per step (the "
+                "files API lists it with digests)"
+            ),
         )
         if status is not None:
             if os.WIFSIGNALED(status):

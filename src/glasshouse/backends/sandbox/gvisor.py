@@ -111,6 +111,10 @@ class GVisorBackend(SandboxBase):
         facts["kernel"] = "gVisor sentry (user-space), platform ptrace"
         facts["observation"] = _GVISOR_NOTE
         result.details["observation_note"] = _GVISOR_NOTE
+        result.scope["note"] = (
+            "the workload's processes live in gVisor's sentry, whose pid namespace the host "
+            "cannot see: the host observes runsc's processes in the run's cgroup"
+        )
 
 
 def _oci_config(
