@@ -273,7 +273,7 @@ def _attached(observations: Sequence[Observation]) -> dict[str, Any]:
                 "detail": a.detail if a else "not stated by whoever attached it",
             }
         )
-    hows = list(dict.fromkeys(e["how"] for e in entries))
+    hows = list(dict.fromkeys(str(e["how"]) for e in entries))
     return {
         "before_start": bool(entries) and all(e["before_start"] for e in entries),
         "how": "+".join(hows) or "none",
