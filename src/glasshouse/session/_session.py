@@ -141,7 +141,7 @@ class Session:
             backend = backends.create(backend, **dict(backend_options or {}))
         if not isinstance(backend, SessionCapable):
             raise BackendUnavailable(
-                f"the {backend.name} backend has no sessions (sessions run on: sandbox)"
+                f"the {backend.name} backend has no sessions (sessions run on: sandbox, microvm)"
             )
         if observers is None:
             observers = []

@@ -20,6 +20,7 @@ from glasshouse.core.execution import (
     WorkloadStart,
     utcnow,
 )
+from glasshouse.core.session import LiveSandbox, SessionSpec
 from glasshouse.guest import transport as T
 
 from .. import _cgroup
@@ -368,6 +369,14 @@ class MicroVMBackend:
     def close(self) -> None:
         """Wait until every VM this process killed is reaped and its directory removed."""
         REAPER.drain()
+
+    # ----- SessionCapable (glasshouse.core.session) -------------------------------------
+
+    def open_session(self, spec: SessionSpec) -> LiveSandbox:
+        """One VM that lives for the whole session (``_session``; Firecracker only)."""
+        from ._session import MicroVMLiveSandbox
+
+        return MicroVMLiveSandbox(self, spec)
 
 
 class FirecrackerBackend(MicroVMBackend):
