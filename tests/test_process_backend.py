@@ -139,6 +139,31 @@ def test_a_killed_owner_leaves_nothing_running_past_the_next_start() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def test_the_sweep_leaves_live_owners_and_unowned_groups_running() -> None:
+    if not _cgroup.available()[0]:
+        pytest.skip(f"cgroups unavailable: {_cgroup.available()[1]}")
+    token = uuid.uuid4().hex[:8]
+    names = [_cgroup.owned_name("run-", f"mine-{token}"), f"run-{os.getpid()}-{token}"]
+    groups, children = [], []
+    try:
+        for name in names:  # ours (a live owner), and one named the older way (no owner)
+            child = subprocess.Popen(["sleep", "600"])
+            children.append(child)
+            groups.append(_cgroup.Cgroup.create(name))
+            groups[-1].add(child.pid)
+            os.utime(groups[-1].dirs["v2" if "v2" in groups[-1].dirs else "memory"], (0, 0))
+        _cgroup.sweep_dead_owners("run-")
+        assert [c.poll() for c in children] == [None, None]
+        assert all(d.exists() for g in groups for d in g.dirs.values())
+    finally:
+        for group in groups:
+            group.kill()
+            group.remove()
+        for child in children:
+            child.kill()
+            child.wait()
+
+
 def test_cpu_rlimit() -> None:
     run = Engine(ProcessBackend()).run(
         ExecutionSpec(["sh", "-c", "while :; do :; done"], limits=Limits(cpu_s=1), timeout=30)

@@ -312,18 +312,20 @@ def _owner_in(name: str, prefix: str) -> str | None:
 
 
 def _existing(prefix: str) -> dict[str, dict[str, Path]]:
-    """Group name -> its directory in each hierarchy (``"v2"`` or the v1 controller)."""
+    """Group name -> the parent directory holding it in each hierarchy (``"v2"`` or the v1
+    controller)."""
     lay = layout()
     roots = ([("v2", lay.v2)] if lay.v2 is not None else []) + list(lay.v1.items())
     found: dict[str, dict[str, Path]] = {}
     for key, root in roots:
+        parent = root / _PARENT
         try:
-            names = os.listdir(root / _PARENT)
+            names = os.listdir(parent)
         except OSError:
             continue
         for name in names:
             if name.startswith(prefix):
-                found.setdefault(name, {})[key] = root / _PARENT / name
+                found.setdefault(name, {})[key] = parent
     return found
 
 
@@ -335,21 +337,24 @@ def sweep_dead_owners(prefix: str, min_age_s: float = 120.0) -> int:
     and ``min_age_s`` old, as :func:`sweep_empty` does. Never raises; returns how many went."""
     removed = 0
     now = time.time()
-    for name, dirs in _existing(prefix).items():
+    for name, parents in _existing(prefix).items():
         owner = _owner_in(name, prefix)
-        group = Cgroup(name, dirs)
+        if owner is not None and _owner.alive(owner):
+            continue
+        group = Cgroup(name, {key: parent / name for key, parent in parents.items()})
         try:
             if owner is None:  # rmdir only: it refuses a group that still holds a process
-                if all(now - d.stat().st_mtime >= min_age_s for d in dirs.values()):
-                    for d in group._unique_dirs():
-                        with contextlib.suppress(OSError):
-                            d.rmdir()
-            elif not _owner.alive(owner):
+                if now - next(iter(group.dirs.values())).stat().st_mtime < min_age_s:
+                    continue
+                for d in group._unique_dirs():
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            else:
                 group.kill(timeout=2.0)
                 group.remove()
         except OSError:
             continue
-        removed += not any(d.exists() for d in dirs.values())
+        removed += not any(d.exists() for d in group.dirs.values())
     return removed
 
 
