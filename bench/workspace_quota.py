@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from glasshouse.backends import _quota
-from glasshouse.cli._util import parse_size
+from glasshouse.cli.params import parse_size
 
 _BASE = Path(os.environ.get("GLASSHOUSE_SANDBOX_DIR", "/var/lib/glasshouse/sandbox"))
 

@@ -3,14 +3,20 @@ cgroup limits and accounting, the fallback without cgroups."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from _support import until
 
 from glasshouse.backends import _cgroup
 from glasshouse.backends.process import ProcessBackend
+from glasshouse.core import procfs
 from glasshouse.core.execution import ExecutionSpec, Limits
 from glasshouse.engine import Engine
 
@@ -89,6 +95,73 @@ def test_no_cgroup_directories_are_left_behind() -> None:
                 if d.is_dir() and str(run.result.root_pid) in d.name
             ]
             assert leftovers == []
+
+
+_KILLED_OWNER = """
+import json, os, signal, time
+from glasshouse.backends.process import ProcessBackend
+from glasshouse.core.execution import ExecutionSpec
+backend = ProcessBackend(cgroups=True)
+backend.prepare()
+handle = backend.start(ExecutionSpec(["sh", "-c", "sleep {marker} & wait"]))
+backend.release(handle)
+deadline = time.monotonic() + 60
+while len(handle.cgroup.pids()) < 2 and time.monotonic() < deadline:  # sh and its sleep
+    time.sleep(0.01)
+dirs = [str(d) for d in handle.cgroup.dirs.values()]
+print(json.dumps({{"root": handle.pid, "cgroup": dirs}}), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_owner_leaves_nothing_running_past_the_next_start() -> None:
+    # The Glasshouse process is SIGKILLed mid-run: it cannot clean up. The run's root dies
+    # with it; what the root started lives on in the run's cgroup until the next start.
+    if not _cgroup.available()[0]:
+        pytest.skip(f"cgroups unavailable: {_cgroup.available()[1]}")
+    marker = f"7{uuid.uuid4().int % 10**6}"
+    owner = subprocess.run(
+        [sys.executable, "-c", _KILLED_OWNER.format(marker=marker)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert owner.returncode == -signal.SIGKILL, owner.stderr
+    run = json.loads(owner.stdout)
+    try:
+        until(lambda: not procfs.running(run["root"]), what="the run's root gone with its owner")
+        assert _alive_with_marker(marker) != []  # (the sweep below is what ends it)
+        ProcessBackend(cgroups=True).prepare()
+        assert _alive_with_marker(marker) == []
+        assert [d for d in run["cgroup"] if Path(d).exists()] == []
+    finally:
+        for pid in _alive_with_marker(marker):  # (only if the test failed)
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_sweep_leaves_live_owners_and_unowned_groups_running() -> None:
+    if not _cgroup.available()[0]:
+        pytest.skip(f"cgroups unavailable: {_cgroup.available()[1]}")
+    token = uuid.uuid4().hex[:8]
+    names = [_cgroup.owned_name("run-", f"mine-{token}"), f"run-{os.getpid()}-{token}"]
+    groups, children = [], []
+    try:
+        for name in names:  # ours (a live owner), and one named the older way (no owner)
+            child = subprocess.Popen(["sleep", "600"])
+            children.append(child)
+            groups.append(_cgroup.Cgroup.create(name))
+            groups[-1].add(child.pid)
+            os.utime(groups[-1].dirs["v2" if "v2" in groups[-1].dirs else "memory"], (0, 0))
+        _cgroup.sweep_dead_owners("run-")
+        assert [c.poll() for c in children] == [None, None]
+        assert all(d.exists() for g in groups for d in g.dirs.values())
+    finally:
+        for group in groups:
+            group.kill()
+            group.remove()
+        for child in children:
+            child.kill()
+            child.wait()
 
 
 def test_cpu_rlimit() -> None:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _support import until
 
 from glasshouse.backends import _quota, _workspace
 from glasshouse.backends import sandbox as sandbox_mod
@@ -28,6 +29,7 @@ from glasshouse.backends._tree import remove_tree
 from glasshouse.backends.process import ProcessBackend
 from glasshouse.backends.sandbox import GVisorBackend, SandboxBackend
 from glasshouse.backends.sandbox import gvisor as gvisor_mod
+from glasshouse.core import procfs
 from glasshouse.core.execution import ExecutionSpec, Limits, SpecError
 from glasshouse.engine import Engine, Run
 
@@ -405,6 +407,67 @@ def test_quota_mount_of_a_killed_owner_is_swept(base: Path) -> None:
     assert len(_workspaces(base)) == 1
     _backend(base)
     assert _mounts_under(base) == [] and _workspaces(base) == []
+
+
+_OWNER_KILLED = """
+import json, os, signal, sys, time
+from glasshouse.backends.sandbox import SandboxBackend
+from glasshouse.core.execution import ExecutionSpec
+b = SandboxBackend(base_dir=sys.argv[1])
+b.prepare()
+h = b.start(ExecutionSpec(argv=["sleep", "600"]))
+dirs = [str(d) for d in h.cgroup.dirs.values()]
+print(json.dumps({"pid": h.pid, "cgroup": dirs}), flush=True)
+b.release(h)
+def workload_runs():
+    for pid in h.cgroup.pids():
+        try:
+            if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"sleep"):
+                return True
+        except OSError:
+            pass
+    return False
+deadline = time.monotonic() + 60
+while sys.argv[2] == "running" and not workload_runs() and time.monotonic() < deadline:
+    time.sleep(0.01)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("when", ["at-release", "running"])
+def test_a_killed_owner_leaves_no_runtime_workload_or_cgroup(base: Path, when: str) -> None:
+    # The owner is SIGKILLed right after the release (bwrap not yet exec'd, so not yet
+    # dying with its parent) or once the workload runs. bwrap must die with it, not run on
+    # under pid 1; whatever bwrap's own children are left (bubblewrap#633: killed early, its
+    # setup child waits forever) the next start kills with the run's cgroup, then removes.
+    _need(sandbox_mod.probe())
+    owner = subprocess.run(
+        [sys.executable, "-c", _OWNER_KILLED, str(base), when],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert owner.returncode == -signal.SIGKILL, owner.stderr
+    run = json.loads(owner.stdout)
+    groups = [Path(d) for d in run["cgroup"]]
+    try:
+        until(lambda: not procfs.running(run["pid"]), what="bwrap gone with its owner")
+        _backend(base)
+        assert _members(groups) == []
+        assert [d for d in groups if d.exists()] == []
+        assert _mounts_under(base) == [] and _workspaces(base) == []
+    finally:
+        for pid in _members(groups):  # (only if the test failed: bwrap is a member while alive)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _members(groups: list[Path]) -> list[int]:
+    pids: set[int] = set()
+    for group in groups:
+        with contextlib.suppress(OSError):
+            pids.update(int(p) for p in (group / "cgroup.procs").read_text().split())
+    return sorted(pids)
 
 
 def test_disk_limit_is_never_silently_ignored(base: Path) -> None:

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from glasshouse.backends import _owner
+
 _ROOT = Path(os.environ.get("GLASSHOUSE_CGROUP_ROOT", "/sys/fs/cgroup"))
 _PARENT = "glasshouse"
 _CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
@@ -340,6 +342,66 @@ class Cgroup:
                     self.kill(timeout=0.2)
                     time.sleep(0.01)
         self.removed = True
+
+
+def owned_name(prefix: str, rest: str) -> str:
+    """``<prefix><pid>.<start>-<rest>``: a group name carrying its creator's identity
+    (:mod:`._owner`), so :func:`sweep_dead_owners` can tell whose it is."""
+    pid, start = _owner.me().split()
+    return f"{prefix}{pid}.{start}-{rest}"
+
+
+def _owner_in(name: str, prefix: str) -> str | None:
+    owner, _, rest = name[len(prefix) :].partition("-")
+    pid, _, start = owner.partition(".")
+    return f"{pid} {start}" if rest and pid.isdigit() and start.isdigit() else None
+
+
+def _existing(prefix: str) -> dict[str, dict[str, Path]]:
+    """Group name -> the parent directory holding it in each hierarchy (``"v2"`` or the v1
+    controller)."""
+    lay = layout()
+    roots = ([("v2", lay.v2)] if lay.v2 is not None else []) + list(lay.v1.items())
+    found: dict[str, dict[str, Path]] = {}
+    for key, root in roots:
+        parent = root / _PARENT
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(prefix):
+                found.setdefault(name, {})[key] = parent
+    return found
+
+
+def sweep_dead_owners(prefix: str, min_age_s: float = 120.0) -> int:
+    """Kill what is left in the groups named ``prefix`` + owner (:func:`owned_name`) whose
+    owner is gone, then remove them: a Glasshouse process killed outright leaves its runs
+    behind (a sandbox runtime, the workload, its daemons). A live owner's groups are never
+    touched. A group without an owner in its name (older versions) is removed only when empty
+    and ``min_age_s`` old, as :func:`sweep_empty` does. Never raises; returns how many went."""
+    removed = 0
+    now = time.time()
+    for name, parents in _existing(prefix).items():
+        owner = _owner_in(name, prefix)
+        if owner is not None and _owner.alive(owner):
+            continue
+        group = Cgroup(name, {key: parent / name for key, parent in parents.items()})
+        try:
+            if owner is None:  # rmdir only: it refuses a group that still holds a process
+                if now - next(iter(group.dirs.values())).stat().st_mtime < min_age_s:
+                    continue
+                for d in group._unique_dirs():
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            else:
+                group.kill(timeout=2.0)
+                group.remove()
+        except OSError:
+            continue
+        removed += not any(d.exists() for d in group.dirs.values())
+    return removed
 
 
 def sweep_empty(prefix: str, min_age_s: float = 120.0) -> int:

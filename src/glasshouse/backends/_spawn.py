@@ -2,22 +2,27 @@
 executable lookup (:func:`resolve_executable`) and the child side of the fork (:func:`child`).
 
 The child gets its own session, the given stdio, no other inherited fd, the rlimits and
-default signal dispositions, then blocks on the gate pipe until the parent releases it, and
-execs. A failure before the exec is written to the error pipe as ``stage:errno``.
+default signal dispositions, and SIGKILL for when its parent dies (``PR_SET_PDEATHSIG``, kept
+across the exec: a Glasshouse process killed outright takes its sandbox runtime with it), then
+blocks on the gate pipe until the parent releases it, and execs. A failure before the exec is
+written to the error pipe as ``stage:errno``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import resource
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from glasshouse.core.execution import CommandNotRunnable
 
 _FD_MAX = 0x7FFFFFFF
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -67,7 +72,10 @@ def child(  # pragma: no cover - runs between fork and exec
     gate_r: int,
     errpipe_w: int,
     fd_limit: int,
+    parent: tuple[int, Callable[..., int] | None] = (0, None),
 ) -> None:
+    """``parent``: the forking process's pid and ``prctl`` (:func:`prctl`, loaded before the
+    fork: a forked child loads no library)."""
     stage = "setup"
     try:
         os.setsid()
@@ -92,6 +100,7 @@ def child(  # pragma: no cover - runs between fork and exec
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
+        _die_with_parent(*parent)  # (after the uid switch, which would reset it)
         stage = "gate"
         if os.read(gate_r, 1) != b"1":
             os._exit(125)
@@ -105,6 +114,30 @@ def child(  # pragma: no cover - runs between fork and exec
             os.write(errpipe_w, f"{stage}:{errno.EINVAL}".encode())
     finally:
         os._exit(127)
+
+
+def _die_with_parent(  # pragma: no cover - runs between fork and exec
+    parent_pid: int, prctl: Callable[..., int] | None
+) -> None:
+    """SIGKILL when the parent dies; if it already has (we were reparented before the
+    ``prctl`` took), go now: nobody would ever release or reap us."""
+    if prctl is None:
+        return
+    prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(125)
+
+
+@functools.cache
+def prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, or None where it cannot be loaded (then a child outlives a killed
+    parent until the next start sweeps its cgroup). Call it before forking."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def _close_inherited(keep: tuple[int, ...], fd_limit: int) -> None:

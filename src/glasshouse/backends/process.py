@@ -8,8 +8,13 @@ descendant, double-forked daemons included. Without cgroups, rlimits apply and t
 killed by process group, by /proc descendant walk and as child subreaper.
 
 The run ends when the root process exits: anything it left running is killed (as a container
-ends with its PID 1). Subclasses (the bubblewrap sandbox) override :meth:`_command` to wrap
-the argv and reuse the gate, cgroup, output and timeout machinery.
+ends with its PID 1). If the Glasshouse process itself is killed outright, the root gets
+SIGKILL with it (``PR_SET_PDEATHSIG``, see :mod:`._spawn`: the thread that starts a run must
+outlive it, as :class:`~glasshouse.engine.Engine`'s does), and the next backend to prepare
+kills what is left in the run's cgroup and removes it (its name carries the owner).
+
+Subclasses (the bubblewrap sandbox) override :meth:`_command` to wrap the argv and reuse the
+gate, cgroup, output and timeout machinery.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from glasshouse.core.execution import (
 )
 
 _READ_CHUNK = 1 << 16
+_CGROUP_PREFIX = "run-"
 
 
 @dataclass
@@ -90,7 +96,9 @@ class ProcessBackend:
                     raise BackendError(f"cgroups required but unavailable: {self._cgroup_reason}")
             else:
                 self._cgroup_reason = "disabled"
-            if not self._cgroups_ok:
+            if self._cgroups_ok:  # what Glasshouse processes killed outright left running
+                _cgroup.sweep_dead_owners(_CGROUP_PREFIX)
+            else:
                 self._subreaper = _proctree.set_subreaper()
             self._prepared = True
 
@@ -116,6 +124,7 @@ class ProcessBackend:
             in_r, stdin_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
         child_fds = (in_r, out_w, err_w, gate_r, errpipe_w)
         fd_limit = _spawn.fd_limit()
+        parent = (os.getpid(), _spawn.prctl())
         try:
             pid = os.fork()
         except OSError as exc:
@@ -123,7 +132,7 @@ class ProcessBackend:
                 _close(fd)
             raise BackendError(f"fork failed: {exc}") from exc
         if pid == 0:  # pragma: no cover - the child only execs or exits
-            _spawn.child(command, in_r, out_w, err_w, gate_r, errpipe_w, fd_limit)
+            _spawn.child(command, in_r, out_w, err_w, gate_r, errpipe_w, fd_limit, parent)
         for fd in child_fds:
             os.close(fd)
         self._roots.add(pid)
@@ -143,7 +152,8 @@ class ProcessBackend:
         try:
             handle.pidfd = os.pidfd_open(pid)
             if self._cgroups_ok:
-                handle.cgroup = _cgroup.Cgroup.create(f"run-{pid}-{handle.id}")
+                name = _cgroup.owned_name(_CGROUP_PREFIX, f"{pid}-{handle.id}")
+                handle.cgroup = _cgroup.Cgroup.create(name)
                 handle.cgroup.add(pid)
                 handle.limits_applied = handle.cgroup.set_limits(
                     spec.limits.memory_bytes, spec.limits.pids

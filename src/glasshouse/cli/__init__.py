@@ -1,18 +1,19 @@
 """The ``glasshouse`` command line: a thin layer over the library.
 
-Subcommands load lazily (``_COMMANDS``), so ``glasshouse run`` imports only what a run
-needs. A part of Glasshouse adds a command by adding one ``name -> "module:attr"`` line.
+Subcommands load lazily (``_COMMANDS``), so a command imports only what it needs; a part of
+Glasshouse adds a command by adding one ``name -> "module:attr"`` line. ``glasshouse run
+[OPTIONS] -- COMMAND...`` takes a fast path that imports no click (:mod:`._fast`); every other
+form, ``--help`` and every error go to the click application (:mod:`._app`).
 """
 
 from __future__ import annotations
 
 import gc
-import importlib
 import sys
 
-import click
-
-from glasshouse.core.version import __version__
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import click
 
 _COMMANDS: dict[str, str] = {
     "run": "glasshouse.cli._run:run",
@@ -29,35 +30,6 @@ _COMMANDS: dict[str, str] = {
     "session": "glasshouse.cli._session:session",
 }
 
-
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in _COMMANDS if self._load(name) is not None]
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return self._load(cmd_name)
-
-    @staticmethod
-    def _load(name: str) -> click.Command | None:
-        target = _COMMANDS.get(name)
-        if target is None:
-            return None
-        module, _, attr = target.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None  # the part providing it is not in this build
-
-
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="glasshouse")
-@click.pass_context
-def cli(ctx: click.Context) -> None:
-    """Run code isolated and record what the OS observed as a verifiable receipt."""
-    if ctx.invoked_subcommand != "run":
-        gc.enable()  # only a run is short-lived enough to skip cyclic garbage collection
-
-
 #: True when running as the ``glasshouse`` process (``main``), not embedded in another one.
 STANDALONE = False
 
@@ -66,7 +38,22 @@ def main(argv: list[str] | None = None) -> None:
     global STANDALONE
     STANDALONE = True
     gc.disable()  # a short-lived CLI: no collections during the imports of a run
-    cli.main(args=argv, prog_name="glasshouse", standalone_mode=True)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["run"]:
+        from glasshouse.cli._fast import run
+
+        run(args[1:])  # returns only for a form of arguments it leaves to click
+    from glasshouse.cli._app import cli
+
+    cli.main(args=args, prog_name="glasshouse", standalone_mode=True)
+
+
+def __getattr__(name: str) -> click.Group:
+    if name == "cli":  # the click application, loaded on first use
+        from glasshouse.cli._app import cli
+
+        return cli
+    raise AttributeError(f"module 'glasshouse.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,11 @@
 """``glasshouse run`` options for trust: --redact/--redact-rules, --policy, --sign/--envelope.
 
-Option callbacks load keys, policies and rules *before* the command runs (a typo must not
-cost a run); the library's receipt pipeline (``glasshouse.runner.pipeline_for``) then applies
-them in the order redact -> policy -> seal -> sign, as for the server and the agent. Nothing
-here imports cryptography, yaml or pydantic unless its option is used. Policy evaluation
-never changes the run or its exit code.
+The loaders (``LOADERS``, named by ``Option.loader``) read keys, policies and rules as the
+options are read, *before* the command runs (a typo must not cost a run); the library's
+receipt pipeline (``glasshouse.runner.pipeline_for``) then applies them in the order redact ->
+policy -> seal -> sign, as for the server and the agent. Nothing here imports click, nor
+cryptography, yaml or pydantic unless its option is used. Policy evaluation never changes
+the run or its exit code.
 """
 
 from __future__ import annotations
@@ -12,40 +13,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 
-
-def load_key_option(ctx: click.Context, param: click.Parameter, value: Path | None) -> Any:
-    if value is None:
-        return None
+def load_key(path: Path) -> Any:
     from glasshouse.receipt.sign import KeyFileError, load_private_key
 
     try:
-        return load_private_key(value)
+        return load_private_key(path)
     except KeyFileError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+        raise ValueError(str(exc)) from exc
 
 
-def load_policy_option(ctx: click.Context, param: click.Parameter, value: Path | None) -> Any:
-    if value is None:
-        return None
+def load_policy(path: Path) -> Any:
     from glasshouse.policy import PolicyError, load_policy
 
     try:
-        return load_policy(value)
+        return load_policy(path)
     except PolicyError as exc:
-        raise click.BadParameter(exc.diagnostic(), ctx=ctx, param=param) from exc
+        raise ValueError(exc.diagnostic()) from exc
 
 
-def load_rules_option(ctx: click.Context, param: click.Parameter, value: Path | None) -> Any:
-    if value is None:
-        return None
+def load_rules(path: Path) -> Any:
     from glasshouse.receipt.redact import RedactionConfigError, load_rules
 
     try:
-        return load_rules(value)
+        return load_rules(path)
     except RedactionConfigError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+        raise ValueError(str(exc)) from exc
+
+
+#: ``Option.loader`` -> the loader; each raises ``ValueError`` with the user's message.
+LOADERS = {"key": load_key, "policy": load_policy, "rules": load_rules}
 
 
 def report_lines(data: dict[str, Any], envelope_path: Path | None) -> list[str]:

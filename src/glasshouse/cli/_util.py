@@ -1,15 +1,18 @@
-"""Small helpers shared by the CLI commands."""
+"""Small helpers shared by the CLI commands (no click: the run fast path uses them too)."""
 
 from __future__ import annotations
 
 import sys
-
-import click
-
-from glasshouse.cli.params import SIZE as SIZE
+from typing import NoReturn
 
 
-def fail(message: str, code: int = 125) -> None:
+def echo(line: str) -> None:
+    """One line of Glasshouse's own on stderr."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def fail(message: str, code: int = 125) -> NoReturn:
     """One clear line on stderr and exit with ``code`` (125: Glasshouse's own error)."""
-    click.echo(f"glasshouse: {message}", err=True)
+    echo(f"glasshouse: {message}")
     sys.exit(code)

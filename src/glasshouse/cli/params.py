@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """'512M', '1g', '64KiB', '1048576' -> bytes (binary units)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (examples: 512M, 1G, 65536)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * _UNITS[unit])
+from glasshouse.cli._convert import parse_size as parse_size
 
 
 class SizeType(click.ParamType):
