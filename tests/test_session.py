@@ -347,3 +347,19 @@ def test_closing_kills_a_step_in_flight(_sandbox_ok: None) -> None:
     assert not t.is_alive()
     assert out[0].error == "killed: session expired" and out[0].execution.signal == 9
     assert sealed.receipt["session"]["steps"][-1]["digest"] == out[0].receipt["digest"]
+
+
+def test_a_session_outlives_the_thread_that_opened_it(_sandbox_ok: None) -> None:
+    """Runs are forked with SIGKILL as their parent-death signal, which the kernel ties to
+    the forking *thread*: a session opened by a short-lived thread (a server's worker that
+    idles out) must not die with it. (Failed before forks moved to one spawner thread.)"""
+    opened: list[glasshouse.Session] = []
+    t = threading.Thread(target=lambda: opened.append(glasshouse.Session(profile="disabled")))
+    t.start()
+    t.join()
+    s = opened[0]
+    try:
+        assert s.run_shell("echo alive").stdout == b"alive\n"
+        assert s.run_code("print(1)").stdout == b"1\n"
+    finally:
+        s.close()

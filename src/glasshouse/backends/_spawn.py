@@ -10,12 +10,15 @@ written to the error pipe as ``stage:errno``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import functools
 import os
+import queue
 import resource
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -126,6 +129,55 @@ def _die_with_parent(  # pragma: no cover - runs between fork and exec
     prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(125)
+
+
+class _Spawner:
+    """The one thread every run is forked from. A parent-death signal fires when the
+    *thread* that forked the child ends (prctl(2)), not the process: a sandbox forked from a
+    short-lived thread (a web server's worker that idles out, a session opened from a task)
+    would be killed with it. Forked here, the parent thread lives as long as the process."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], concurrent.futures.Future[int]]]
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def fork(self, child: Callable[[], None]) -> int:
+        """``os.fork()`` on the spawner thread; the child runs ``child`` (which must exec or
+        ``os._exit``); returns the pid or raises the fork's OSError."""
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid():  # (also after a fork)
+                self._jobs = queue.SimpleQueue()
+                self._thread = threading.Thread(
+                    target=self._serve, name="glasshouse-spawner", daemon=True
+                )
+                self._thread.start()
+                self._pid = os.getpid()
+        done: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._jobs.put((child, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            child, done = jobs.get()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                done.set_exception(exc)
+                continue
+            if pid == 0:  # pragma: no cover - the child only execs or exits
+                try:
+                    child()
+                finally:
+                    os._exit(127)
+            done.set_result(pid)
+
+
+#: ``fork(child)``: see :class:`_Spawner`.
+fork = _Spawner().fork
 
 
 @functools.cache

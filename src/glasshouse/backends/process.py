@@ -125,14 +125,16 @@ class ProcessBackend:
         child_fds = (in_r, out_w, err_w, gate_r, errpipe_w)
         fd_limit = _spawn.fd_limit()
         parent = (os.getpid(), _spawn.prctl())
-        try:
-            pid = os.fork()
+        try:  # (on the spawner thread: the parent-death signal is the process's, not ours)
+            pid = _spawn.fork(
+                lambda: _spawn.child(
+                    command, in_r, out_w, err_w, gate_r, errpipe_w, fd_limit, parent
+                )
+            )
         except OSError as exc:
             for fd in (*child_fds, out_r, err_r, gate_w, errpipe_r, stdin_w):
                 _close(fd)
             raise BackendError(f"fork failed: {exc}") from exc
-        if pid == 0:  # pragma: no cover - the child only execs or exits
-            _spawn.child(command, in_r, out_w, err_w, gate_r, errpipe_w, fd_limit, parent)
         for fd in child_fds:
             os.close(fd)
         self._roots.add(pid)
