@@ -239,7 +239,7 @@ def _workspace(
     scan = result.workspace
     if scan is None:
         if result.root_pid is None and result.error:
-            why = f"nothing ran ({result.error})"
+            why = "nothing ran (outcome.error says why)"
         else:
             why = f"the {backend.name} backend does not list its workspace"
         return {"collected": False, "reason": why, "root": None, "files": []}
