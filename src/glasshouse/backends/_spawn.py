@@ -10,7 +10,6 @@ written to the error pipe as ``stage:errno``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -132,48 +131,67 @@ def _die_with_parent(  # pragma: no cover - runs between fork and exec
 
 
 class _Spawner:
-    """The one thread every run is forked from. A parent-death signal fires when the
-    *thread* that forked the child ends (prctl(2)), not the process: a sandbox forked from a
-    short-lived thread (a web server's worker that idles out, a session opened from a task)
-    would be killed with it. Forked here, the parent thread lives as long as the process."""
+    """The one thread every run is forked from (but the main thread's). A parent-death
+    signal fires when the *thread* that forked the child ends (prctl(2)), not the process: a
+    sandbox forked from a short-lived thread (a web server's worker that idles out, a session
+    opened from a task) would be killed with it. Forked here, the parent thread lives as long
+    as the process."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], concurrent.futures.Future[int]]]
-        self._jobs = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     def fork(self, child: Callable[[], None]) -> int:
-        """``os.fork()`` on the spawner thread; the child runs ``child`` (which must exec or
-        ``os._exit``); returns the pid or raises the fork's OSError."""
+        """``os.fork()`` on a thread that lives as long as the process; the child runs
+        ``child`` (which must exec or ``os._exit``); returns the pid or raises the fork's
+        OSError."""
+        if threading.current_thread() is threading.main_thread():
+            return _fork(child)
         with self._lock:
             if self._thread is None or self._pid != os.getpid():  # (also after a fork)
                 self._jobs = queue.SimpleQueue()
                 self._thread = threading.Thread(
-                    target=self._serve, name="glasshouse-spawner", daemon=True
+                    target=self._serve, args=(self._jobs,), name="glasshouse-spawner", daemon=True
                 )
                 self._thread.start()
                 self._pid = os.getpid()
-        done: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._jobs.put((child, done))
-        return done.result()
+        job = _Job(child)
+        self._jobs.put(job)
+        job.done.wait()
+        if isinstance(job.outcome, OSError):
+            raise job.outcome
+        return int(job.outcome)
 
-    def _serve(self) -> None:
-        jobs = self._jobs
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[_Job]) -> None:
         while True:
-            child, done = jobs.get()
+            job = jobs.get()
             try:
-                pid = os.fork()
+                job.outcome = _fork(job.child)
             except OSError as exc:
-                done.set_exception(exc)
-                continue
-            if pid == 0:  # pragma: no cover - the child only execs or exits
-                try:
-                    child()
-                finally:
-                    os._exit(127)
-            done.set_result(pid)
+                job.outcome = exc
+            job.done.set()
+
+
+class _Job:
+    __slots__ = ("child", "done", "outcome")
+
+    def __init__(self, child: Callable[[], None]) -> None:
+        self.child = child
+        self.done = threading.Event()
+        self.outcome: int | OSError = 0
+
+
+def _fork(child: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only execs or exits
+        try:
+            child()
+        finally:
+            os._exit(127)
+    return pid
 
 
 #: ``fork(child)``: see :class:`_Spawner`.
