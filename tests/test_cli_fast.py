@@ -163,6 +163,7 @@ def _volatile(data: object) -> object:
     """The receipt without what differs between two runs of the same command."""
     if isinstance(data, dict):
         drop = {"digest", "duration_ms", "execution_id", "timestamp", "timing", "resources"}
+        drop |= {"scope", "attached"}  # (pids, cgroup names and ids of this run)
         return {k: _volatile(v) for k, v in data.items() if k not in drop}
     if isinstance(data, list):
         return [_volatile(v) for v in data]
