@@ -44,7 +44,7 @@ from .firecracker import FirecrackerDriver
 from .qemu import QemuDriver
 
 #: Guest RAM. The snapshot's memory file has this size; restored VMs only touch a few MiB.
-DEFAULT_MEM_MIB = 256
+DEFAULT_MEM_MIB = 512
 #: A VMM's cgroup: guest RAM plus this much for the VMM itself (page cache of the snapshot
 #: file it reads is charged too, and reclaimable), and at most this many tasks (Firecracker
 #: runs ~4 threads, QEMU ~10).
