@@ -176,3 +176,54 @@ def test_guest_events_fold_into_a_guest_observation() -> None:
     # An exec'd command: the guest vouches only for its own process.
     only = _events.fold(raw[-1:], count=1, lost=0, mode="exec", complete=True)
     assert only.filesystem is None and "filesystem" in only.missing
+
+
+# ----- output streamed ahead of the result ---------------------------------------------------
+
+
+def test_output_frames_are_read_strictly() -> None:
+    frame = T.output_frame(2, b"err\n")
+    body = frame[T.HEADER.size :]
+    assert body.startswith(T.OUTPUT_FRAME_PREFIX)
+    assert T.parse_output_frame(body, (10, 10)) == (2, b"err\n")
+    bad = [
+        ({"v": 1, "kind": "output", "stream": 3, "data": T.b64(b"x")}, "stream"),
+        ({"v": 1, "kind": "output", "stream": True, "data": T.b64(b"x")}, "stream"),
+        ({"v": 1, "kind": "output", "stream": 1, "data": ""}, "at least one byte"),
+        ({"v": 1, "kind": "output", "stream": 1, "data": "!!"}, "base64"),
+        ({"v": 1, "kind": "output", "stream": 1, "data": T.b64(b"x"), "y": 1}, "exactly"),
+        ({"v": 1, "kind": "events", "stream": 1, "data": T.b64(b"x")}, "exactly"),
+    ]
+    for obj, message in bad:
+        with pytest.raises(T.ProtocolError, match=message):
+            T.parse_output_frame(json.dumps(obj).encode(), (10, 10))
+    # each stream has its own room: what is left of its kept prefix
+    with pytest.raises(T.ProtocolError, match="cap"):
+        T.parse_output_frame(T.output_frame(1, b"abc")[T.HEADER.size :], (2, 10))
+    assert T.parse_output_frame(T.output_frame(2, b"abc")[T.HEADER.size :], (2, 10))[0] == 2
+
+
+def test_a_stream_streamed_ahead_carries_the_rest() -> None:
+    whole = b"0123456789"
+    digest = hashlib.sha256(whole).hexdigest()
+    rest = {**_stream(whole[6:]), "sent": 6, "size": 10, "sha256": digest}
+    out = _parse(_good(stdout=rest), cap=10)["stdout"]
+    assert (out["data"], out["sent"], out["size"]) == (whole[6:], 6, 10)
+    assert _parse(_good())["stdout"]["sent"] == 0  # a guest that streamed nothing
+    for bad, message in [
+        ({**rest, "sent": 5}, "inconsistent"),  # 5 + 4 kept is not the size
+        ({**rest, "sent": 11}, "sent"),  # more than the cap streamed
+        ({**rest, "sent": -1}, "sent"),
+        ({**rest, "sent": "6"}, "sent"),
+        ({**_stream(whole), "sent": 6}, "cap"),  # 6 sent + 10 kept is over the cap of 10
+    ]:
+        with pytest.raises(T.ProtocolError, match=message):
+            _parse(_good(stdout=bad), cap=10)
+
+
+def test_an_oom_note_is_a_short_string() -> None:
+    assert _parse(_good(oom="MemoryError: the run's memory limit (64 MiB) was reached"))["oom"]
+    assert _parse(_good())["oom"] is None
+    for bad in ["", 1, "x" * 401, ["a"]]:
+        with pytest.raises(T.ProtocolError, match="oom"):
+            _parse(_good(oom=bad))

@@ -90,7 +90,7 @@ def test_vmm_runs_in_a_cgroup_of_its_own(backend) -> None:
     finally:
         backend.cleanup(handle)
     assert r.stdout.data == b"1\n", r.error
-    assert "memory <= 384 MiB" in r.details["vmm_cgroup"], r.details["vmm_cgroup"]
+    assert "memory <= 640 MiB" in r.details["vmm_cgroup"], r.details["vmm_cgroup"]
     assert "pids <= 64" in r.details["vmm_cgroup"]
     assert r.details["vmm_cpu_ms"] > 0 and r.details["vmm_peak_memory_kb"] > 0
 
@@ -550,3 +550,168 @@ def test_cli_run_leaves_no_vm_behind(backend, tmp_path: Path) -> None:
     leaked = {g for g in _vm_cgroups() - groups if not _has_procs(Path(g))}
     assert leaked == set()  # other processes' groups hold their live VMMs
     assert _vmm_children(parent=1) == []  # no VMM orphaned to init
+
+
+# ----- limits inside the guest -------------------------------------------------------------
+
+_CHUNKS = """
+chunks = []
+try:
+    while True:
+        chunks.append(bytearray(16 << 20))
+finally:
+    print(len(chunks), "chunks", flush=True)
+"""
+
+
+def test_memory_limit_ends_an_in_process_run_with_oom(backend) -> None:
+    # 16 MiB at a time until the limit: the fourth does not fit in 64 MiB. Prompt (the
+    # pages come from the heap the snapshot pre-faulted) and the VM answers.
+    run = _py(backend, _CHUNKS, timeout=120, limits=Limits(memory_bytes=64 << 20))
+    r = run.result
+    assert not r.timed_out and r.exit_code == 1, r.error
+    assert r.stdout.data == b"3 chunks\n" and b"MemoryError" in r.stderr.data
+    assert r.oom_killed and r.details["guest_reported"]["steps_ms"]
+    assert r.error == "memory limit exceeded (oom): " + r.details["oom"]
+    assert r.details["oom"] == "MemoryError: the run's memory limit (64 MiB) was reached"
+    assert run.receipt.outcome.error == r.error
+
+
+def test_a_limit_above_the_guests_memory_ends_at_the_guests_memory(backend) -> None:
+    # The server's default (512 MiB) is more than an in-process run can get in the VM: the
+    # run stops at what the guest gives it, still promptly, and says so.
+    r = _py(backend, _CHUNKS, timeout=120, limits=Limits(memory_bytes=512 << 20)).result
+    assert not r.timed_out and r.exit_code == 1, r.error
+    assert r.oom_killed and b"MemoryError" in r.stderr.data
+    assert r.details["oom"].startswith("MemoryError: the guest's memory for this run")
+    chunks = int(r.stdout.data.split()[0])
+    assert 8 <= chunks < 32  # a 256 MiB heap and a little: more than 128 MiB, less than 512
+
+
+def test_threads_start_under_the_memory_cap(backend) -> None:
+    # The cap is address space (RLIMIT_DATA): thread stacks count whole, and it keeps room.
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor(8) as ex:\n"
+        "    print(sum(ex.map(lambda x: x * x, range(100))))\n"
+    )
+    r = _py(backend, code, timeout=120, limits=Limits(memory_bytes=64 << 20)).result
+    assert r.exit_code == 0, (r.error, r.stderr.data)
+    assert r.stdout.data == b"328350\n"
+
+
+_FORKS = """
+import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(600)  # each child holds its place in the count
+        n += 1
+except BlockingIOError:
+    print("forks:", n, flush=True)
+    raise
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "stopped"),
+    [
+        (["python3", "-c", _FORKS], b"forks: 4\n"),  # the init's own interpreter forks
+        (["sh", "-c", "i=0; while :; do sleep 600 & i=$((i+1)); echo $i; done"], b"1\n2\n3\n4\n"),
+    ],
+    ids=["inprocess", "exec"],
+)
+def test_pids_limit_stops_a_fork_bomb(backend, argv: list[str], stopped: bytes) -> None:
+    # Five processes in all: the run's own and four children; the fifth fork fails.
+    r = Engine(backend).run(ExecutionSpec(argv=argv, timeout=240, limits=Limits(pids=5))).result
+    assert not r.timed_out and r.exit_code not in (None, 0), r.error
+    assert r.stdout.data == stopped
+    assert b"BlockingIOError" in r.stderr.data or b"fork" in r.stderr.data.lower()
+
+
+_FILL = """
+import os
+open("before.txt", "wb").write(b"a" * 300_000)
+try:
+    with open("big", "wb") as f:
+        for _ in range(64):
+            f.write(b"b" * 65536)
+    print("no error")
+except OSError as exc:
+    print("errno", exc.errno)
+print(open("before.txt", "rb").read() == b"a" * 300_000)
+"""
+
+
+def test_disk_limit_gives_enospc_in_the_guest(backend) -> None:
+    spec = ExecutionSpec(
+        argv=["python3", "-c", _FILL],
+        timeout=120,
+        limits=Limits(disk_bytes=1 << 20),
+        outputs=("before.txt",),
+    )
+    run = Engine(backend).run(spec)
+    r = run.result
+    assert r.stdout.data == b"errno 28\nTrue\n", (r.error, r.stderr.data)
+    assert r.outputs["before.txt"] == b"a" * 300_000
+    assert "1048576 bytes; writes past it get ENOSPC" in r.details["disk_limit"]
+    assert "full after the run" in r.details["disk_limit"]
+    details = run.receipt.execution.details
+    assert details["disk_limit"] == r.details["disk_limit"]
+
+
+def test_a_fork_in_python_code_does_not_answer_for_the_init(backend) -> None:
+    # The child of os.fork() ends with the user's code; it must not go on as the init and
+    # answer the host before the parent is done.
+    code = (
+        "import os\npid = os.fork()\nprint('child' if pid == 0 else 'parent', flush=True)\n"
+        "if pid:\n    os.waitpid(pid, 0)\n    print('parent done', flush=True)\n"
+    )
+    r = _py(backend, code, timeout=240).result
+    assert r.exit_code == 0, (r.error, r.stderr.data)
+    assert sorted(r.stdout.data.splitlines()) == [b"child", b"parent", b"parent done"]
+
+
+# ----- output streamed out of the guest ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["python3", "-c", "import time\nprint('first', flush=True)\ntime.sleep(600)"],
+        ["sh", "-c", "echo first; exec sleep 600"],
+    ],
+    ids=["inprocess", "exec"],
+)
+def test_output_streams_out_while_the_command_runs(backend, argv: list[str]) -> None:
+    # The command prints, then blocks for good: only its first chunk, seen by the sink while
+    # it runs, can end this run (the sink kills it; the deadline is far away).
+    seen: list[bytes] = []
+    handles: list = []
+
+    def sink(data: bytes) -> None:
+        seen.append(data)
+        backend.kill(handles[0], "the test saw the first chunk")
+
+    handle = backend.start(ExecutionSpec(argv=argv, timeout=300), sink, None)
+    handles.append(handle)
+    try:
+        backend.release(handle)
+        r = backend.wait(handle)
+    finally:
+        backend.cleanup(handle)
+    assert seen == [b"first\n"]
+    assert r.error == "killed: the test saw the first chunk" and not r.timed_out
+    assert r.stdout.data == b"first\n"  # the output up to the kill is kept
+    assert r.stdout.sha256 == hashlib.sha256(b"first\n").hexdigest()
+
+
+def test_a_timed_out_run_keeps_its_output(backend) -> None:
+    code = "import sys, time\nprint('out', flush=True)\nprint('err', file=sys.stderr)\n"
+    code += "time.sleep(600)"
+    run = _py(backend, code, timeout=20)
+    r = run.result
+    assert r.timed_out and r.signal == 9
+    assert (r.stdout.data, r.stderr.data) == (b"out\n", b"err\n")
+    assert run.receipt.artifacts.stdout_hash == hashlib.sha256(b"out\n").hexdigest()

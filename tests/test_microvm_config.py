@@ -6,6 +6,8 @@ run's data becomes."""
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ def test_request_carries_the_spec() -> None:
         cwd="/abs/dir",  # a host path means nothing in the guest: its workspace is used
         files={"a.txt": b"x"},
         outputs=["o"],
-        limits=Limits(memory_bytes=1 << 20, output_bytes=77),
+        limits=Limits(memory_bytes=1 << 20, output_bytes=77, disk_bytes=3 << 20),
     )
     before = time.time_ns()
     req = _request.build_request(spec)
@@ -45,6 +47,7 @@ def test_request_carries_the_spec() -> None:
     assert req["env"] is None and req["cwd"] is None
     assert req["files"] == {"a.txt": T.b64(b"x")} and req["outputs"] == ["o"]
     assert req["limits"]["memory_bytes"] == 1 << 20 and req["output_bytes"] == 77
+    assert req["limits"]["disk_bytes"] == 3 << 20
     assert req["outputs_bytes"] == _request.OUTPUTS_BYTES
     assert before <= req["time_ns"] <= after
     assert len(T.unb64(req["entropy"], "entropy", 64)) == 64
@@ -205,3 +208,113 @@ def test_no_answer_timeout_and_kill_are_host_facts() -> None:
     silent = build_result(_handle(spec), None, "guest ended", False, utcnow(), _FACTS)
     assert silent.signal is None and silent.error == "guest ended"
     assert "guest_mode" not in silent.details
+
+
+# ----- output streamed while the command runs -----------------------------------------------
+
+
+def _guest_says(frames: list[bytes]) -> tuple[socket.socket, threading.Thread]:
+    """The host's end of a socket pair whose other end plays a guest: it reads the request
+    frame, then sends ``frames`` in order."""
+    host, guest = socket.socketpair()
+
+    def play() -> None:
+        with guest:
+            header = guest.recv(T.HEADER.size, socket.MSG_WAITALL)
+            guest.recv(T.decode_header(header, 1 << 20), socket.MSG_WAITALL)
+            for frame in frames:
+                guest.sendall(frame)
+
+    thread = threading.Thread(target=play)
+    thread.start()
+    return host, thread
+
+
+def test_output_frames_reach_the_sinks_ahead_of_the_result() -> None:
+    from glasshouse.backends.microvm._streamed import StreamedOutput
+    from glasshouse.backends.microvm._vsock import exchange
+
+    seen: list[tuple[str, bytes]] = []
+    out = StreamedOutput(10, (lambda b: seen.append(("out", b)), lambda b: seen.append(("err", b))))
+    result = _result_body()
+    host, guest = _guest_says(
+        [T.output_frame(1, b"ab"), T.output_frame(2, b"E"), T.output_frame(1, b"c"),
+         T.HEADER.pack(T.MAGIC, len(result)) + result]
+    )  # fmt: skip
+    with host:
+        body = exchange(host, T.encode_frame({"v": 1}), 1 << 20, time.monotonic() + 30, None, out)
+    guest.join()
+    assert body == result
+    assert seen == [("out", b"ab"), ("err", b"E"), ("out", b"c")]
+    assert out.sent(1) == b"abc" and out.room() == (7, 9)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (T.output_frame(1, b"x" * 11), "invalid output frame: output frame exceeds"),
+        (T.output_frame(3, b"x"), "invalid output frame: an output frame's stream"),
+    ],
+)
+def test_bad_output_frames_fail_the_run(frame: bytes, message: str) -> None:
+    from glasshouse.backends.microvm._streamed import StreamedOutput
+    from glasshouse.backends.microvm._vsock import exchange
+
+    host, guest = _guest_says([frame])
+    with host, pytest.raises(GuestFailure, match=message):
+        exchange(host, T.encode_frame({"v": 1}), 1 << 20, time.monotonic() + 30, None,
+                 StreamedOutput(10))  # fmt: skip
+    guest.join()
+
+
+def test_streamed_output_joins_the_result_and_survives_no_answer() -> None:
+    from glasshouse.backends.microvm._streamed import StreamedOutput
+
+    spec = ExecutionSpec(argv=["true"], timeout=2)
+    seen: list[bytes] = []
+    handle = _handle(spec, (seen.append, None))
+    handle.streamed = StreamedOutput(spec.limits.output_bytes, handle.sinks)
+    handle.streamed.feed(1, b"4")
+    rest = {"data": T.b64(b"\n"), "size": 2, "sha256": hashlib.sha256(b"4\n").hexdigest(),
+            "truncated": False, "sent": 1}  # fmt: skip
+    data = _request.parse_guest_result(_result_body(stdout=rest), spec)
+    _request.join_streams(data, handle.streamed)
+    _request.check_streams(data)
+    r = build_result(handle, data, None, False, utcnow(), _FACTS)
+    assert r.stdout.data == b"4\n" and seen == [b"4", b"\n"]  # each byte told once
+    # a result that claims more was streamed than arrived is refused
+    lie = _request.parse_guest_result(
+        _result_body(stdout={**rest, "sent": 0, "data": T.b64(b"4\n")}), spec
+    )
+    with pytest.raises(GuestFailure, match="says 0 bytes were streamed, 1 arrived"):
+        _request.join_streams(lie, handle.streamed)
+    # the run timed out: what streamed is its output (and its digest), nothing else
+    silent = _handle(spec)
+    silent.streamed = StreamedOutput(spec.limits.output_bytes)
+    silent.streamed.feed(2, b"partial")
+    r = build_result(silent, None, None, True, utcnow(), _FACTS)
+    assert r.timed_out and r.stdout.data == b"" and r.stderr.data == b"partial"
+    assert r.stderr.sha256 == hashlib.sha256(b"partial").hexdigest()
+    assert not r.stderr.truncated
+
+
+def test_oom_and_disk_limit_reach_the_result() -> None:
+    spec = ExecutionSpec(argv=["true"], limits=Limits(disk_bytes=1 << 20))
+    note = "MemoryError: the run's memory limit (64 MiB) was reached"
+    body = _result_body(exit_code=1, oom=note, guest={"workspace_full": True})
+    data = _request.parse_guest_result(body, spec)
+    r = build_result(_handle(spec), data, None, False, utcnow(), _FACTS)
+    assert r.oom_killed and r.exit_code == 1 and r.signal is None
+    assert r.error == f"memory limit exceeded (oom): {note}" and r.details["oom"] == note
+    assert "1048576 bytes; writes past it get ENOSPC" in r.details["disk_limit"]
+    assert "full after the run" in r.details["disk_limit"]
+    killed = _request.parse_guest_result(
+        _result_body(exit_code=None, signal=9, oom="the guest kernel's OOM killer"), spec
+    )
+    r = build_result(_handle(spec), killed, None, False, utcnow(), _FACTS)
+    assert r.oom_killed and r.signal == 9
+    assert r.error == "killed: memory limit exceeded (oom): the guest kernel's OOM killer"
+    plain = build_result(_handle(spec), _request.parse_guest_result(_result_body(), spec), None,
+                         False, utcnow(), _FACTS)  # fmt: skip
+    assert not plain.oom_killed and plain.error is None
+    assert "full after the run" not in plain.details["disk_limit"]

@@ -258,3 +258,24 @@ def test_openapi_documents_the_streamed_answers(tmp_path: Path) -> None:
     answer = schema["paths"]["/run"]["post"]["responses"]["200"]["content"]
     assert {"application/json", SSE, NDJSON} <= set(answer)
     assert "event-stream" in schema["paths"]["/run"]["post"]["description"]
+
+
+@pytest.mark.vm
+def test_a_vm_streams_its_output_while_it_runs(tmp_path: Path) -> None:
+    """A microVM run: no loopback gate reaches a VM (no network device), so the program
+    prints, then sleeps past its deadline; its first event arrives while /health still
+    counts it as running, and the timed-out answer keeps it."""
+    require_backend("microvm", "glasshouse.backends.microvm")
+    code = "import time\nprint('first', flush=True)\ntime.sleep(600)"
+    args = ["--backend", "microvm", "--profile", "disabled", "--max-concurrency", "2"]
+    with server_process(args, tmp_path) as srv:
+        body = {"code": code, "timeout": 20}
+        headers = {"Accept": NDJSON}
+        with httpx.stream("POST", srv.url + "/run", json=body, headers=headers, timeout=120) as r:
+            stream = events(r)
+            assert next(stream) == ("stdout", "first\n")
+            assert httpx.get(srv.url + "/health", timeout=10).json()["running"] == 1
+            rest = list(stream)
+    result = _result(rest)
+    assert result["stdout"] == "first\n" and result["timed_out"] is True
+    assert result["isolation"] == "vm"

@@ -54,6 +54,14 @@ def test_interpreter_state_survives_between_code_steps(session: glasshouse.Sessi
     assert (r.returncode, r.stderr, r.interpreter_restarted) == (3, b"e\n", False)
 
 
+def test_a_session_has_no_one_shot_heap_cap(session: glasshouse.Session) -> None:
+    # The guest init caps a one-shot in-process run's heap with a soft RLIMIT_DATA; the
+    # session agent runs as such a run, and its steps must not inherit that cap.
+    code = "import resource\nprint(resource.getrlimit(resource.RLIMIT_DATA)[0])"
+    r = session.run_code(code, timeout=SLOW_S)
+    assert (r.returncode, r.stdout) == (0, b"-1\n")  # RLIM_INFINITY
+
+
 def test_guest_record_of_a_code_step(session: glasshouse.Session) -> None:
     r = session.run_code("open('rec.txt', 'w').write('r')", timeout=SLOW_S)
     assert r.returncode == 0

@@ -9,6 +9,11 @@ reports what it did in the result's ``guest.prime``). On vsock a frame is sent a
 console (the fallback where no vsock device exists) it travels as one line
 ``GHFRAME <base64 of the frame>`` between kernel messages.
 
+While the command runs, the guest may send intermediate frames ahead of the result on the
+same stream (vsock only): ``events`` (its audit record, in batches) and ``output`` (new bytes
+of stdout or stderr as the command writes them, within the kept prefix: a stream's result
+then carries only the rest of that prefix and says how much was ``sent`` ahead).
+
 The guest is untrusted: :func:`parse_result` accepts only a result of the exact schema below,
 with every size capped, and raises :class:`ProtocolError` on anything else. The request is
 trusted by the guest (it comes from the host) but still parsed defensively.
@@ -92,6 +97,8 @@ def unb64(value: object, what: str, limit: int) -> bytes:
 # ----- result schema (guest -> host) ------------------------------------------------------
 
 _STREAM_KEYS = {"data", "size", "sha256", "truncated"}
+#: Optional stream key: bytes of the kept prefix already delivered in output frames.
+_STREAM_SENT = "sent"
 _RESULT_KEYS = {
     "v",
     "exit_code",
@@ -105,7 +112,10 @@ _RESULT_KEYS = {
     "mode",
     "guest",
     "events",
+    "oom",
 }
+#: Longest ``oom`` note (how the memory limit stopped the command, the guest's words).
+_OOM_NOTE = 400
 
 # ----- guest events (guest -> host; the guest's claims, parsed as strictly as the result) ---
 
@@ -167,6 +177,33 @@ def parse_events_frame(body: bytes) -> list[list[Any]]:
     return parse_events(obj["events"])
 
 
+#: The prefix of an intermediate output frame (``{"v":1,"kind":"output","stream":1,...}``).
+OUTPUT_FRAME_PREFIX = b'{"v":1,"kind":"output"'
+#: The streams an output frame may carry: 1 = stdout, 2 = stderr.
+OUTPUT_STREAMS = (1, 2)
+
+
+def output_frame(stream: int, data: bytes) -> bytes:
+    """The guest's intermediate frame for new bytes of ``stream`` (1 stdout, 2 stderr)."""
+    return encode_frame({"v": 1, "kind": "output", "stream": stream, "data": b64(data)})
+
+
+def parse_output_frame(body: bytes, room: tuple[int, int]) -> tuple[int, bytes]:
+    """An intermediate ``{"v": 1, "kind": "output", "stream": 1|2, "data": base64}`` frame:
+    ``(stream, bytes)``, the bytes at most ``room[stream - 1]`` (what is left of that
+    stream's kept prefix)."""
+    obj = decode_body(body)
+    if set(obj) != {"v", "kind", "stream", "data"} or obj["v"] != 1 or obj["kind"] != "output":
+        raise ProtocolError("an output frame must be exactly {v: 1, kind: output, stream, data}")
+    stream = obj["stream"]
+    if type(stream) is not int or stream not in OUTPUT_STREAMS:
+        raise ProtocolError("an output frame's stream must be 1 (stdout) or 2 (stderr)")
+    data = unb64(obj["data"], "output frame", room[stream - 1])
+    if not data:
+        raise ProtocolError("an output frame must carry at least one byte")
+    return stream, data
+
+
 def result_limit(output_bytes: int, outputs_bytes: int) -> int:
     """The largest result frame a run with these caps can legitimately produce."""
     payload = 2 * output_bytes + outputs_bytes
@@ -183,9 +220,10 @@ def _int(obj: dict[str, Any], key: str, lo: int, hi: int, *, optional: bool = Tr
 
 
 def _stream(value: object, name: str, cap: int) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) != _STREAM_KEYS:
+    if not isinstance(value, dict) or set(value) - {_STREAM_SENT} != _STREAM_KEYS:
         raise ProtocolError(f"result field {name!r} must be an object with {sorted(_STREAM_KEYS)}")
-    data = unb64(value["data"], f"{name}.data", cap)
+    sent = _int(value, _STREAM_SENT, 0, cap) or 0
+    data = unb64(value["data"], f"{name}.data", cap - sent)
     size = _int(value, "size", 0, 1 << 62, optional=False)
     digest = value["sha256"]
     if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
@@ -193,9 +231,16 @@ def _stream(value: object, name: str, cap: int) -> dict[str, Any]:
     if type(value["truncated"]) is not bool:
         raise ProtocolError(f"{name}.truncated must be a boolean")
     assert size is not None
-    if len(data) > size or (not value["truncated"] and len(data) != size):
-        raise ProtocolError(f"{name}: kept {len(data)} bytes is inconsistent with size {size}")
-    return {"data": data, "size": size, "sha256": digest, "truncated": value["truncated"]}
+    kept = sent + len(data)
+    if kept > size or (not value["truncated"] and kept != size):
+        raise ProtocolError(f"{name}: kept {kept} bytes is inconsistent with size {size}")
+    return {
+        "data": data,
+        "size": size,
+        "sha256": digest,
+        "truncated": value["truncated"],
+        "sent": sent,
+    }
 
 
 def parse_result(body: bytes, *, output_bytes: int, outputs_bytes: int) -> dict[str, Any]:
@@ -216,6 +261,12 @@ def parse_result(body: bytes, *, output_bytes: int, outputs_bytes: int) -> dict[
     if error is not None and (not isinstance(error, str) or len(error) > 4096):
         raise ProtocolError("result field 'error' must be a string of at most 4096 characters")
     out["error"] = error
+    oom = obj.get("oom")
+    if oom is not None and (not isinstance(oom, str) or not oom or len(oom) > _OOM_NOTE):
+        raise ProtocolError(
+            f"result field 'oom' must be a string of at most {_OOM_NOTE} characters"
+        )
+    out["oom"] = oom
     if out["exit_code"] is None and out["signal"] is None and error is None:
         raise ProtocolError("result has neither exit_code, signal nor error")
     out["stdout"] = _stream(obj.get("stdout"), "stdout", output_bytes)

@@ -820,7 +820,14 @@ def _console(line: str) -> None:
 
 
 def configure(config: dict) -> None:
-    """Once, before serving: the workspace's size (``disk_bytes``, a tmpfs remount)."""
+    """Once, before serving: the workspace's size (``disk_bytes``, a tmpfs remount), and no
+    heap cap: the guest init caps a one-shot in-process run's memory (a soft RLIMIT_DATA
+    this agent, run as one, inherits); a session's is RLIMIT_AS per step process and the
+    VM's RAM."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
     size = config.get("disk_bytes")
     if size:
         _, libc = _libc()

@@ -33,16 +33,18 @@ from ._request import (
     build_prime,
     build_request,
     check_streams,
+    join_streams,
     parse_guest_result,
     result_limit,
 )
 from ._result import VMFacts, build_result
+from ._streamed import StreamedOutput
 from ._vm import REAPER, GuestFailure, make_run_dir, remove_run_dir
 from .firecracker import FirecrackerDriver
 from .qemu import QemuDriver
 
 #: Guest RAM. The snapshot's memory file has this size; restored VMs only touch a few MiB.
-DEFAULT_MEM_MIB = 256
+DEFAULT_MEM_MIB = 512
 #: A VMM's cgroup: guest RAM plus this much for the VMM itself (page cache of the snapshot
 #: file it reads is charged too, and reclaimable), and at most this many tasks (Firecracker
 #: runs ~4 threads, QEMU ~10).
@@ -318,12 +320,14 @@ class MicroVMBackend:
         timed_out = False
         data: dict[str, Any] | None = None
         error: str | None = None
+        streamed = handle.streamed = StreamedOutput(spec.limits.output_bytes, handle.sinks)
         try:
             if handle.killed_reason is not None:
                 raise GuestFailure("killed before the request was sent")
             events = handle.events if spec.guest_events else None  # uninvited: refused
-            body = handle.vm.exchange(request, limit, handle.deadline, events)
+            body = handle.vm.exchange(request, limit, handle.deadline, events, streamed)
             data = parse_guest_result(body, spec)
+            join_streams(data, streamed)
             check_streams(data)
         except TimeoutError:
             timed_out = handle.killed_reason is None
@@ -394,11 +398,6 @@ def _check_spec(spec: ExecutionSpec) -> None:
     if spec.network:
         raise BackendError(
             "the microvm backend gives guests no network device (network=True not supported)"
-        )
-    if spec.limits.disk_bytes is not None:
-        raise BackendError(
-            "the microvm backend cannot enforce limits.disk yet: its workspace is a tmpfs inside"
-            " the guest, bounded only by the VM's memory (use --backend sandbox or gvisor)"
         )
 
 

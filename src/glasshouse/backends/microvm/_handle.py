@@ -9,6 +9,7 @@ from typing import Any
 
 from glasshouse.core.execution import Handle, Sink
 
+from ._streamed import StreamedOutput
 from ._vm import VMProcess
 
 
@@ -30,6 +31,8 @@ class VMHandle(Handle):
     cgroup_note: str = "none"
     #: Guest events received in intermediate frames (``spec.guest_events``).
     events: list[list[Any]] = field(default_factory=list)
+    #: Output the guest streamed while its command ran (set when the request is sent).
+    streamed: StreamedOutput | None = None
     #: Prewarmed VMs (the warm pool): sent their entropy and time ahead; when ready.
     primed: bool = False
     prewarmed_at: float = 0.0

@@ -12,6 +12,7 @@ from typing import Any
 from glasshouse.core.execution import ExecutionSpec
 from glasshouse.guest import transport as T
 
+from ._streamed import StreamedOutput
 from ._vm import GuestFailure
 
 #: Bytes of workspace output files a run may bring back.
@@ -47,6 +48,7 @@ def build_request(spec: ExecutionSpec, *, primed: bool = False) -> dict[str, Any
             "memory_bytes": limits.memory_bytes,
             "pids": limits.pids,
             "file_size_bytes": limits.file_size_bytes,
+            "disk_bytes": limits.disk_bytes,
         },
         "output_bytes": limits.output_bytes,
         "outputs_bytes": OUTPUTS_BYTES,
@@ -76,6 +78,17 @@ def result_limit(spec: ExecutionSpec) -> int:
     if spec.guest_events:
         limit += T.EVENTS_BYTES
     return limit
+
+
+def join_streams(data: dict[str, Any], streamed: StreamedOutput) -> None:
+    """Put what the guest streamed ahead in front of what its result carries, so each
+    stream's ``data`` is its whole kept prefix (``sent`` stays: the part already told)."""
+    for number, name in ((1, "stdout"), (2, "stderr")):
+        s = data[name]
+        try:
+            s["data"] = streamed.join(number, s["sent"], s["data"])
+        except ValueError as exc:
+            raise GuestFailure(f"guest result: {name}: {exc}") from None
 
 
 def check_streams(data: dict[str, Any]) -> None:

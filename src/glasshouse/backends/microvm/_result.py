@@ -14,6 +14,7 @@ from glasshouse.core.profiling import Observation
 from . import _events
 from . import images as _images
 from ._handle import VMHandle
+from ._streamed import StreamedOutput
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def build_result(
         timed_out=timed_out,
         network="disabled",
     )
+    streamed = handle.streamed or StreamedOutput(spec.limits.output_bytes, handle.sinks)
     if data is not None:
         result.exit_code = data["exit_code"]
         result.signal = data["signal"]
@@ -54,12 +56,12 @@ def build_result(
         result.outputs = {k: v for k, v in data["outputs"].items() if k in spec.outputs}
         for name in set(spec.outputs) - set(result.outputs):  # the guest gives no reason
             result.output_status[name] = "not returned by the guest: missing or over budget"
-        for sink, stream in zip(handle.sinks, (result.stdout, result.stderr), strict=True):
-            if sink is not None and stream.data:
-                try:
-                    sink(stream.data)
-                except Exception:
-                    pass
+        for number, name in ((1, "stdout"), (2, "stderr")):  # what was not streamed ahead
+            stream = data[name]
+            streamed.tell(number, stream["data"][stream.get("sent", 0) :])
+        _oom(result, data.get("oom"))
+    else:  # no answer: the output streamed so far is all there is
+        result.stdout, result.stderr = streamed.partial(1), streamed.partial(2)
     if data is None and (timed_out or handle.killed_reason is not None):
         # The host SIGKILLed the VMM: the workload ended by that signal (host fact).
         result.signal = 9
@@ -103,6 +105,8 @@ def build_result(
         # the guest kernel runs inside it, emulated on kvm_pvm.
         details["vmm_cpu_ms"] = handle.cgroup.cpu_time_ms()
         details["vmm_peak_memory_kb"] = handle.cgroup.max_rss_kb()
+    if spec.limits.disk_bytes is not None:
+        details["disk_limit"] = _disk_limit(spec.limits.disk_bytes, data)
     if data is not None:
         details["guest_mode"] = data["mode"]
         details["guest_reported"] = data["guest"]
@@ -111,6 +115,33 @@ def build_result(
     if spec.guest_events:
         result.guest_observation = _guest_observation(handle, data)
     return result
+
+
+def _oom(result: ExecutionResult, note: str | None) -> None:
+    """The guest says the memory limit (or its own RAM) stopped the command."""
+    if note is None:
+        return
+    result.oom_killed = True
+    if result.error is None:
+        how = "killed: " if result.signal is not None else ""
+        result.error = f"{how}memory limit exceeded (oom): {note}"
+    result.details["oom"] = note
+
+
+def _disk_limit(size: int, data: dict[str, Any] | None) -> str:
+    """How ``limits.disk`` is enforced (the host asked; a guest that cannot apply it fails
+    the run), and whether the guest found its workspace full after the run."""
+    applied = data["guest"].get("workspace_bytes") if data is not None else None
+    if isinstance(applied, int) and 0 < applied < size:
+        size_note = f"{applied} bytes (the guest's free RAM; {size} asked)"
+    else:
+        size_note = f"{size} bytes"
+    note = (
+        f"tmpfs size limit on the guest's workspace (/work): {size_note}; writes past it "
+        "get ENOSPC; guest RAM"
+    )
+    full = data is not None and data["guest"].get("workspace_full") is True
+    return note + ("; full after the run (the guest's claim)" if full else "")
 
 
 def _guest_observation(handle: VMHandle, data: dict[str, Any] | None) -> Observation:

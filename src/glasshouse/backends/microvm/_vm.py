@@ -20,6 +20,8 @@ from typing import Any
 from glasshouse.core.execution import BackendError
 from glasshouse.guest import transport as T
 
+from ._streamed import StreamedOutput
+
 #: Console bytes kept per VM (for error messages); the rest is read and dropped.
 CONSOLE_KEEP = 64 * 1024
 
@@ -160,10 +162,12 @@ class VMProcess(ABC):
         limit: int,
         deadline: float | None,
         events: list[list[Any]] | None = None,
+        output: StreamedOutput | None = None,
     ) -> bytes:
         """Send the request frame and return the result frame's body, at most ``limit``
-        bytes, by ``deadline`` (monotonic; ``TimeoutError`` past it). With ``events``,
-        intermediate events frames are validated into it where the channel carries any."""
+        bytes, by ``deadline`` (monotonic; ``TimeoutError`` past it). With ``events`` and
+        ``output``, intermediate events and output frames are validated into them where the
+        channel carries any (vsock; the serial console brings everything with the result)."""
 
     def disconnect(self) -> None:
         """Close the channel to the guest agent (the VM is about to be killed)."""

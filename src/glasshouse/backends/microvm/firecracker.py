@@ -27,6 +27,7 @@ from glasshouse.guest import transport as T
 from .. import _owner
 from . import images as _images
 from ._driver import VMMDriver
+from ._streamed import StreamedOutput
 from ._vm import GuestFailure, VMProcess, make_run_dir, remove_run_dir
 from ._vsock import exchange, readline
 
@@ -292,10 +293,11 @@ class FirecrackerVM(VMProcess):
         limit: int,
         deadline: float | None,
         events: list[list[Any]] | None = None,
+        output: StreamedOutput | None = None,
     ) -> bytes:
         if self.conn is None:
             raise GuestFailure("no connection to the guest agent")
-        return exchange(self.conn, request, limit, deadline, events)
+        return exchange(self.conn, request, limit, deadline, events, output)
 
     def disconnect(self) -> None:
         if self.conn is not None:

@@ -21,7 +21,7 @@ CACHE = Path(os.environ.get("GLASSHOUSE_CACHE", "/var/cache/glasshouse"))
 GUEST_DIR = CACHE / "guest"
 MANIFEST = GUEST_DIR / "manifest.json"
 #: Bump when the snapshot recipe (boot flow, guest memory, devices) changes.
-SNAPSHOT_RECIPE = 2
+SNAPSHOT_RECIPE = 3
 
 BASE_ARGS = "console=ttyS0 reboot=k panic=-1 quiet rootfstype=ext4 init=/init no-kvmapf"
 #: Needed on kvm_pvm, whose instruction emulator lacks XSAVE, CMPXCHG16B, CLAC/STAC, POPCNT

@@ -18,6 +18,7 @@ from glasshouse.guest import transport as T
 
 from . import images as _images
 from ._driver import VMMDriver
+from ._streamed import StreamedOutput
 from ._vm import GuestFailure, VMProcess
 
 
@@ -75,8 +76,10 @@ class QemuVM(VMProcess):
         limit: int,
         deadline: float | None,
         events: list[list[Any]] | None = None,
+        output: StreamedOutput | None = None,
     ) -> bytes:
-        """Over the serial console: the guest's events come with its result, never ahead."""
+        """Over the serial console: the guest's events and output come with its result, never
+        ahead."""
         assert self.console is not None and self.proc is not None and self.proc.stdin is not None
         self.console.expect_frame(limit)
         try:

@@ -9,6 +9,7 @@ used)."""
 from __future__ import annotations
 
 import _socket
+import _thread
 import os
 import time
 
@@ -17,10 +18,12 @@ from gh_system import PRE, console
 
 
 class Vsock:
-    #: Intermediate frames (guest events) can be sent ahead of the result.
+    #: Intermediate frames (guest events, output) can be sent ahead of the result.
     streams_events = True
+    streams_output = True
 
     def __init__(self) -> None:
+        self._sending = _thread.allocate_lock()  # the output pump sends from its thread
         self._listener = _socket.socket(_socket.AF_VSOCK, _socket.SOCK_STREAM)
         self._listener.bind((_socket.VMADDR_CID_ANY, T.VSOCK_PORT))
         self._listener.listen(1)
@@ -60,7 +63,8 @@ class Vsock:
     def send(self, frame: bytes) -> None:
         assert self._conn is not None
         # No shutdown(): the host reads exactly the announced length.
-        self._conn.sendall(frame)
+        with self._sending:
+            self._conn.sendall(frame)
 
     def linger(self, seconds: float) -> None:
         """Wait until the host has the result: it closes the connection or kills the VM
@@ -85,8 +89,9 @@ def recv_exact(conn: _socket.socket, n: int) -> bytes:
 
 
 class Serial:
-    #: One line carries the result: guest events travel with it, never ahead.
+    #: One line carries the result: guest events and output travel with it, never ahead.
     streams_events = False
+    streams_output = False
 
     def __init__(self) -> None:
         import termios

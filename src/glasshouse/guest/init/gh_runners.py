@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
+import gh_stream
 from gh_audit import GuestEvents
+from gh_stream import StreamingFile
 from gh_system import PRE
 
 #: argv[0] values run in this interpreter when followed by ``-c CODE``.
@@ -21,26 +23,19 @@ def runs_inprocess(argv: list[str]) -> bool:
     return len(argv) >= 3 and argv[0] in PYTHONS and argv[1] == "-c"
 
 
-RLIMITS = (
-    ("cpu_s", "RLIMIT_CPU"),
-    ("memory_bytes", "RLIMIT_AS"),
-    ("pids", "RLIMIT_NPROC"),
-    ("file_size_bytes", "RLIMIT_FSIZE"),
-)
-
-
 def run_exec(limits: dict, argv: list[str], env: dict, cwd: str, fds: tuple[int, int, int]) -> dict:
-    """fork+exec the command. No preexec_fn, so CPython uses vfork: copying this big warm
-    process's page tables in a real fork costs ~0.8 s of emulated kernel on kvm_pvm. The
-    rlimits are applied with prlimit(2) right after the spawn (inherited by everything the
-    command starts later); they shape resources inside a VM the workload fully controls
+    """vfork+exec the command. No preexec_fn and no user=/group= (either makes CPython fork):
+    copying this big warm process's page tables in a real fork costs seconds of emulated
+    kernel on kvm_pvm. The command starts with its limits (gh_limits.SpawnLimits: rlimits
+    set on this init around the spawn, ``nobody`` for a pids limit); ``cpu_s`` is applied
+    right after the spawn. They shape resources inside a VM the workload fully controls
     anyway, the hard bounds being the VM's RAM and the host's wall-clock kill."""
     import resource
     import subprocess
 
-    # No cgroups in the guest kernel and RLIMIT_NPROC does not bind root: a pids limit runs
-    # the command as an unprivileged guest user.
-    ids = {"user": 65534, "group": 65534, "extra_groups": []} if limits.get("pids") else {}
+    from gh_limits import SpawnLimits
+
+    spawn = SpawnLimits(limits)
     try:
         proc = subprocess.Popen(
             argv,
@@ -51,20 +46,20 @@ def run_exec(limits: dict, argv: list[str], env: dict, cwd: str, fds: tuple[int,
             env=env,
             close_fds=True,
             start_new_session=True,
-            **ids,
         )
     except FileNotFoundError:
         return {"exit_code": 127, "error": None, "not_found": argv[0]}
     except PermissionError:
         return {"exit_code": 126, "error": None, "not_found": argv[0]}
-    for key, name in RLIMITS:
-        value = limits.get(key)
-        if value:
-            value = int(-(-value // 1))
-            try:
-                resource.prlimit(proc.pid, getattr(resource, name), (value, value))
-            except (ProcessLookupError, OSError):
-                pass
+    finally:
+        spawn.restore()
+    spawn.harden(proc.pid)
+    if limits.get("cpu_s"):
+        value = int(-(-limits["cpu_s"] // 1))
+        try:
+            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (value, value))
+        except (ProcessLookupError, OSError):
+            pass
     _, status, ru = os.wait4(proc.pid, 0)
     out: dict = {"cpu_time_ms": int((ru.ru_utime + ru.ru_stime) * 1000), "max_rss_kb": ru.ru_maxrss}
     out["pid"] = proc.pid
@@ -83,10 +78,19 @@ def run_inprocess(
     cwd: str,
     fds: tuple[int, int, int],
     events: GuestEvents | None = None,
+    on_write: object = None,
 ) -> dict:
+    """``exec`` the code in this interpreter, with fds 0/1/2 the command's files (``on_write``
+    is called after each write of sys.stdout/sys.stderr: the output streams). Memory is
+    capped (gh_limits.HeapCap: MemoryError past ``memory_bytes`` or what the guest can
+    give, reported as ``oom``), ``pids`` is RLIMIT_NPROC as ``nobody``; ``cpu_s`` does not
+    apply (the host's wall-clock deadline does). A fork the code makes (os.fork) ends when
+    the code does: it must not go on to answer the host as this init."""
     import builtins
     import resource
     import traceback
+
+    from gh_limits import HeapCap, limit_process_count, unlimit_process_count
 
     if PRE.get("stdio") != fds:
         stdio(fds)
@@ -96,48 +100,69 @@ def run_inprocess(
     if cwd != PRE.get("cwd"):
         os.chdir(cwd)
     sys.path[0:0] = [""]
-    if limits.get("memory_bytes"):
-        resource.setrlimit(
-            resource.RLIMIT_AS, (int(limits["memory_bytes"]), resource.RLIM_INFINITY)
-        )
+    me = os.getpid()
+    heap = HeapCap(limits.get("memory_bytes"))
+    counted = limit_process_count(limits.get("pids"))
     before = resource.getrusage(resource.RUSAGE_SELF)
     exit_code = 0
+    oom = None
     if events is not None:
         events.start()
+    gh_stream.WRITE_HOOK[0] = on_write
     try:
         exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
     except SystemExit as exc:
-        code_ = exc.code
-        if code_ is None:
-            exit_code = 0
-        elif isinstance(code_, int):
-            exit_code = code_ & 0xFF
-        else:
-            print(code_, file=sys.stderr)
-            exit_code = 1
+        exit_code = _exit_status(exc.code)
     except BaseException as exc:
+        if isinstance(exc, MemoryError) and os.getpid() == me:
+            heap.release()  # room to print the traceback
+            oom = heap.note()
         # Like the interpreter: the traceback starts at the user's code, not at this init.
         traceback.print_exception(
             type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None
         )
         exit_code = 1
     finally:
+        gh_stream.WRITE_HOOK[0] = None  # what is left goes with the result
+        if os.getpid() != me:
+            _flush()
+            os._exit(exit_code)
         if events is not None:
             events.stop()
-        if limits.get("memory_bytes"):
-            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
+        if counted:
+            unlimit_process_count()
+        heap.release()
+    _flush()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    out = {"exit_code": exit_code, "cpu_time_ms": int(cpu * 1000), "max_rss_kb": after.ru_maxrss}
+    if oom is not None:
+        out["oom"] = oom
+    return out
+
+
+def _exit_status(code: object) -> int:
+    """The exit status ``sys.exit(code)`` gives, as the interpreter computes it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:
             pass
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"exit_code": exit_code, "cpu_time_ms": int(cpu * 1000), "max_rss_kb": after.ru_maxrss}
 
 
 def stdio(fds: tuple[int, int, int]) -> None:
-    """Make fds 0/1/2 and sys.std* the command's files (before the snapshot when warm)."""
+    """Make fds 0/1/2 and sys.std* the command's files (before the snapshot when warm);
+    sys.stdout/sys.stderr write through gh_stream.StreamingFile (output streamed as Python
+    flushes it)."""
     import io
 
     for target, fd in enumerate(fds):
@@ -146,13 +171,13 @@ def stdio(fds: tuple[int, int, int]) -> None:
         io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape"
     )
     sys.stdout = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False),
+        StreamingFile(1, "w", closefd=False),
         encoding="utf-8",
         errors="backslashreplace",
         line_buffering=False,
     )
     sys.stderr = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False),
+        StreamingFile(2, "w", closefd=False),
         encoding="utf-8",
         errors="backslashreplace",
         write_through=True,
@@ -164,4 +189,8 @@ def open_io() -> tuple[int, int, int]:
     """stdin/stdout/stderr files of the command, in tmpfs /run/gh."""
     os.makedirs("/run/gh", exist_ok=True)
     flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
-    return tuple(os.open(f"/run/gh/{n}", flags, 0o600) for n in ("stdin", "stdout", "stderr"))
+    # 0666: a run as ``nobody`` may reopen them (/dev/stdout); nothing else in the VM cares
+    files = tuple(os.open(f"/run/gh/{n}", flags, 0o666) for n in ("stdin", "stdout", "stderr"))
+    for fd in files:
+        os.fchmod(fd, 0o666)  # (the umask took some bits)
+    return files

@@ -70,17 +70,26 @@ def workspace_path(name: object, root: str = WORKSPACE) -> str:
     return path
 
 
-def write_files(files: object, root: str = WORKSPACE) -> None:
-    """The request's ``{name: base64}`` files into the workspace."""
+def write_files(files: object, root: str = WORKSPACE, owner: tuple[int, int] | None = None) -> None:
+    """The request's ``{name: base64}`` files into the workspace, owned by ``owner`` (uid,
+    gid) if given (a run as ``nobody`` may then change them, as its own)."""
     if not files:
         return
     if not isinstance(files, dict):
         raise ValueError("files must be an object")
     for name, data in files.items():
         path = workspace_path(name, root)
+        parent = os.path.dirname(path)
+        made = []
+        while not os.path.isdir(parent):
+            made.append(parent)
+            parent = os.path.dirname(parent)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(T.unb64(data, name, T.MAX_REQUEST))
+        if owner is not None:
+            for p in [path, *made]:
+                os.chown(p, *owner)
 
 
 def read_outputs(names: list, budget: int, root: str = WORKSPACE) -> dict:
@@ -100,9 +109,9 @@ def read_outputs(names: list, budget: int, root: str = WORKSPACE) -> dict:
     return outputs
 
 
-def capture(fd: int, cap: int) -> dict:
-    """A captured stream (a file the command wrote from offset 0): its first ``cap`` bytes,
-    full size and sha256."""
+def capture(fd: int, cap: int, sent: int = 0) -> dict:
+    """A captured stream (a file the command wrote from offset 0): full size and sha256,
+    and its first ``cap`` bytes but the ``sent`` ones the host already has (streamed)."""
     h = sha256()
     kept = bytearray()
     size = 0
@@ -111,17 +120,21 @@ def capture(fd: int, cap: int) -> dict:
     while True:
         chunk = os.pread(fd, 1 << 20, size)
         h.update(chunk)
+        lo, hi = max(sent, size), min(cap, size + len(chunk))
+        if lo < hi:
+            kept += chunk[lo - size : hi - size]
         size += len(chunk)
-        if len(kept) < cap:
-            kept += chunk[: cap - len(kept)]
         if len(chunk) < 1 << 20:
             break
-    return {
+    stream = {
         "data": T.b64(bytes(kept)),
         "size": size,
         "sha256": h.hexdigest(),
         "truncated": size > cap,
     }
+    if sent:
+        stream["sent"] = sent
+    return stream
 
 
 def empty_stream() -> dict:

@@ -9,9 +9,10 @@ here with Python already running.
 
 For the request it: mixes the host's fresh entropy into the kernel pool and reseeds the
 CRNG and Python's ``random`` (clones of one snapshot must not share random state), sets the
-clock, writes the files into /work, runs the command with its limits, and answers with one
-result frame (exit status, capped stdout/stderr with their full size and sha256, rusage,
-requested output files). Then it powers the VM off. ``python3 -c CODE`` runs in this warm
+clock, writes the files into /work, runs the command with its limits, streams its output
+while it runs (vsock), and answers with one result frame (exit status, capped stdout/stderr
+with their full size and sha256, rusage, requested output files). Then it powers the VM
+off. ``python3 -c CODE`` runs in this warm
 interpreter (no fork/exec: those run in the emulated guest kernel on kvm_pvm hosts and cost
 seconds); anything else is executed as a child process.
 
@@ -21,7 +22,8 @@ This file is the init's entry point (``/init``); its parts ship beside the wire 
 (``gh_transport``) in ``/usr/lib/glasshouse``: ``gh_system`` (mounts, console, what was
 opened before the snapshot), ``gh_channels`` (vsock and serial console), ``gh_reseed``
 (entropy and clock), ``gh_workspace`` (the request's fields, files in, streams and outputs
-out), ``gh_runners`` (in-process and exec'd commands), ``gh_audit`` (guest events) and
+out), ``gh_runners`` (in-process and exec'd commands), ``gh_limits`` (the run's limits),
+``gh_stream`` (output streamed while the command runs), ``gh_audit`` (guest events) and
 ``gh_warm`` (the snapshot boot's warm-up).
 """
 
@@ -38,10 +40,12 @@ sys.path.insert(0, "/usr/lib/glasshouse")
 import gh_transport as T
 from gh_audit import GuestEvents
 from gh_channels import Serial, Vsock, wait_wake
+from gh_limits import NOBODY, limit_workspace, oom_kills, open_kmsg, workspace_full
 from gh_reseed import prime, reseed
 from gh_runners import open_io, run_exec, run_inprocess, runs_inprocess
+from gh_stream import OutputPump
 from gh_system import PRE, cmdline, console, power_off, setup, uptime
-from gh_warm import import_common, prefault, preopen, reexec_with_malloc
+from gh_warm import import_common, measure_room, prefault, preopen, reexec_with_malloc
 from gh_workspace import capture, error_result, parse_request, read_outputs, write_files
 
 
@@ -51,7 +55,13 @@ def _handle(req: dict, transport: object = None) -> dict:
     guest: dict = {"kernel": PRE.get("release") or os.uname().release, "steps_ms": {}}
     guest.update(reseed(req))
     marks.append(("reseed", time.monotonic()))
-    write_files(req.get("files"))
+    limits = request["limits"]
+    disk = limit_workspace(limits.get("disk_bytes"))
+    if disk is not None:
+        guest["workspace_bytes"] = disk
+    owner = (NOBODY, NOBODY) if limits.get("pids") else None
+    write_files(req.get("files"), owner=owner)
+    req["files"] = None  # their memory back to the heap the run may use
     argv, env, cwd = request["argv"], request["env"], request["cwd"]
     fds = PRE.get("fds") or open_io()
     stdin = request["stdin"]
@@ -64,27 +74,36 @@ def _handle(req: dict, transport: object = None) -> dict:
     events = None
     if request["events_cap"] is not None:
         events = GuestEvents(transport, request["events_cap"])
-    limits = request["limits"]
-    if runs_inprocess(argv):
-        outcome = run_inprocess(limits, argv[2], argv[3:], env, cwd, fds, events)
+    cap = request["output_bytes"]
+    pump = _pump(transport, fds)
+    inprocess = runs_inprocess(argv)
+    if pump is not None:
+        pump.start(transport.send, cap, poll=not inprocess)
+    if inprocess:
+        flush = pump.flush if pump is not None else None
+        outcome = run_inprocess(limits, argv[2], argv[3:], env, cwd, fds, events, flush)
         outcome["mode"] = "inprocess"
         pid, exe = os.getpid(), sys.executable
     else:
+        kmsg = PRE.get("kmsg") or _open_kmsg()
         outcome = run_exec(limits, argv, env, cwd, fds)
         outcome["mode"] = "exec"
         pid, exe = outcome.pop("pid", 0), argv[0]
         missing = outcome.pop("not_found", None)
         if missing is not None:
             os.write(fds[2], f"{missing}: command not found\n".encode())
+        _oom_killed(outcome, kmsg)
+    sent = pump.stop() if pump is not None else [0, 0]
     if events is not None:
         code, sig = outcome.get("exit_code"), outcome.get("signal")
         events.events.append(["process", pid, exe, list(argv), code, sig])  # never capped
         outcome["events"] = {"events": events.events, "count": events.count, "lost": events.lost}
     marks.append(("run", time.monotonic()))
-    cap = request["output_bytes"]
-    outcome["stdout"] = capture(fds[1], cap)
-    outcome["stderr"] = capture(fds[2], cap)
+    outcome["stdout"] = capture(fds[1], cap, sent[0])
+    outcome["stderr"] = capture(fds[2], cap, sent[1])
     outcome["outputs"] = read_outputs(request["outputs"], request["outputs_bytes"])
+    if limits.get("disk_bytes"):
+        guest["workspace_full"] = workspace_full()
     marks.append(("collect", time.monotonic()))
     for i in range(1, len(marks)):
         (_, t0), (label, t1) = marks[i - 1], marks[i]
@@ -93,6 +112,33 @@ def _handle(req: dict, transport: object = None) -> dict:
     outcome["v"] = 1
     outcome.setdefault("error", None)
     return outcome
+
+
+def _pump(transport: object, fds: tuple[int, int, int]) -> OutputPump | None:
+    """The output pump (made before the snapshot when warm) where the channel streams."""
+    if not getattr(transport, "streams_output", False):
+        return None
+    return PRE.get("pump") or OutputPump(fds)
+
+
+def _open_kmsg() -> int | None:
+    try:
+        return open_kmsg()
+    except OSError:
+        return None
+
+
+def _oom_killed(outcome: dict, kmsg: int | None) -> None:
+    """An exec'd command SIGKILLed (or a shell reporting a child's SIGKILL as 137): did the
+    guest kernel's OOM killer do it? Its log says."""
+    if outcome.get("signal") != 9 and outcome.get("exit_code") != 137:
+        return
+    if kmsg is None:
+        return
+    kills = oom_kills(kmsg)
+    if kills:
+        note = "the guest kernel's OOM killer (guest RAM exhausted): " + "; ".join(kills)
+        outcome["oom"] = note[:400]
 
 
 def main() -> None:
@@ -110,6 +156,7 @@ def main() -> None:
         import_common()
         preopen()
         prefault()
+        measure_room()
         console(f"gh: warm {uptime()}".encode())
         wait_wake()
         transport: Vsock | Serial = Vsock()
