@@ -14,8 +14,9 @@ from typing import Any
 
 import click
 
-from glasshouse.cli._run import _parse_env
-from glasshouse.cli._util import SIZE, fail
+from glasshouse.cli._convert import parse_env
+from glasshouse.cli._util import fail
+from glasshouse.cli.params import SIZE
 
 _BACKENDS = ("sandbox", "microvm", "gvisor", "firecracker", "qemu", "auto", "process")
 
@@ -115,7 +116,7 @@ def mcp(**opts: Any) -> None:
             max_timeout_s=opts["max_timeout"],
             read_cap=opts["read_cap"],
             output_cap=opts["output_cap"],
-            env=_parse_env(opts["env"]),
+            env=parse_env(opts["env"]),
             max_sessions=1,
         )
     except ValueError as exc:

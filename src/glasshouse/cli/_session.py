@@ -22,7 +22,8 @@ from typing import Any
 import click
 
 from glasshouse.cli._remote import _token, _token_file, _url
-from glasshouse.cli._util import SIZE, fail
+from glasshouse.cli._util import fail
+from glasshouse.cli.params import SIZE
 
 
 @click.group()
