@@ -42,9 +42,10 @@ class PathRule:
 class Option:
     """One option of ``glasshouse run``: flags, destination, kind, default, help.
 
-    ``loader``: the name of a loader run on the value before anything runs (keys, policies,
-    redaction rules); the fast path leaves those options to click. ``off``: the flag turning
-    a ``SWITCH`` off. ``multiple``: repeatable, the values collected in order.
+    ``loader``: the loader (``_trust_run.LOADERS``) that reads the value before anything runs
+    (a signing key, a policy, redaction rules). ``off``: the flag turning a ``SWITCH`` off.
+    ``multiple``: repeatable, the values collected in order. (A plain class, as ``PathRule``:
+    making a dataclass costs a run's start a fraction of a millisecond each.)
     """
 
     __slots__ = (
