@@ -18,36 +18,12 @@ from typing import Any
 
 import httpx
 
+from glasshouse.client._wire import RunResult as RunResult
 from glasshouse.client._wire import ServerError, retry_wait
 from glasshouse.client._wire import error_of as _error
 
 #: Extra seconds the HTTP timeout allows beyond the run's own timeout (setup, receipt).
 _SLACK_S = 30.0
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One run's answer (``exit_code`` is shell-style: 124 timeout, 128+N signal, 125 error)."""
-
-    stdout: str
-    stderr: str
-    exit_code: int
-    duration_ms: int
-    receipt_id: str
-    timed_out: bool
-    truncated: bool
-    backend: str
-    isolation: str
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and self.error is None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RunResult:
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,8 @@ def retry_wait(error: ServerError) -> float:
 
 
 @dataclass(frozen=True)
-class StepResult:
-    """A step's answer (``exit_code`` shell-style: 124 timeout, 128+N signal, 125 error)."""
+class RunResult:
+    """One run's answer (``exit_code`` is shell-style: 124 timeout, 128+N signal, 125 error)."""
 
     stdout: str
     stderr: str
@@ -74,8 +74,6 @@ class StepResult:
     truncated: bool
     backend: str
     isolation: str
-    step: int
-    interpreter_restarted: bool
     error: str | None = None
 
     @property
@@ -83,9 +81,18 @@ class StepResult:
         return self.exit_code == 0 and not self.timed_out and self.error is None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> StepResult:
+    def from_json(cls, data: Mapping[str, Any]) -> RunResult:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class StepResult(RunResult):
+    """A session step's answer: a run's, plus its number and whether the interpreter it ran
+    in is a fresh one."""
+
+    step: int = 0
+    interpreter_restarted: bool = False
 
 
 @dataclass(frozen=True)
